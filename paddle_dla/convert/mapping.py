@@ -1,0 +1,79 @@
+"""Key and value mapping between PyTorch DLA state dicts and ours.
+
+Module names are identical on both sides; only BatchNorm statistics are renamed
+(``running_mean`` -> ``_mean``, ``running_var`` -> ``_variance``) and PyTorch's
+``num_batches_tracked`` counters have no Paddle counterpart. Nothing is
+transposed: the classifier is a 1x1 convolution in both.
+"""
+import functools
+
+import numpy as np
+import paddle
+
+from ..checkpoint import check_state_dict
+from ..dla import DLA
+from ..variants import get_config
+
+_TORCH_TO_PADDLE_LEAF = {'running_mean': '_mean', 'running_var': '_variance'}
+_PADDLE_TO_TORCH_LEAF = {v: k for k, v in _TORCH_TO_PADDLE_LEAF.items()}
+TORCH_ONLY_LEAVES = ('num_batches_tracked',)
+
+
+def _rename_leaf(key, table):
+    head, dot, leaf = key.rpartition('.')
+    return head + dot + table.get(leaf, leaf)
+
+
+def to_paddle_key(key):
+    return _rename_leaf(key, _TORCH_TO_PADDLE_LEAF)
+
+
+def to_torch_key(key):
+    return _rename_leaf(key, _PADDLE_TO_TORCH_LEAF)
+
+
+def to_numpy(value):
+    """A torch tensor, Paddle tensor or array as a numpy array (half types widened to float32)."""
+    if hasattr(value, 'detach'):  # torch.Tensor, without importing torch
+        value = value.detach().cpu()
+        if value.is_floating_point() and value.element_size() < 4:
+            value = value.float()
+        return value.numpy()
+    if isinstance(value, paddle.Tensor):
+        return value.numpy()
+    return np.asarray(value)
+
+
+@functools.lru_cache(maxsize=None)
+def _paddle_shapes(variant, num_classes):
+    with paddle.LazyGuard():  # shapes only: no parameter is initialised
+        model = DLA(get_config(variant), num_classes=num_classes)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def expected_torch_shapes(variant, num_classes=1000):
+    """``{torch key: shape}`` of a clean (timm-layout) checkpoint of ``variant``."""
+    return {to_torch_key(k): s for k, s in _paddle_shapes(get_config(variant).name,
+                                                           num_classes).items()}
+
+
+def convert_state_dict(state_dict, variant, dtype='float32'):
+    """Map a timm-layout PyTorch state dict (``name -> tensor/array``) to ours.
+
+    The class count is read from ``fc.weight``. Any missing, unexpected or
+    mis-shaped key raises :class:`paddle_dla.checkpoint.StateDictMismatch`
+    naming the keys as they appear in the PyTorch file. Floating values are
+    returned as ``dtype`` numpy arrays.
+    """
+    name = get_config(variant).name
+    arrays = {k: to_numpy(v) for k, v in state_dict.items()
+              if k.rpartition('.')[2] not in TORCH_ONLY_LEAVES}
+    num_classes = int(arrays['fc.weight'].shape[0]) if 'fc.weight' in arrays else 1000
+    check_state_dict(expected_torch_shapes(name, num_classes), arrays,
+                     context=f'checkpoint does not match {name}')
+    out = {}
+    for key, array in arrays.items():
+        if np.issubdtype(array.dtype, np.floating):
+            array = array.astype(dtype)
+        out[to_paddle_key(key)] = array
+    return out

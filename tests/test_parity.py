@@ -1,0 +1,73 @@
+"""Every variant against the timm oracle: float64 structure and converted float32 weights."""
+import pytest
+import torch
+
+import paddle_dla
+from helpers import paddle_model_from_oracle, run_cli, run_paddle
+from oracle import (oracle, oracle_state_dict, random_images, reference_logits, relative_error,
+                    top1_agrees)
+
+ALL = paddle_dla.list_models()
+LARGE_SHAPE_VARIANTS = ['dla_34', 'dla_102x2', 'dla_60_res2next']
+SHAPES = [(2, 3, 64, 64)]
+EXTRA_SHAPES = [(1, 3, 224, 224), (2, 3, 96, 160)]
+
+STRUCTURE_TOL = 1e-7
+FLOAT32_TOL = 1e-3
+
+
+def _cases():
+    for name in ALL:
+        yield name, SHAPES[0]
+        if name in LARGE_SHAPE_VARIANTS:
+            for shape in EXTRA_SHAPES:
+                yield name, shape
+
+
+@pytest.mark.parametrize('name,shape', list(_cases()))
+def test_float64_structure_matches_oracle(name, shape):
+    images = random_images(shape)
+    reference = reference_logits(oracle(name), images)
+    ours = run_paddle(paddle_model_from_oracle(name, 'float64'), images)
+    assert ours.shape == reference.shape == (shape[0], 1000)
+    assert relative_error(ours, reference) <= STRUCTURE_TOL
+
+
+@pytest.fixture(scope='module')
+def converted_by_cli(tmp_path_factory):
+    """Each variant's oracle saved as a timm-layout .pth and converted with the CLI."""
+    folder = tmp_path_factory.mktemp('converted')
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            src, dst = folder / f'{name}.pth', folder / f'{name}.pdparams'
+            torch.save(oracle_state_dict(name, dtype=torch.float32), src)
+            proc = run_cli('convert/torch2paddle.py', '--src', src, '--model', name, '--dst', dst)
+            assert proc.returncode == 0, proc.stderr
+            assert name in proc.stdout and str(dst) in proc.stdout
+            cache[name] = dst
+        return cache[name]
+    return get
+
+
+@pytest.mark.parametrize('name,shape', list(_cases()))
+def test_cli_converted_float32_matches_oracle(name, shape, converted_by_cli):
+    model = paddle_dla.create_model(name, pretrained=str(converted_by_cli(name)))
+    model.eval()
+    images = random_images(shape)
+    reference = reference_logits(oracle(name), images)
+    ours = run_paddle(model, images)
+    assert relative_error(ours, reference) <= FLOAT32_TOL
+    assert top1_agrees(ours, reference)
+
+
+def test_tolerances_detect_a_real_mistake():
+    """A plausible porting slip (one BN bias zeroed) must fail both tolerances by far."""
+    name = 'dla_34'
+    images = random_images(SHAPES[0])
+    reference = reference_logits(oracle(name), images)
+    model = paddle_model_from_oracle(name, 'float64')
+    bias = model.level3.tree1.tree2.bn2.bias
+    bias.set_value(bias.numpy() * 0)
+    assert relative_error(run_paddle(model, images), reference) > 100 * FLOAT32_TOL
