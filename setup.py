@@ -16,6 +16,8 @@ def requirements(name):
             if line.split('#')[0].strip()]
 
 
+RUNTIME = requirements('requirements.txt')
+
 setup(
     name='paddle_dla',
     version=re.search(r"__version__ = '([^']+)'", read('paddle_dla/__init__.py')).group(1),
@@ -26,7 +28,11 @@ setup(
     license='BSD-3-Clause',
     python_requires='>=3.8',
     packages=find_packages(include=['paddle_dla', 'paddle_dla.*']),
-    install_requires=requirements('requirements.txt'),
-    extras_require={'test': requirements('requirements-test.txt'),
+    # Paddle comes as two distributions (CPU and GPU builds); the user picks one as an extra.
+    install_requires=[r for r in RUNTIME if not r.startswith('paddlepaddle')],
+    extras_require={'cpu': [r for r in RUNTIME if r.startswith('paddlepaddle')],
+                    'gpu': [r.replace('paddlepaddle', 'paddlepaddle-gpu') for r in RUNTIME
+                            if r.startswith('paddlepaddle')],
+                    'test': requirements('requirements-test.txt'),
                     'torch': ['torch>=2.1']},
 )

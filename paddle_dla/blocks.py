@@ -126,7 +126,9 @@ class Tree(nn.Layer):
             root_dim += in_channels
         self.levels = levels
         self.level_root = level_root
-        self.downsample = nn.MaxPool2D(stride, stride) if stride > 1 else None
+        # ceil_mode: the same as the official floor mode on even sizes, and on odd sizes it
+        # keeps the shortcut as large as the strided conv output (the official model fails there).
+        self.downsample = nn.MaxPool2D(stride, stride, ceil_mode=True) if stride > 1 else None
         self.project = None
         if levels == 1:
             self.tree1 = block(in_channels, out_channels, stride, **block_args)

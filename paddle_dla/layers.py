@@ -38,7 +38,8 @@ class BatchNorm2d(nn.BatchNorm2D):
     def forward(self, x):
         if self.training:
             with paddle.no_grad():
-                batch_var = paddle.var(x, axis=[0, 2, 3], unbiased=False)
+                centered = x - x.mean(axis=[0, 2, 3], keepdim=True)
+                batch_var = (centered * centered).mean(axis=[0, 2, 3])
         out = F.batch_norm(x, self._mean, self._variance, weight=self.weight, bias=self.bias,
                            training=self.training, momentum=self._momentum,
                            epsilon=self._epsilon, data_format=self._data_format)

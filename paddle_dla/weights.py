@@ -10,7 +10,7 @@ OFFICIAL_SERVER = 'http://dl.yf.io/dla/models/imagenet/'
 TIMM_MIRROR = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/'
 HF_HUB = 'https://huggingface.co/timm/{}.in1k/resolve/main/model.safetensors'
 
-TIMM_TABLE = 'timm ImageNet results table (official weights)'
+TIMM_TABLE = 'timm results table'
 PADDLE_PORT_TABLE = 'Paddle port table (+tricks weights)'
 
 

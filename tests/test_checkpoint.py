@@ -1,0 +1,70 @@
+"""Strict loading of .pdparams files: every mismatch is an error naming the keys."""
+import numpy as np
+import paddle
+import pytest
+
+import paddle_dla
+from paddle_dla import StateDictMismatch
+from paddle_dla.checkpoint import load_pdparams, save_pdparams
+
+
+@pytest.fixture(scope='module')
+def good_state():
+    paddle.seed(0)
+    return {k: v.numpy() for k, v in paddle_dla.dla_46_c().state_dict().items()}
+
+
+def _save(tmp_path, state, name='w.pdparams'):
+    return save_pdparams(state, tmp_path / name)
+
+
+def test_roundtrip_loads_exactly(tmp_path, good_state):
+    model = paddle_dla.dla_46_c(pretrained=_save(tmp_path, good_state))
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), good_state[key])
+
+
+def test_missing_key_is_refused_by_name(tmp_path, good_state):
+    state = dict(good_state)
+    del state['level3.tree1.tree2.bn2._variance']
+    with pytest.raises(StateDictMismatch, match=r'missing keys \[level3.tree1.tree2.bn2._variance\]'):
+        paddle_dla.dla_46_c(pretrained=_save(tmp_path, state))
+
+
+def test_extra_key_is_refused_by_name(tmp_path, good_state):
+    state = dict(good_state, **{'level4.project.0.weight': np.zeros((128, 64, 1, 1), 'float32')})
+    with pytest.raises(StateDictMismatch, match=r'unexpected keys \[level4.project.0.weight\]'):
+        paddle_dla.dla_46_c(pretrained=_save(tmp_path, state))
+
+
+def test_wrong_shape_is_refused_by_name(tmp_path, good_state):
+    state = dict(good_state, **{'fc.weight': good_state['fc.weight'][:10], 'fc.bias':
+                                good_state['fc.bias'][:10]})
+    with pytest.raises(StateDictMismatch, match=r'mis-shaped keys \[fc.weight \(expected '
+                                                r'\[1000, 256, 1, 1\], found \[10, 256, 1, 1\]\)'):
+        paddle_dla.dla_46_c(pretrained=_save(tmp_path, state))
+    # ...and it loads when the model is asked for 10 classes.
+    assert paddle_dla.dla_46_c(num_classes=10, pretrained=_save(tmp_path, state)).num_classes == 10
+
+
+def test_features_only_loads_a_classifier_checkpoint(tmp_path, good_state):
+    model = paddle_dla.dla_46_c(features_only=True, out_indices=(1, 2, 3),
+                                pretrained=_save(tmp_path, good_state))
+    np.testing.assert_array_equal(model.level3.tree2.root.conv.weight.numpy(),
+                                  good_state['level3.tree2.root.conv.weight'])
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no such weights file'):
+        paddle_dla.dla_46_c(pretrained=str(tmp_path / 'absent.pdparams'))
+    bad = tmp_path / 'bad.pdparams'
+    bad.write_bytes(b'not a pickle at all')
+    with pytest.raises(ValueError, match='not a readable .pdparams'):
+        load_pdparams(bad)
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, good_state):
+    _save(tmp_path, good_state)
+    with pytest.raises(Exception):
+        save_pdparams({'x': object()}, tmp_path / 'broken.pdparams')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['w.pdparams']
