@@ -102,7 +102,9 @@ def save_pdparams(state, path):
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
     os.close(fd)
     try:
-        paddle.save({k: paddle.to_tensor(_as_numpy(v)) for k, v in state.items()}, tmp)
+        # Plain arrays (not Tensors, which carry process-dependent names): the same
+        # weights always give the same bytes.
+        paddle.save({k: np.ascontiguousarray(_as_numpy(v)) for k, v in state.items()}, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,7 +1,15 @@
 """convert/torch2paddle.py as a user runs it: bad input gives one line, an exit code, no file."""
+import os
+import pickle
+import re
+import subprocess
+import sys
+
+import pytest
 import torch
 
-from helpers import run_cli, stderr_lines
+from checkpoint_files import official_layout, save_safetensors, save_timm, save_training_checkpoint
+from helpers import REPO, run_cli, stderr_lines
 from oracle import oracle_state_dict
 
 
@@ -31,11 +39,11 @@ def test_unknown_model(tmp_path):
     _assert_clean_failure(proc, dst, "unknown DLA variant 'dla_35'")
 
 
-def test_wrong_model_names_the_keys(tmp_path):
+def test_wrong_model_says_which_it_is(tmp_path):
     src, dst = tmp_path / 'dla34.pth', tmp_path / 'out.pdparams'
     torch.save(oracle_state_dict('dla_34'), src)
     proc = run_cli('convert/torch2paddle.py', '--src', src, '--model', 'dla_46_c', '--dst', dst)
-    _assert_clean_failure(proc, dst, 'does not match dla_46_c', 'mis-shaped keys')
+    _assert_clean_failure(proc, dst, 'is a dla_34 checkpoint, not dla_46_c')
 
 
 def test_not_a_checkpoint(tmp_path):
@@ -45,6 +53,147 @@ def test_not_a_checkpoint(tmp_path):
     _assert_clean_failure(proc, dst, 'not a readable PyTorch checkpoint')
 
 
-def test_help_shows_examples():
+def test_checkpoint_with_an_extra_key_is_refused_naming_it(tmp_path):
+    src, dst = tmp_path / 'odd.pth', tmp_path / 'out.pdparams'
+    state = dict(oracle_state_dict('dla_34'), **{'level2.extra.weight': torch.zeros(3)})
+    torch.save(state, src)
+    proc = run_cli('convert/torch2paddle.py', '--src', src, '--model', 'dla_34', '--dst', dst)
+    _assert_clean_failure(proc, dst, 'unexpected keys [level2.extra.weight]')
+
+
+def test_partial_dead_keys_are_not_silently_dropped(tmp_path):
+    src, dst = tmp_path / 'partial.pth', tmp_path / 'out.pdparams'
+    state = official_layout('dla_60')
+    del state['level4.tree1.project.0.weight']
+    torch.save(state, src)
+    proc = run_cli('convert/torch2paddle.py', '--src', src, '--model', 'dla_60', '--dst', dst)
+    _assert_clean_failure(proc, dst, 'unexpected keys', 'level3.project.0.weight')
+
+
+def test_folder_without_checkpoints(tmp_path):
+    (tmp_path / 'notes.txt').write_text('no weights here')
+    dst = tmp_path / 'out'
+    proc = run_cli('convert/torch2paddle.py', '--src', tmp_path, '--dst', dst)
+    assert proc.returncode != 0 and len(stderr_lines(proc)) == 1
+    assert 'no checkpoints' in proc.stderr and not dst.exists()
+
+
+def test_truncated_zip(tmp_path):
+    good, src, dst = tmp_path / 'good.pth', tmp_path / 'cut.pth', tmp_path / 'out.pdparams'
+    torch.save(oracle_state_dict('dla_46_c'), good)
+    src.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst)
+    _assert_clean_failure(proc, dst, 'cut.pth is truncated')
+
+
+def test_truncated_safetensors(tmp_path):
+    good, src, dst = tmp_path / 'good.safetensors', tmp_path / 'cut.safetensors', tmp_path / 'o.pdparams'
+    save_safetensors('dla_46_c', good)
+    src.write_bytes(good.read_bytes()[:-1000])
+    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst)
+    _assert_clean_failure(proc, dst, 'truncated or corrupt')
+
+
+@pytest.mark.parametrize('payload', [{'weights': [1, 2, 3]}, [torch.zeros(2)], 'text'])
+def test_unsupported_layout(tmp_path, payload):
+    src, dst = tmp_path / 'odd.pth', tmp_path / 'out.pdparams'
+    torch.save(payload, src)
+    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst)
+    _assert_clean_failure(proc, dst)
+    assert 'state dict' in proc.stderr
+
+
+class _Hostile:
+    """Unpickling this would create a file: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+@pytest.mark.parametrize('container', ['zip', 'legacy'])
+def test_hostile_pickle_is_refused_and_never_runs(tmp_path, container):
+    marker = tmp_path / 'pwned'
+    src, dst = tmp_path / 'evil.pth', tmp_path / 'out.pdparams'
+    payload = {'state_dict': {'fc.weight': torch.zeros(1)}, 'trap': _Hostile(marker)}
+    if container == 'zip':
+        torch.save(payload, src)
+    else:
+        src.write_bytes(pickle.dumps(payload, protocol=2))
+    assert not marker.exists()
+    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst)
+    _assert_clean_failure(proc, dst, 'refused', 'could run code')
+    assert not marker.exists()
+
+
+def test_name_hash_mismatch_is_refused_unless_overridden(tmp_path):
+    src = tmp_path / 'dla34-ba72cf86.pth'  # an official file name, other content
+    torch.save(official_layout('dla_34'), src)
+    dst = tmp_path / 'out.pdparams'
+    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst)
+    _assert_clean_failure(proc, dst, 'sha256 mismatch', 'dla34-ba72cf86.pth', '--no-hash-check')
+    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst, '--no-hash-check')
+    assert proc.returncode == 0, proc.stderr
+    assert 'published dla34-ba72cf86.pth (dla_34 official, identified by name only)' in proc.stdout
+    assert '10 dead keys dropped' in proc.stdout and dst.exists()
+
+
+def test_verify_reports_agreement(tmp_path):
+    src, dst = tmp_path / 'w.pth', tmp_path / 'out.pdparams'
+    save_training_checkpoint('dla_60_res2next', src)
+    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst, '--verify')
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r'verify: max abs logit error \S+, relative \S+ \(limit 0.001\), '
+                     r'top-1 agreement (\d)/\1: OK', proc.stdout), proc.stdout
+
+
+def test_verify_catches_a_wrong_conversion():
+    from paddle_dla.convert import convert_state_dict
+    from paddle_dla.convert.verify import verify_with_timm
+    torch_state = {k: v.numpy() for k, v in oracle_state_dict('dla_46_c').items()}
+    paddle_state = convert_state_dict(torch_state, 'dla_46_c')
+    paddle_state['level3.tree1.tree2.bn2._mean'] = paddle_state['level3.tree1.tree2.bn2._mean'] + 3
+    report = verify_with_timm('dla_46_c', torch_state, paddle_state)
+    assert not report.ok and report.relative > 1e-2
+
+
+NO_TORCH = ("import sys; sys.modules['torch'] = None; "
+            "from paddle_dla.convert.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def test_safetensors_converts_without_torch_and_pth_says_how_to_get_it(tmp_path):
+    st, pth = tmp_path / 'model.safetensors', tmp_path / 'model.pth'
+    save_safetensors('dla_46x_c', st)
+    save_timm('dla_46x_c', pth)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    run = lambda *a: subprocess.run([sys.executable, '-c', NO_TORCH, *map(str, a)],
+                                    capture_output=True, text=True, env=env, timeout=300)
+    proc = run('--src', st, '--dst', tmp_path / 'a.pdparams', '--verify')
+    assert proc.returncode == 0, proc.stderr
+    assert '-> dla_46x_c, ' in proc.stdout
+    assert 'verify: skipped, torch and timm are not installed' in proc.stdout
+    proc = run('--src', pth, '--dst', tmp_path / 'b.pdparams')
+    assert proc.returncode != 0 and 'needs PyTorch: pip install torch' in proc.stderr
+    assert not (tmp_path / 'b.pdparams').exists()
+
+
+def test_batch_continues_past_bad_files_and_reports_them(tmp_path):
+    src, dst = tmp_path / 'in', tmp_path / 'out'
+    src.mkdir()
+    save_timm('dla_46_c', src / 'a_good.pth')
+    (src / 'b_junk.pth').write_bytes(b'junk' * 10)
+    save_timm('dla_34', src / 'c_good.pth')
+    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst)
+    assert proc.returncode != 0
+    assert 'converted 2 of 3 checkpoints' in proc.stdout
+    assert stderr_lines(proc) == [l for l in stderr_lines(proc) if 'b_junk.pth' in l]
+    assert sorted(p.name for p in dst.iterdir()) == ['a_good.pdparams', 'c_good.pdparams']
+
+
+def test_help_shows_examples_for_each_input_kind():
     proc = run_cli('convert/torch2paddle.py', '--help')
-    assert proc.returncode == 0 and 'examples:' in proc.stdout and '--model' in proc.stdout
+    for kind in ('dla34-ba72cf86.pth', 'timm mirror', '.safetensors', "{'state_dict'",
+                 '--src checkpoints/', '--verify', '--no-hash-check'):
+        assert kind in proc.stdout, kind

@@ -1,72 +1,132 @@
-"""Command line of ``convert/torch2paddle.py``: a PyTorch DLA checkpoint to ``.pdparams``."""
+"""Command line of ``convert/torch2paddle.py``: PyTorch DLA checkpoints to ``.pdparams``."""
 import argparse
-import hashlib
 import os
 import sys
-import traceback
 
-from ..checkpoint import StateDictMismatch, save_pdparams
-from ..variants import VARIANTS, get_config
-from .mapping import convert_state_dict
-from .readers import CheckpointReadError, read_torch_checkpoint
+from ..cache import cached_weights_path, weights_home
+from ..checkpoint import save_pdparams
+from ..variants import VARIANTS
+from .errors import one_line, report
+from .identify import sha256_of
+from .pipeline import convert_checkpoint
+from .verify import timm_available, verify_with_timm
+
+CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors', '.pth.tar', '.ckpt')
 
 EXAMPLES = """\
 examples:
-  # a timm-layout PyTorch checkpoint of DLA-34
-  python convert/torch2paddle.py --src dla34-2b83ff04.pth --model dla_34 --dst dla_34.pdparams
-  # then, in Python
-  paddle_dla.create_model('dla_34', pretrained='dla_34.pdparams')
+  # an official checkpoint from dl.yf.io (dead 'project' keys are dropped, variant recognised)
+  python convert/torch2paddle.py --src dla34-ba72cf86.pth
+  # the timm mirror's re-saved file, checked against timm's own model
+  python convert/torch2paddle.py --src dla60-9e91bd4d.pth --verify
+  # a Hugging Face timm/dla102.in1k file (read without torch)
+  python convert/torch2paddle.py --src model.safetensors --model dla_102 --dst dla_102.pdparams
+  # your fine-tuned training checkpoint ({'state_dict': ...}, 'module.' keys, 10 classes)
+  python convert/torch2paddle.py --src runs/best.pth --model dla_34 --dst dla_34_pets.pdparams
+  # every checkpoint in a folder
+  python convert/torch2paddle.py --src checkpoints/ --dst converted/
+
+Published checkpoints are written to $PADDLE_DLA_HOME (default ~/.cache/paddle_dla), where
+pretrained=True finds them; other files are written beside their source unless --dst is given.
 """
 
 
-class ConversionError(Exception):
-    """An input problem the user can fix; printed as one line without a traceback."""
+class CliError(Exception):
+    """A problem with the command line itself."""
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog='torch2paddle.py', description='Convert a PyTorch DLA checkpoint (.pth) into Paddle '
-        'weights (.pdparams), strictly: every key must map, with the right shape.',
+        prog='torch2paddle.py',
+        description='Convert PyTorch DLA checkpoints (official .pth, timm .pth, Hugging Face '
+                    '.safetensors, training checkpoints) into Paddle .pdparams, strictly: every '
+                    'key must map with the right shape. Never runs code from a checkpoint.',
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--src', required=True, help='PyTorch checkpoint (.pth) to convert')
-    parser.add_argument('--model', required=True,
-                        help=f'variant, ours or timm\'s name: {", ".join(VARIANTS)}')
-    parser.add_argument('--dst', required=True, help='output .pdparams path')
+    parser.add_argument('--src', required=True,
+                        help='checkpoint file, or a folder of checkpoints to convert them all')
+    parser.add_argument('--model', help=f'variant (recognised from the keys when omitted): '
+                                        f'{", ".join(VARIANTS)}; timm names work too')
+    parser.add_argument('--dst', help='output .pdparams file (a folder with a folder --src)')
+    parser.add_argument('--verify', action='store_true',
+                        help='compare logits with timm\'s PyTorch model (needs torch and timm); '
+                             'exit non-zero beyond the float32 parity standard')
+    parser.add_argument('--no-hash-check', action='store_true',
+                        help='accept a file whose content does not match the hash in its name')
     parser.add_argument('--debug', action='store_true', help='show tracebacks on errors')
     return parser
 
 
-def sha256_of(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            digest.update(block)
-    return digest.hexdigest()
+def _pdparams_name(path):
+    """``runs/best.pth`` -> ``runs/best.pdparams``."""
+    for suffix in CHECKPOINT_SUFFIXES:
+        if path.endswith(suffix):
+            return path[:-len(suffix)] + '.pdparams'
+    return path + '.pdparams'
 
 
-def convert_file(src, model, dst):
-    """Convert one file; returns the summary line."""
-    config = get_config(model)
-    state = read_torch_checkpoint(src)
-    if not isinstance(state, dict) or not all(hasattr(v, 'shape') for v in state.values()):
-        raise ConversionError(f'{src} does not hold a flat state dict of tensors; '
-                              f'unsupported layout')
-    converted = convert_state_dict(state, config.name)
-    save_pdparams(converted, dst)
-    n_params = sum(v.size for k, v in converted.items()
-                   if not k.endswith(('_mean', '_variance')))
-    return (f'converted {src} -> {dst}: {config.name}, {converted["fc.weight"].shape[0]} classes, '
-            f'{n_params:,} parameters, sha256 {sha256_of(dst)}')
+def default_destination(conversion):
+    """The cache for a published checkpoint recognised by its content, else beside the source."""
+    if conversion.tag and conversion.identified_by == 'sha256':
+        return cached_weights_path(conversion.variant, conversion.tag)
+    return _pdparams_name(conversion.source_path)
+
+
+def convert_one(src, dst, args):
+    """Convert one file; returns the summary line, raises on any problem."""
+    conversion = convert_checkpoint(src, args.model, check_hash=not args.no_hash_check)
+    report = None
+    if args.verify and timm_available():
+        report = verify_with_timm(conversion.variant, conversion.torch_state, conversion.state)
+        if not report.ok:
+            raise ValueError(f'verification against timm failed for {conversion.variant}: '
+                             f'{report}; nothing was written')
+    dst = dst or default_destination(conversion)
+    save_pdparams(conversion.state, dst)
+    line = (f'{src}: {conversion.describe_source()} -> {conversion.variant}, '
+            f'tag {conversion.tag or "-"}, {conversion.num_classes} classes, '
+            f'{conversion.num_params:,} parameters, {conversion.dead_keys_dropped} dead keys '
+            f'dropped -> {dst} (sha256 {sha256_of(dst)})')
+    if args.verify:
+        line += ('\n  verify: ' + str(report) if report else
+                 '\n  verify: skipped, torch and timm are not installed (pip install torch timm)')
+    return line
+
+
+def checkpoints_in(folder):
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                   if f.endswith(CHECKPOINT_SUFFIXES) and not f.startswith('.'))
+    files = [f for f in files if os.path.isfile(f)]
+    if not files:
+        raise CliError(f'no checkpoints ({", ".join(CHECKPOINT_SUFFIXES)}) in folder {folder}')
+    return files
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+
     try:
-        print(convert_file(args.src, args.model, args.dst))
-    except (ConversionError, CheckpointReadError, StateDictMismatch, FileNotFoundError,
-            ValueError, OSError) as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f'torch2paddle: error: {" ".join(str(exc).split())}', file=sys.stderr)
+        if not os.path.isdir(args.src):
+            print(convert_one(args.src, args.dst, args))
+            return 0
+        files = checkpoints_in(args.src)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+        report('torch2paddle', exc, args.debug)
         return 2
+
+    failures = []
+    for src in files:
+        dst = os.path.join(args.dst, _pdparams_name(os.path.basename(src))) if args.dst else None
+        try:
+            print(convert_one(src, dst, args), flush=True)
+        except Exception as exc:  # noqa: BLE001 - keep going, report at the end
+            if args.debug:
+                report('torch2paddle', exc, debug=True)
+            failures.append((src, one_line(exc)))
+    print(f'converted {len(files) - len(failures)} of {len(files)} checkpoints in {args.src}'
+          + (f' (cache: {weights_home()})' if not args.dst else ''))
+    if failures:
+        print(f'torch2paddle: error: {len(failures)} of {len(files)} checkpoints failed: '
+              + '; '.join(f'{os.path.basename(s)}: {why}' for s, why in failures), file=sys.stderr)
+        return 1
     return 0
+

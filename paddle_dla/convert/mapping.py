@@ -69,10 +69,11 @@ def convert_state_dict(state_dict, variant, dtype='float32'):
     arrays = {k: to_numpy(v) for k, v in state_dict.items()
               if k.rpartition('.')[2] not in TORCH_ONLY_LEAVES}
     num_classes = int(arrays['fc.weight'].shape[0]) if 'fc.weight' in arrays else 1000
-    check_state_dict(expected_torch_shapes(name, num_classes), arrays,
-                     context=f'checkpoint does not match {name}')
+    expected = expected_torch_shapes(name, num_classes)
+    check_state_dict(expected, arrays, context=f'checkpoint does not match {name}')
     out = {}
-    for key, array in arrays.items():
+    for key in expected:  # the model's own order, whatever the file's
+        array = arrays[key]
         if np.issubdtype(array.dtype, np.floating):
             array = array.astype(dtype)
         out[to_paddle_key(key)] = array

@@ -1,0 +1,92 @@
+"""One checkpoint file in, a strict Paddle state dict out, with what was learned on the way."""
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from ..variants import get_config
+from .detect import detect_variants
+from .identify import check_name_hash, identify, sha256_of
+from .layouts import drop_dead_keys, unwrap_state_dict
+from .mapping import TORCH_ONLY_LEAVES, convert_state_dict, to_numpy
+from .readers import read_checkpoint
+
+
+class VariantUnknown(ValueError):
+    """No variant, or more than one, fits the checkpoint."""
+
+
+@dataclass
+class Conversion:
+    state: dict                     # Paddle keys -> float32 numpy arrays
+    torch_state: dict               # the source's live tensors, torch names, as read
+    variant: str
+    num_classes: int
+    source_path: str
+    source_sha256: str
+    dead_keys_dropped: int
+    tag: Optional[str] = None       # registry tag when the file is a published one
+    published_file: Optional[str] = None
+    identified_by: Optional[str] = None  # 'sha256' or 'name'
+
+    @property
+    def num_params(self):
+        return int(sum(v.size for k, v in self.state.items()
+                       if not k.endswith(('._mean', '._variance'))))
+
+    def describe_source(self):
+        if not self.published_file:
+            return 'unpublished checkpoint'
+        how = '' if self.identified_by == 'sha256' else ', identified by name only'
+        return f'published {self.published_file} ({self.variant} {self.tag}{how})'
+
+
+def load_torch_state(path):
+    """The flat torch-named ``{key: numpy array}`` of a checkpoint file, counters removed."""
+    raw = unwrap_state_dict(read_checkpoint(path), os.path.basename(path))
+    return {str(k): to_numpy(v) for k, v in raw.items()
+            if str(k).rpartition('.')[2] not in TORCH_ONLY_LEAVES}
+
+
+def choose_variant(state, model=None, known=None):
+    """The variant to convert to: ``model`` if given, else the one the keys fit."""
+    if model:
+        return get_config(model).name
+    fits, closest = detect_variants(state)
+    if len(fits) == 1:
+        return fits[0]
+    if len(fits) > 1:
+        raise VariantUnknown(f'the checkpoint fits several variants ({", ".join(fits)}); '
+                             f'choose one with --model')
+    if known is not None:
+        return known
+    hint = (f'; closest is {closest}, try --model {closest} to see the differing keys'
+            if closest else '; it does not look like a DLA checkpoint')
+    raise VariantUnknown(f'no DLA variant fits the checkpoint{hint}')
+
+
+def convert_checkpoint(path, model=None, check_hash=True):
+    """Read, identify, recognise and strictly convert one checkpoint file."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'no such checkpoint: {path}')
+    sha256 = sha256_of(path) if os.path.isfile(path) else ''
+    if check_hash and sha256:
+        check_name_hash(path, sha256)
+    published = identify(path, sha256) if sha256 else None
+    state = load_torch_state(path)
+    variant = choose_variant(state, model, published[0].variant if published else None)
+    if model:
+        fits, _ = detect_variants(state)
+        if fits and variant not in fits:
+            raise VariantUnknown(f'{os.path.basename(path)} is a {" or ".join(fits)} checkpoint, '
+                                 f'not {variant}: pass --model {fits[0]} or leave --model out')
+    state, dropped = drop_dead_keys(state, variant)
+    converted = convert_state_dict(state, variant)
+    if published and published[0].variant != variant:
+        published = None  # a published name on another variant's weights: say nothing false
+    return Conversion(
+        state=converted, torch_state=state, variant=variant, num_classes=int(converted['fc.weight'].shape[0]),
+        source_path=path, source_sha256=sha256, dead_keys_dropped=dropped,
+        tag=published[0].tag if published else None,
+        published_file=published[1].filename if published else None,
+        identified_by=published[2] if published else None)

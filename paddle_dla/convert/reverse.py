@@ -1,0 +1,85 @@
+"""Paddle ``.pdparams`` back to a PyTorch state dict that timm's ``dla*`` loads strictly,
+so models fine-tuned in Paddle can go back to PyTorch."""
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from ..checkpoint import check_state_dict, load_pdparams
+from ..variants import VARIANTS
+from .errors import report
+from .mapping import expected_torch_shapes, to_torch_key
+from .pipeline import choose_variant
+from .readers import write_safetensors
+
+
+def paddle_to_torch_state(state, model=None):
+    """``(variant, {torch key: numpy array})`` with timm's ``num_batches_tracked`` counters."""
+    arrays = {to_torch_key(k): np.asarray(v.numpy() if hasattr(v, 'numpy') else v)
+              for k, v in state.items()}
+    variant = choose_variant(arrays, model)
+    num_classes = int(arrays['fc.weight'].shape[0]) if 'fc.weight' in arrays else 1000
+    expected = expected_torch_shapes(variant, num_classes)
+    check_state_dict(expected, arrays, context=f'weights do not match {variant}')
+    out = {}
+    for key in expected:
+        out[key] = arrays[key]
+        if key.endswith('.running_var'):
+            out[key[:-len('running_var')] + 'num_batches_tracked'] = np.zeros((), np.int64)
+    return variant, out
+
+
+def save_torch_state(state, path):
+    """Write atomically as ``.pth`` (needs torch) or ``.safetensors`` (by the extension)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
+                               dir=folder)
+    os.close(fd)
+    try:
+        if path.endswith('.safetensors'):
+            write_safetensors(state, tmp)
+        else:
+            try:
+                import torch
+            except ImportError as exc:
+                raise RuntimeError('writing .pth needs PyTorch (pip install torch); or '
+                                   'write a .safetensors file, which needs no torch') from exc
+            torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+EXAMPLES = """\
+examples:
+  python convert/paddle2torch.py --src dla_34_finetuned.pdparams --dst dla_34_finetuned.pth
+  python convert/paddle2torch.py --src dla_60.pdparams --dst model.safetensors
+then in PyTorch:
+  model = timm.create_model('dla34', num_classes=...); model.load_state_dict(torch.load(...))
+"""
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='paddle2torch.py', epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description='Convert paddle_dla weights (.pdparams) into a PyTorch state dict that '
+                    'timm\'s dla* models load with strict=True.')
+    parser.add_argument('--src', required=True, help='.pdparams file')
+    parser.add_argument('--dst', required=True, help='output .pth (or .safetensors) file')
+    parser.add_argument('--model', help=f'variant (recognised when omitted): {", ".join(VARIANTS)}')
+    parser.add_argument('--debug', action='store_true', help='show tracebacks on errors')
+    args = parser.parse_args(argv)
+    try:
+        variant, state = paddle_to_torch_state(load_pdparams(args.src), args.model)
+        save_torch_state(state, args.dst)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+        report('paddle2torch', exc, args.debug)
+        return 2
+    print(f'{args.src} -> {args.dst}: {variant}, {int(state["fc.weight"].shape[0])} classes, '
+          f'{len(state)} tensors (timm {VARIANTS[variant].official_name}, strict)')
+    return 0

@@ -1,0 +1,108 @@
+"""torch2paddle.py on every checkpoint layout, in one batch run, against the oracle."""
+import os
+
+import numpy as np
+import paddle
+import pytest
+import torch
+
+import paddle_dla
+import paddle_dla.complexity
+import paddle_dla.convert
+from checkpoint_files import (save_official, save_safetensors, save_timm,
+                              save_training_checkpoint)
+from helpers import run_cli, run_paddle
+from oracle import oracle, random_images, reference_logits, relative_error, top1_agrees
+
+ALL = paddle_dla.list_models()
+OFFICIAL = [n for n in ALL if 'res2' not in n]  # the ten files of the official release
+
+# file name -> (variant, classes, layout)
+CASES = {}
+for _name in OFFICIAL:
+    CASES[f'{_name}_official.pth'] = (_name, 1000, save_official)
+for _name in ALL:
+    CASES[f'{_name}_timm.pth'] = (_name, 1000, save_timm)
+    CASES[f'{_name}_hf.safetensors'] = (_name, 1000, save_safetensors)
+CASES['dla_34_finetuned10.pth'] = ('dla_34', 10, save_training_checkpoint)
+CASES['dla_60x_c_finetuned10.pth'] = ('dla_60x_c', 10, save_training_checkpoint)
+
+
+@pytest.fixture(scope='module')
+def batch_run(tmp_path_factory):
+    src, dst = tmp_path_factory.mktemp('src'), tmp_path_factory.mktemp('dst')
+    for filename, (variant, classes, save) in CASES.items():
+        if classes == 1000:
+            save(variant, src / filename)
+        else:
+            save(variant, src / filename, num_classes=classes)
+    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst, timeout=900)
+    return proc, dst
+
+
+def test_batch_converts_every_layout_without_model(batch_run):
+    proc, dst = batch_run
+    assert proc.returncode == 0, proc.stderr
+    assert f'converted {len(CASES)} of {len(CASES)} checkpoints' in proc.stdout
+    for filename, (variant, classes, _) in CASES.items():
+        line = next(l for l in proc.stdout.splitlines() if l.split(': ')[0].endswith(filename))
+        assert f'-> {variant}, ' in line and f'{classes} classes' in line
+        dead = sum(1 for k in paddle_dla.convert.dead_key_shapes(variant)
+                   if not k.endswith('num_batches_tracked'))
+        expected_dropped = dead if filename.endswith('_official.pth') else 0
+        assert f'{expected_dropped} dead keys dropped' in line, line
+        assert 'sha256 ' in line
+
+
+@pytest.mark.parametrize('filename', list(CASES))
+def test_converted_file_matches_oracle(filename, batch_run):
+    _, dst = batch_run
+    variant, classes, _ = CASES[filename]
+    path = dst / (filename.rsplit('.', 1)[0] + '.pdparams')
+    model = paddle_dla.create_model(variant, num_classes=classes, pretrained=str(path))
+    model.eval()
+    assert paddle.load(str(path))['fc.weight'].dtype == paddle.float32
+    images = random_images((2, 3, 64, 64))
+    reference = reference_logits(oracle(variant, num_classes=classes), images)
+    ours = run_paddle(model, images)
+    assert ours.shape == (2, classes)
+    assert relative_error(ours, reference) <= 1e-3
+    assert top1_agrees(ours, reference)
+
+
+def test_same_weights_give_the_same_bytes_whatever_the_layout(batch_run):
+    _, dst = batch_run
+    digests = {open(dst / f'dla_60{s}.pdparams', 'rb').read() for s in
+               ('_official', '_timm', '_hf')}
+    assert len(digests) == 1
+
+
+def test_dead_keys_are_what_the_official_files_carry():
+    """REFERENCE §2: the official code's unused `project` layers, per variant."""
+    expected = {
+        'dla_34': ['level3', 'level4'],
+        'dla_46_c': ['level4'], 'dla_46x_c': ['level4'],
+        'dla_60x_c': ['level4', 'level4.tree1'],
+        'dla_60': ['level3', 'level4', 'level4.tree1'],
+        'dla_60x': ['level3', 'level4', 'level4.tree1'],
+    }
+    deep = ['level3', 'level3.tree1', 'level4', 'level4.tree1', 'level4.tree1.tree1']
+    for name in ('dla_102', 'dla_102x', 'dla_102x2'):
+        expected[name] = deep
+    expected['dla_169'] = ['level2'] + deep + ['level4.tree1.tree1.tree1']
+    expected['dla_60_res2net'] = expected['dla_60_res2next'] = expected['dla_60']
+    for name in ALL:
+        got = [p for p, _, _ in paddle_dla.convert.dead_projects(name)]
+        assert sorted(got) == sorted(expected[name]), name
+
+
+@pytest.mark.parametrize('name,millions', [
+    ('dla_34', 15.784), ('dla_46_c', 1.310), ('dla_46x_c', 1.077), ('dla_60x_c', 1.337),
+    ('dla_60', 22.334), ('dla_60x', 17.650), ('dla_102', 33.732), ('dla_102x', 26.772),
+    ('dla_102x2', 41.745), ('dla_169', 53.989)])
+def test_official_file_parameter_counts(name, millions):
+    """Trainable parameters plus the dead projections equal what the official files hold."""
+    dead = sum(int(np.prod(s)) for k, s in paddle_dla.convert.dead_key_shapes(name).items()
+               if k.endswith(('0.weight', '1.weight', '1.bias')))
+    total = paddle_dla.complexity.count_params(paddle_dla.create_model(name)) + dead
+    assert round(total / 1e6, 3) == millions
