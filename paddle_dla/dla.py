@@ -148,6 +148,5 @@ class DLA(nn.Layer):
 
     def unused_checkpoint_prefixes(self):
         """Key prefixes of a full classifier checkpoint that this model does not build."""
-        if not self.features_only:
-            return ()
-        return ('fc.',) + tuple(f'level{i}.' for i in range(self.num_levels_built, NUM_LEVELS))
+        head = ('fc.',) if self.fc is None else ()
+        return head + tuple(f'level{i}.' for i in range(self.num_levels_built, NUM_LEVELS))

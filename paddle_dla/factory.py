@@ -5,15 +5,14 @@ from .checkpoint import load_pdparams, load_state_dict_strict
 from .dla import DLA
 from .variants import get_config
 
-WEIGHT_TAGS = ('official', 'tricks')
-
-
 def create_model(name, pretrained=False, **kwargs):
     """Build a DLA variant by name (ours, ``dla_60``, or timm's, ``dla60``).
 
     Args:
         name: variant name; see :func:`paddle_dla.list_models`.
-        pretrained: ``False``; or a path to a ``.pdparams`` file, loaded strictly.
+        pretrained: ``False``; ``True`` for the default published weights (downloaded,
+            verified, converted and cached on first use); a tag such as ``'tricks'``; or a
+            path to a ``.pdparams``, ``.pth`` or ``.safetensors`` file, loaded strictly.
         **kwargs: ``num_classes`` (alias ``class_dim``), ``in_chans``, ``drop_rate``,
             ``with_pool``, ``features_only``, ``out_indices``.
     """
@@ -31,20 +30,36 @@ def create_model(name, pretrained=False, **kwargs):
 
 
 def load_pretrained(model, pretrained):
-    """Load weights named by ``pretrained`` into ``model``, strictly."""
-    if pretrained is True or (isinstance(pretrained, str) and pretrained in WEIGHT_TAGS):
-        raise NotImplementedError(
-            f'downloading pretrained {model.config.name} weights is not available yet. '
-            f'Convert a checkpoint yourself: python convert/torch2paddle.py --src '
-            f'{model.config.official_name}.pth --model {model.config.name} --dst '
-            f'{model.config.name}.pdparams, then pass pretrained="{model.config.name}.pdparams".')
+    """Load the weights named by ``pretrained`` into ``model``.
+
+    ``True`` or a tag (``'official'``, ``'tricks'``): the weights registry, from the cache
+    or downloaded into it. A path: a ``.pdparams`` file, or a ``.pth`` / ``.safetensors``
+    checkpoint converted in memory; loaded strictly, except that keys this model does
+    not build (the classifier of a ``num_classes=0`` or ``features_only`` model) are
+    left out.
+    """
+    if pretrained is True or (isinstance(pretrained, str) and pretrained in tags_of(model)):
+        from .hub import load_pretrained as load_registry_weights
+        return load_registry_weights(model, None if pretrained is True else pretrained)
     if not isinstance(pretrained, (str, os.PathLike)):
-        raise TypeError(f'pretrained must be False or a path to a .pdparams file, '
-                        f'got {pretrained!r}')
-    state = load_pdparams(pretrained)
+        raise TypeError(f'pretrained must be True, False, a tag ({", ".join(tags_of(model))}) '
+                        f'or a path to a .pdparams/.pth/.safetensors file, got {pretrained!r}')
+    path = os.fspath(pretrained)
+    if path.endswith('.pdparams'):
+        state = load_pdparams(path)
+    elif not os.path.exists(path) and os.sep not in path and '.' not in path:
+        raise ValueError(f'{model.config.name} has no {path!r} weights; tags: '
+                         f'{", ".join(tags_of(model))} (or pass a file path)')
+    else:
+        from .convert.pipeline import convert_checkpoint
+        state = convert_checkpoint(path, model=model.config.name).state
     skipped = model.unused_checkpoint_prefixes()
-    if skipped:
-        state = {k: v for k, v in state.items() if not k.startswith(skipped)}
+    state = {k: v for k, v in state.items() if not k.startswith(skipped)}
     return load_state_dict_strict(model, state,
-                                  context=f'{os.fspath(pretrained)} does not fit {model.config.name}'
-                                          f' (num_classes={model.num_classes})')
+                                  context=f'{path} does not fit {model.config.name} '
+                                          f'(num_classes={model.num_classes})')
+
+
+def tags_of(model):
+    from .weights import list_weights
+    return [w.tag for w in list_weights(model.config.name)]

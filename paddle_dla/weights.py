@@ -1,6 +1,9 @@
 """Pretrained-weights registry: one entry per (variant, tag), the single source of truth for
 where each checkpoint comes from, its file hash, how to preprocess for it, and what it
 is published to score on ImageNet-1k val (50,000 images)."""
+import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -115,6 +118,30 @@ DEFAULT_TAG = 'official'
 assert {v for v, _ in WEIGHTS} == set(VARIANTS)
 
 
+OVERRIDE_ENV = 'PADDLE_DLA_WEIGHTS_OVERRIDE'
+
+
+def _source_overrides():
+    """``{'dla_34.official': [Source, ...]}`` from the JSON file named by
+    ``$PADDLE_DLA_WEIGHTS_OVERRIDE``: for mirrors that re-save files, and for tests.
+
+    Only the sources (URL and the hash each must match) can be replaced; every
+    check still applies to them.
+    """
+    path = os.environ.get(OVERRIDE_ENV)
+    if not path:
+        return {}
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = json.load(f)
+        return {name: tuple(Source(s['url'], s.get('sha256_prefix')) for s in entry['sources'])
+                for name, entry in data.items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f'{OVERRIDE_ENV}={path} is not a readable weights override file '
+                         f'({exc}); expected {{"dla_34.official": {{"sources": [{{"url": ..., '
+                         f'"sha256_prefix": ...}}]}}}}') from exc
+
+
 def get_weights(variant, tag=None):
     """The registry entry for ``variant`` and ``tag`` (default: ``official``)."""
     name = get_config(variant).name
@@ -122,10 +149,12 @@ def get_weights(variant, tag=None):
     if (name, tag) not in WEIGHTS:
         tags = sorted(t for v, t in WEIGHTS if v == name)
         raise ValueError(f'no {tag!r} weights for {name}; available tags: {", ".join(tags)}')
-    return WEIGHTS[(name, tag)]
+    entry = WEIGHTS[(name, tag)]
+    sources = _source_overrides().get(entry.name)
+    return dataclasses.replace(entry, sources=sources) if sources else entry
 
 
 def list_weights(variant=None):
     """All registry entries, or those of one variant."""
     name = get_config(variant).name if variant else None
-    return [w for (v, _), w in WEIGHTS.items() if name in (None, v)]
+    return [get_weights(v, t) for (v, t) in WEIGHTS if name in (None, v)]

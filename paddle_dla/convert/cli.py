@@ -25,6 +25,9 @@ examples:
   python convert/torch2paddle.py --src runs/best.pth --model dla_34 --dst dla_34_pets.pdparams
   # every checkpoint in a folder
   python convert/torch2paddle.py --src checkpoints/ --dst converted/
+  # prepare the cache for pretrained=True ahead of time, then see what it holds
+  python convert/torch2paddle.py --all
+  python convert/torch2paddle.py --list-cache
 
 Published checkpoints are written to $PADDLE_DLA_HOME (default ~/.cache/paddle_dla), where
 pretrained=True finds them; other files are written beside their source unless --dst is given.
@@ -42,8 +45,17 @@ def build_parser():
                     '.safetensors, training checkpoints) into Paddle .pdparams, strictly: every '
                     'key must map with the right shape. Never runs code from a checkpoint.',
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--src', required=True,
-                        help='checkpoint file, or a folder of checkpoints to convert them all')
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument('--src', help='checkpoint file, or a folder of checkpoints to convert them all')
+    what.add_argument('--all', action='store_true',
+                      help='fetch and convert every published checkpoint of the weights registry '
+                           'into the cache ahead of time (with --model/--tag: only those)')
+    what.add_argument('--list-cache', action='store_true',
+                      help='list the cache: each registry entry present or missing, with sha256')
+    parser.add_argument('--tag', help='with --all: only this weights tag (official, tricks)')
+    parser.add_argument('--keep-downloads', action='store_true',
+                        help='with --all: keep the raw downloaded checkpoints in '
+                             '$PADDLE_DLA_HOME/downloads')
     parser.add_argument('--model', help=f'variant (recognised from the keys when omitted): '
                                         f'{", ".join(VARIANTS)}; timm names work too')
     parser.add_argument('--dst', help='output .pdparams file (a folder with a folder --src)')
@@ -101,9 +113,47 @@ def checkpoints_in(folder):
     return files
 
 
+def list_cache():
+    from ..hub import cache_report
+    print(f'cache: {weights_home()}')
+    for weights, path, sha256 in cache_report():
+        print(f'{weights.name:<26} {"present" if sha256 else "missing":<8} '
+              f'{os.path.basename(path):<30} {sha256 or ""}'.rstrip())
+    return 0
+
+
+def fetch_all(args):
+    from ..hub import load_pretrained_state
+    from ..weights import list_weights
+    entries = [w for w in list_weights(args.model) if args.tag in (None, w.tag)]
+    if not entries:
+        raise CliError(f'no registry entries for --model {args.model} --tag {args.tag}')
+    failures = []
+    for weights in entries:
+        try:
+            load_pretrained_state(weights.variant, weights.tag, args.keep_downloads)
+            path = cached_weights_path(weights.variant, weights.tag)
+            print(f'{weights.name}: ready {path} (sha256 {sha256_of(path)})', flush=True)
+        except Exception as exc:  # noqa: BLE001 - keep going, report at the end
+            failures.append(weights.name)
+            print(f'{weights.name}: FAILED {one_line(exc)}', flush=True)
+    if failures:
+        print(f'torch2paddle: error: {len(failures)} of {len(entries)} weights could not be '
+              f'fetched ({", ".join(failures)}); see the lines above', file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-
+    if args.list_cache:
+        return list_cache()
+    if args.all:
+        try:
+            return fetch_all(args)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+            report('torch2paddle', exc, args.debug)
+            return 2
     try:
         if not os.path.isdir(args.src):
             print(convert_one(args.src, args.dst, args))

@@ -1,0 +1,245 @@
+"""pretrained=True: registry, download through a loopback mirror, verification, cache, locking."""
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+
+import numpy as np
+import pytest
+import torch
+
+import paddle_dla
+from paddle_dla.hub import PretrainedUnavailable
+from paddle_dla.weights import WEIGHTS, get_weights, list_weights
+from checkpoint_files import official_layout, save_official, save_safetensors
+from helpers import REPO, run_cli, run_paddle
+from mirror_server import MirrorServer
+from oracle import oracle, random_images, reference_logits, relative_error, top1_agrees
+
+# REFERENCE §4, timm results table column (official weights), and the Paddle port table's
+# +tricks rows.
+PUBLISHED = {
+    'dla_34': (74.632, 92.052), 'dla_46_c': (64.880, 86.330), 'dla_46x_c': (66.008, 86.946),
+    'dla_60x_c': (67.928, 88.426), 'dla_60': (77.036, 93.316), 'dla_60x': (78.234, 94.022),
+    'dla_102': (78.016, 93.952), 'dla_102x': (78.516, 94.226), 'dla_102x2': (79.448, 94.654),
+    'dla_169': (78.702, 94.334), 'dla_60_res2net': (78.480, 94.204),
+    'dla_60_res2next': (78.488, 94.144),
+}
+PUBLISHED_TRICKS = {'dla_34': (76.39, 93.15), 'dla_102': (79.44, 94.76), 'dla_60': (None, None)}
+
+
+def test_registry_has_every_variant_and_the_published_numbers():
+    for name in paddle_dla.list_models():
+        weights = get_weights(name)
+        assert weights.tag == 'official' and (weights.top1, weights.top5) == PUBLISHED[name]
+        assert weights.transform.resize == 256 and weights.transform.crop == 224
+        assert weights.transform.interpolation == 'bilinear' and weights.num_classes == 1000
+        assert weights.sources[-1].url == (f'https://huggingface.co/timm/'
+                                           f'{paddle_dla.get_config(name).official_name}.in1k/'
+                                           f'resolve/main/model.safetensors')
+    for name, numbers in PUBLISHED_TRICKS.items():
+        assert (get_weights(name, 'tricks').top1, get_weights(name, 'tricks').top5) == numbers
+    assert sorted(t for v, t in WEIGHTS) == ['official'] * 12 + ['tricks'] * 3
+    hosts = {urllib.parse.urlsplit(s.url).netloc for w in list_weights() for s in w.sources}
+    assert hosts == {'dl.yf.io', 'github.com', 'huggingface.co'}
+
+
+def test_every_published_file_name_carries_its_hash():
+    for weights in list_weights():
+        for source in weights.sources:
+            if source.format == 'pth':
+                assert source.filename.endswith(f'-{source.sha256_prefix}.pth')
+                assert len(source.sha256_prefix) == 8
+                int(source.sha256_prefix, 16)
+            else:
+                assert source.sha256_prefix is None
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    home = tmp_path / 'cache'
+    monkeypatch.setenv('PADDLE_DLA_HOME', str(home))
+    monkeypatch.setenv('PADDLE_DLA_TIMEOUT', '5')
+    return home
+
+
+def _publish(server, tmp_path, monkeypatch, variant, layouts=('official',), behaviour=None):
+    """Serve oracle weights of ``variant`` and point its registry entry at them."""
+    sources = []
+    for i, layout in enumerate(layouts):
+        if layout == 'official':
+            raw = tmp_path / f'raw{i}.pth'
+            save_official(variant, raw)
+            data = raw.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()[:8]
+            path = f'/dla/models/imagenet/{paddle_dla.get_config(variant).official_name}-{sha}.pth'
+        else:
+            raw = tmp_path / f'raw{i}.safetensors'
+            save_safetensors(variant, raw)
+            data, sha = raw.read_bytes(), None
+            path = f'/timm/{variant}.in1k/resolve/main/model.safetensors'
+        server.files[path] = data
+        if behaviour and behaviour.get(i):
+            server.behaviour[path] = behaviour[i]
+        sources.append({'url': 'https://weights.example.org' + path, 'sha256_prefix': sha})
+    override = tmp_path / 'override.json'
+    override.write_text(json.dumps({f'{variant}.official': {'sources': sources}}))
+    monkeypatch.setenv('PADDLE_DLA_WEIGHTS_OVERRIDE', str(override))
+    monkeypatch.setenv('PADDLE_DLA_MIRROR', server.url)
+    return [s['url'] for s in sources]
+
+
+def _cache_files(home):
+    return sorted(str(p.relative_to(home)) for p in home.rglob('*')
+                  if p.is_file() and '.locks' not in p.parts)
+
+
+def _assert_matches_oracle(model, variant):
+    model.eval()
+    images = random_images((2, 3, 64, 64))
+    reference = reference_logits(oracle(variant), images)
+    ours = run_paddle(model, images)
+    assert relative_error(ours, reference) <= 1e-3 and top1_agrees(ours, reference)
+
+
+def test_pretrained_true_downloads_verifies_converts_and_caches(cache, tmp_path, monkeypatch):
+    with MirrorServer() as server:
+        _publish(server, tmp_path, monkeypatch, 'dla_46_c')
+        model = paddle_dla.dla_46_c(pretrained=True)
+        assert sum(server.requests.values()) == 1
+    _assert_matches_oracle(model, 'dla_46_c')
+    assert _cache_files(cache) == ['dla_46_c-official.pdparams']
+    # The server is gone: the cache answers.
+    again = paddle_dla.create_model('dla46_c', pretrained='official')
+    _assert_matches_oracle(again, 'dla_46_c')
+
+
+def test_404_falls_through_to_the_safetensors_source(cache, tmp_path, monkeypatch):
+    with MirrorServer() as server:
+        _publish(server, tmp_path, monkeypatch, 'dla_60_res2next', ('official', 'hf'), {0: '404'})
+        model = paddle_dla.dla_60_res2next(pretrained=True)
+        assert sorted(server.requests.values()) == [1, 1]
+    _assert_matches_oracle(model, 'dla_60_res2next')
+
+
+def test_dropped_connection_is_retried_then_falls_through(cache, tmp_path, monkeypatch):
+    with MirrorServer() as server:
+        urls = _publish(server, tmp_path, monkeypatch, 'dla_46x_c', ('official', 'hf'),
+                        {0: 'drop'})
+        model = paddle_dla.dla_46x_c(pretrained=True)
+        first = urllib.parse.urlsplit(urls[0]).path
+        assert server.requests[first] == 3  # bounded retries
+    _assert_matches_oracle(model, 'dla_46x_c')
+    assert _cache_files(cache) == ['dla_46x_c-official.pdparams']
+
+
+def test_corrupt_bytes_are_a_sha256_mismatch_and_leave_nothing(cache, tmp_path, monkeypatch):
+    with MirrorServer() as server:
+        _publish(server, tmp_path, monkeypatch, 'dla_46_c', behaviour={0: 'corrupt'})
+        with pytest.raises(PretrainedUnavailable) as err:
+            paddle_dla.dla_46_c(pretrained=True)
+    message = str(err.value)
+    assert 'dla_46_c' in message and "'official'" in message and 'sha256 mismatch' in message
+    assert 'python convert/torch2paddle.py --src' in message
+    assert _cache_files(cache) == []
+
+
+def test_no_network_fails_fast_with_the_way_out(cache, monkeypatch):
+    with socket.socket() as probe:  # a port with nobody listening
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv('PADDLE_DLA_MIRROR', f'http://127.0.0.1:{port}')
+    start = time.monotonic()
+    with pytest.raises(PretrainedUnavailable) as err:
+        paddle_dla.dla_60(pretrained=True)
+    assert time.monotonic() - start < 30
+    message = str(err.value)
+    for source in get_weights('dla_60').sources:
+        assert urllib.parse.urlsplit(source.url).path in message
+    assert message.count('connection refused') == 3
+    assert 'fetch http://dl.yf.io/dla/models/imagenet/dla60-24839fc4.pth' in message
+    assert _cache_files(cache) == []
+
+
+def test_a_stalled_server_times_out(cache, tmp_path, monkeypatch):
+    monkeypatch.setenv('PADDLE_DLA_TIMEOUT', '0.5')
+    with MirrorServer() as server:
+        _publish(server, tmp_path, monkeypatch, 'dla_46_c', behaviour={0: 'stall'})
+        start = time.monotonic()
+        with pytest.raises(PretrainedUnavailable, match='timed out after 0.5 s'):
+            paddle_dla.dla_46_c(pretrained=True)
+        assert time.monotonic() - start < 10
+    assert _cache_files(cache) == []
+
+
+def test_other_num_classes_loads_the_backbone_and_warns(cache, tmp_path, monkeypatch):
+    with MirrorServer() as server:
+        _publish(server, tmp_path, monkeypatch, 'dla_46_c')
+        with pytest.warns(UserWarning, match=r'classifier not loaded \(fc.bias, fc.weight\)'):
+            model = paddle_dla.dla_46_c(pretrained=True, num_classes=10)
+    state = official_layout('dla_46_c')
+    np.testing.assert_array_equal(model.level5.root.conv.weight.numpy(),
+                                  state['level5.root.conv.weight'].numpy())
+    assert model.fc.weight.shape == [10, 256, 1, 1]
+    headless = paddle_dla.dla_46_c(pretrained=True, num_classes=0)
+    assert headless.get_classifier() is None
+
+
+CONCURRENT = ("import paddle_dla, sys; m = paddle_dla.dla_46_c(pretrained=True); "
+              "print('ok', m.num_classes)")
+
+
+def test_two_processes_share_one_download(cache, tmp_path, monkeypatch):
+    with MirrorServer() as server:
+        _publish(server, tmp_path, monkeypatch, 'dla_46_c', behaviour={0: 'slow'})
+        procs = [subprocess.Popen([sys.executable, '-c', CONCURRENT], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+                                  cwd=REPO) for _ in range(2)]
+        outputs = [p.communicate(timeout=300) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        assert all(out.strip().endswith('ok 1000') for out, _ in outputs)
+        assert sum(server.requests.values()) == 1
+    assert _cache_files(cache) == ['dla_46_c-official.pdparams']
+    _assert_matches_oracle(paddle_dla.dla_46_c(pretrained=True), 'dla_46_c')
+
+
+def test_pth_source_without_torch_says_how_to_install_it(cache, tmp_path, monkeypatch):
+    with MirrorServer() as server:
+        _publish(server, tmp_path, monkeypatch, 'dla_46_c')
+        code = ("import sys; sys.modules['torch'] = None; import paddle_dla\n"
+                "try: paddle_dla.dla_46_c(pretrained=True)\n"
+                "except Exception as e: print(e)")
+        proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                              env=dict(os.environ), cwd=REPO, timeout=300)
+    assert 'reading .pth needs PyTorch (pip install torch)' in proc.stdout, proc.stdout
+    assert sum(server.requests.values()) == 0  # not even downloaded
+
+
+def test_pretrained_path_to_pth_and_safetensors_converts_in_memory(tmp_path):
+    save_official('dla_34', tmp_path / 'dla34.pth')
+    save_safetensors('dla_34', tmp_path / 'model.safetensors')
+    for name in ('dla34.pth', 'model.safetensors'):
+        _assert_matches_oracle(paddle_dla.dla_34(pretrained=str(tmp_path / name)), 'dla_34')
+    with pytest.raises(ValueError, match="no 'imagenet' weights; tags: official, tricks"):
+        paddle_dla.dla_34(pretrained='imagenet')
+
+
+def test_all_and_list_cache_commands(cache, tmp_path, monkeypatch):
+    proc = run_cli('convert/torch2paddle.py', '--list-cache')
+    assert proc.returncode == 0 and proc.stdout.count('missing') == len(WEIGHTS)
+    with MirrorServer() as server:
+        _publish(server, tmp_path, monkeypatch, 'dla_46_c')
+        proc = run_cli('convert/torch2paddle.py', '--all', '--model', 'dla_46_c',
+                       '--keep-downloads')
+    assert proc.returncode == 0, proc.stderr
+    assert len(_cache_files(cache)) == 2 and _cache_files(cache)[1].startswith('downloads/dla46_c-')
+    assert 'dla_46_c.official: ready' in proc.stdout
+    proc = run_cli('convert/torch2paddle.py', '--list-cache')
+    digest = hashlib.sha256((cache / 'dla_46_c-official.pdparams').read_bytes()).hexdigest()
+    line = next(l for l in proc.stdout.splitlines() if l.startswith('dla_46_c.official'))
+    assert 'present' in line and digest in line
+    assert proc.stdout.count('missing') == len(WEIGHTS) - 1
