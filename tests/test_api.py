@@ -125,11 +125,6 @@ def test_classifier_model_feature_info_covers_all_levels():
     assert info.reduction() == [1, 2, 4, 8, 16, 32]
 
 
-def test_pretrained_true_says_it_is_not_available_yet():
-    with pytest.raises(NotImplementedError, match='convert/torch2paddle.py'):
-        paddle_dla.dla_34(pretrained=True)
-
-
 def test_official_weight_init():
     paddle.seed(0)
     model = paddle_dla.dla_60()
