@@ -97,6 +97,10 @@ def load_pdparams(path):
 def save_pdparams(state, path):
     """Write ``{key: array}`` to ``path`` atomically: a temp file in the same folder, then rename."""
     path = os.fspath(path)
+    arrays = {k: np.ascontiguousarray(_as_numpy(v)) for k, v in state.items()}
+    odd = [k for k, v in arrays.items() if v.dtype.kind not in 'fiub']
+    if odd:
+        raise TypeError(f'not numeric tensors: {", ".join(odd[:5])}')
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
@@ -104,7 +108,7 @@ def save_pdparams(state, path):
     try:
         # Plain arrays (not Tensors, which carry process-dependent names): the same
         # weights always give the same bytes.
-        paddle.save({k: np.ascontiguousarray(_as_numpy(v)) for k, v in state.items()}, tmp)
+        paddle.save(arrays, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -63,8 +63,17 @@ def test_missing_and_corrupt_files(tmp_path):
         load_pdparams(bad)
 
 
-def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, good_state):
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, good_state, monkeypatch):
     _save(tmp_path, good_state)
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError, match='not numeric'):
         save_pdparams({'x': object()}, tmp_path / 'broken.pdparams')
+
+    def fail_midway(obj, path):
+        with open(path, 'wb') as f:
+            f.write(b'partial')
+        raise OSError('disk full')
+    monkeypatch.setattr(paddle, 'save', fail_midway)
+    with pytest.raises(OSError, match='disk full'):
+        save_pdparams(good_state, tmp_path / 'w.pdparams')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['w.pdparams']
+    assert load_pdparams(tmp_path / 'w.pdparams').keys() == good_state.keys()
