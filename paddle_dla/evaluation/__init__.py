@@ -1,0 +1,1 @@
+"""ImageNet validation: data layouts, the reference preprocessing, and the evaluation loop."""

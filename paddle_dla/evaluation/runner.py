@@ -1,0 +1,137 @@
+"""The evaluation loop: images decoded in worker processes while the model runs."""
+import collections
+import multiprocessing
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .transforms import ImageReadError
+
+
+@dataclass
+class Tally:
+    """What one process saw; tallies of several processes add up (see :meth:`merge`)."""
+
+    images: int = 0
+    top1: int = 0
+    top5: int = 0
+    bad: list = field(default_factory=list)         # [(path, reason)]
+    compared: int = 0
+    agree: int = 0
+    max_logit_diff: float = 0.0
+    wait_s: float = 0.0                              # waiting for decoded images
+    compute_s: float = 0.0                           # running the model
+    wall_s: float = 0.0
+
+    def add_batch(self, logits, labels):
+        labels = np.asarray(labels)
+        top5 = np.argpartition(-logits, 5, axis=1)[:, :5]
+        self.images += len(labels)
+        self.top1 += int(np.sum(logits.argmax(1) == labels))
+        self.top5 += int(np.sum(np.any(top5 == labels[:, None], axis=1)))
+
+    def add_comparison(self, ours, theirs):
+        self.compared += len(ours)
+        self.agree += int(np.sum(ours.argmax(1) == theirs.argmax(1)))
+        self.max_logit_diff = max(self.max_logit_diff, float(np.abs(ours - theirs).max()))
+
+    @classmethod
+    def merge(cls, tallies):
+        out = cls()
+        for t in tallies:
+            for name in ('images', 'top1', 'top5', 'compared', 'agree'):
+                setattr(out, name, getattr(out, name) + getattr(t, name))
+            out.bad += t.bad
+            out.max_logit_diff = max(out.max_logit_diff, t.max_logit_diff)
+            for name in ('wait_s', 'compute_s', 'wall_s'):  # the slowest process sets the pace
+                setattr(out, name, max(getattr(out, name), getattr(t, name)))
+        return out
+
+    @property
+    def images_per_sec(self):
+        return self.images / self.wall_s if self.wall_s else 0.0
+
+
+def load_batch(preprocess, samples, skip_bad):
+    """Decode one batch; bad images are reported (``skip_bad``) or raise."""
+    arrays, labels, bad = [], [], []
+    for path, label in samples:
+        try:
+            arrays.append(preprocess(path))
+            labels.append(label)
+        except ImageReadError as exc:
+            if not skip_bad:
+                raise
+            bad.append((path, str(exc)))
+    batch = np.stack(arrays) if arrays else None
+    return batch, labels, bad
+
+
+def _batches(samples, size):
+    return [samples[i:i + size] for i in range(0, len(samples), size)]
+
+
+def evaluate(predict, samples, preprocess, batch_size=64, workers=4, skip_bad=False,
+             compare=None, progress=None):
+    """Run ``predict`` (float32 NCHW -> logits) over ``samples``; returns a :class:`Tally`.
+
+    ``compare``, if given, is a second predictor run on the same batches.
+    ``progress`` is a tqdm-like bar (``update``/``set_postfix``) or None.
+    """
+    tally = Tally()
+    batches = _batches(samples, batch_size)
+    start = time.perf_counter()
+    pool = multiprocessing.get_context('fork').Pool(workers) if workers > 0 else None
+    try:
+        pending = collections.deque()
+        ahead = 2 * workers if pool else 0
+        queue = iter(batches)
+
+        def submit():
+            chunk = next(queue, None)
+            if chunk is not None:
+                pending.append(pool.apply_async(load_batch, (preprocess, chunk, skip_bad)))
+
+        if pool:
+            for _ in range(ahead):
+                submit()
+        for chunk in batches:
+            waited = time.perf_counter()
+            if pool:
+                batch, labels, bad = pending.popleft().get()
+                submit()
+            else:
+                batch, labels, bad = load_batch(preprocess, chunk, skip_bad)
+            computed = time.perf_counter()
+            tally.wait_s += computed - waited
+            tally.bad += bad
+            if batch is not None:
+                logits = predict(batch)
+                tally.add_batch(logits, labels)
+                if compare is not None:
+                    tally.add_comparison(logits, compare(batch))
+            tally.compute_s += time.perf_counter() - computed
+            if progress is not None:
+                progress.update(len(chunk))
+                progress.set_postfix(
+                    top1=f'{100 * tally.top1 / max(tally.images, 1):.2f}',
+                    top5=f'{100 * tally.top5 / max(tally.images, 1):.2f}',
+                    img_s=f'{tally.images / (time.perf_counter() - start):.1f}', refresh=False)
+    finally:
+        if pool:
+            pool.terminate()
+            pool.join()
+    tally.wall_s = time.perf_counter() - start
+    return tally
+
+
+def progress_bar(total, desc, enabled=True):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit='img', file=sys.stderr, dynamic_ncols=True)
