@@ -29,6 +29,7 @@ setup(
     python_requires='>=3.8',
     packages=find_packages(include=['paddle_dla', 'paddle_dla.*']),
     package_data={'paddle_dla': ['data/*.tsv']},
+    entry_points={'console_scripts': ['paddle-dla=paddle_dla.cli:main']},
     # Paddle comes as two distributions (CPU and GPU builds); the user picks one as an extra.
     install_requires=[r for r in RUNTIME if not r.startswith('paddlepaddle')],
     extras_require={'cpu': [r for r in RUNTIME if r.startswith('paddlepaddle')],

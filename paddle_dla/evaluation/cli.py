@@ -2,7 +2,9 @@
 published numbers, with a verdict. Runs as is, or under ``paddle.distributed.launch``."""
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 
 from ..variants import get_config, list_models
 from ..weights import DEFAULT_TAG, get_weights
@@ -107,6 +109,14 @@ def _eager_predictor(model):
     return predict
 
 
+def _inference_predictor(model, img_size, workdir):
+    """Export ``model`` and serve it with Paddle Inference (oneDNN on CPU)."""
+    from ..inference import Predictor, export
+    prefix = os.path.join(workdir, model.config.name)
+    export(model, prefix, input_shape=(None, model.in_chans, img_size, img_size))
+    return Predictor(prefix)
+
+
 def _torch_predictor(model):
     try:
         import timm
@@ -126,16 +136,11 @@ def _torch_predictor(model):
 
 
 def run(args):
-    from ..complexity import count_params
-    from ..factory import create_model
     from .dataset import find_samples
-    from .runner import evaluate, progress_bar
 
     names = _models(args.model)
     if args.weights and len(names) > 1:
         raise UsageError('--weights needs a single --model')
-    if args.engine == 'inference':
-        raise UsageError('--engine inference is not available yet; use --engine eager')
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
         raise UsageError('--batch-size and --limit must be positive')
     samples, layout = find_samples(args.data_dir, args.label_file)
@@ -145,35 +150,52 @@ def run(args):
     shard = samples[rank::world]
 
     rows, strict_failed = [], False
-    for name in names:
-        weights = get_weights(name, args.tag)
-        preprocess = Preprocess.from_weights(
-            weights.transform, img_size=args.img_size, crop_pct=args.crop_pct,
-            interpolation=args.interpolation, backend=args.backend)
-        model = create_model(name, pretrained=args.weights or args.tag)
-        model.eval()
-        compare = _torch_predictor(model) if args.compare_torch else None
-        bar = progress_bar(len(shard), f'{name} [{rank}/{world}]' if world > 1 else name,
-                           enabled=rank == 0 and not args.no_progress)
-        try:
-            tally = evaluate(_eager_predictor(model), shard, preprocess, args.batch_size,
-                             args.workers, args.skip_bad, compare, bar)
-        finally:
-            if bar is not None:
-                bar.close()
-        tally = _gather(tally, world)
-        if rank != 0:
-            continue
-        params = count_params(model)
-        row = result_row(name, tally, weights, preprocess, params, args.tolerance,
-                         args.engine, 'custom' if args.weights else weights.tag)
-        rows.append(row)
-        print(format_table(row, tally, weights, layout, args.tolerance, params), flush=True)
-        strict_failed |= row['verdict'] == 'FAIL'
+    workdir = tempfile.mkdtemp(prefix='paddle_dla_eval_')
+    try:
+        for name in names:
+            row = _evaluate_model(name, args, shard, layout, rank, world, workdir)
+            if row is not None:
+                rows.append(row)
+                strict_failed |= row['verdict'] == 'FAIL'
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     if rank == 0 and args.results_file:
         write_results(rows, args.results_file)
         print(f'results: {args.results_file}')
     return 1 if (args.strict and strict_failed) else 0
+
+
+def _evaluate_model(name, args, shard, layout, rank, world, workdir):
+    """Evaluate one variant; returns its results row on rank 0, None elsewhere."""
+    from ..complexity import count_params
+    from ..factory import create_model
+    from .runner import evaluate, progress_bar
+
+    weights = get_weights(name, args.tag)
+    preprocess = Preprocess.from_weights(
+        weights.transform, img_size=args.img_size, crop_pct=args.crop_pct,
+        interpolation=args.interpolation, backend=args.backend)
+    model = create_model(name, pretrained=args.weights or args.tag)
+    model.eval()
+    predict = (_inference_predictor(model, preprocess.img_size, workdir)
+               if args.engine == 'inference' else _eager_predictor(model))
+    compare = _torch_predictor(model) if args.compare_torch else None
+    bar = progress_bar(len(shard), f'{name} [{rank}/{world}]' if world > 1 else name,
+                       enabled=rank == 0 and not args.no_progress)
+    try:
+        tally = evaluate(predict, shard, preprocess, args.batch_size,
+                         args.workers, args.skip_bad, compare, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    tally = _gather(tally, world)
+    if rank != 0:
+        return None
+    params = count_params(model)
+    row = result_row(name, tally, weights, preprocess, params, args.tolerance,
+                     args.engine, 'custom' if args.weights else weights.tag)
+    print(format_table(row, tally, weights, layout, args.tolerance, params), flush=True)
+    return row
 
 
 def main(argv=None):

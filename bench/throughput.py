@@ -1,0 +1,282 @@
+#!/usr/bin/env python
+"""Images per second of DLA on this machine, every engine measured side by side in one
+process with their runs interleaved: Paddle eager, Paddle Inference fp32 and bf16, and
+(when installed) timm's PyTorch model in eager and channels-last modes. Ratios are to
+PyTorch eager from the same run; logit errors are against Paddle eager fp32.
+
+    python bench/throughput.py --models dla_34,dla_60,dla_102 --batch-sizes 1,8,32
+    python bench/throughput.py --quick          # one small variant, one iteration (CI)
+"""
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+try:
+    import paddle_dla  # noqa: F401
+except ImportError:  # running from a source checkout that is not installed
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import paddle  # noqa: E402
+
+import paddle_dla  # noqa: E402
+from paddle_dla.evaluation.transforms import Preprocess  # noqa: E402
+from paddle_dla.inference import Predictor, cpu_supports_bf16, export  # noqa: E402
+
+
+class PeakRSS:
+    """Peak resident memory above the level at start, sampled every 2 ms (Linux)."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss():
+        try:
+            with open('/proc/self/statm') as f:
+                return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+        except (OSError, ValueError):
+            return 0
+
+    def __enter__(self):
+        self.base = self.peak = self.rss()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+    @property
+    def megabytes(self):
+        return (self.peak - self.base) / 2 ** 20
+
+
+def calibrated_model(name, seed=0):
+    """Random weights whose BN statistics fit random images, so logits are meaningful."""
+    paddle.seed(seed)
+    model = paddle_dla.create_model(name)
+    bns = [m for m in model.sublayers() if isinstance(m, paddle.nn.BatchNorm2D)]
+    for bn in bns:
+        bn._momentum = 0.0  # running statistics := those of the calibration batch
+    model.train()
+    with paddle.no_grad():
+        model(paddle.randn([8, 3, 64, 64]))
+    for bn in bns:
+        bn._momentum = 0.9
+    model.eval()
+    return model
+
+
+def engines_for(model, workdir, threads, wanted):
+    engines = {}
+
+    def eager(batch):
+        with paddle.no_grad():
+            return model(paddle.to_tensor(batch)).numpy()
+    engines['paddle eager'] = eager
+    prefix = os.path.join(workdir, model.config.name)
+    export(model, prefix)
+    engines['inference fp32'] = Predictor(prefix, threads=threads)
+    if cpu_supports_bf16():
+        engines['inference bf16'] = Predictor(prefix, precision='bf16', threads=threads)
+    try:
+        import timm
+        import torch
+    except ImportError:
+        return {k: v for k, v in engines.items() if not wanted or k in wanted}
+    from paddle_dla.convert.reverse import paddle_to_torch_state
+    _, state = paddle_to_torch_state(model.state_dict(), model.config.name)
+    reference = timm.create_model(model.config.official_name)
+    reference.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    reference.eval()
+    channels_last = timm.create_model(model.config.official_name)
+    channels_last.load_state_dict(reference.state_dict())
+    channels_last = channels_last.eval().to(memory_format=torch.channels_last)
+
+    def torch_eager(batch):
+        with torch.no_grad():
+            return reference(torch.from_numpy(batch)).numpy()
+
+    def torch_cl(batch):
+        with torch.no_grad():
+            x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+            return channels_last(x).numpy()
+    engines['torch eager'] = torch_eager
+    engines['torch channels-last'] = torch_cl
+    return {k: v for k, v in engines.items() if not wanted or k in wanted}
+
+
+def photo_batch(img_size):
+    """Real photographs (scikit-image's samples), preprocessed as for evaluation."""
+    try:
+        import skimage
+    except ImportError:
+        return None
+    files = sorted(glob.glob(os.path.join(skimage.data_dir, '*.png')) +
+                   glob.glob(os.path.join(skimage.data_dir, '*.jpg')))
+    preprocess = Preprocess(img_size=img_size)
+    arrays = []
+    for f in files:
+        try:
+            arrays.append(preprocess(f))
+        except Exception:  # noqa: BLE001 - a sample that PIL cannot read is just skipped
+            continue
+    return np.stack(arrays) if arrays else None
+
+
+def relative_error(ours, reference):
+    return float(np.abs(ours - reference).max() / max(1.0, np.abs(reference).max()))
+
+
+def run_chunked(engine, images, batch_size):
+    return np.concatenate([engine(images[i:i + batch_size])
+                           for i in range(0, len(images), batch_size)])
+
+
+def measure(name, batch_sizes, rounds, warmup, img_size, threads, wanted, photos):
+    model = calibrated_model(name)
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        engines = engines_for(model, workdir, threads, wanted)
+        agreement = {}
+        if photos is not None:
+            base = run_chunked(engines['paddle eager'], photos, 8).argmax(1)
+            for engine_name, engine in engines.items():
+                try:
+                    agreement[engine_name] = float(np.mean(
+                        run_chunked(engine, photos, 8 if 'bf16' not in engine_name else 1)
+                        .argmax(1) == base))
+                except RuntimeError:
+                    agreement[engine_name] = None
+        for batch_size in batch_sizes:
+            batch = np.random.default_rng(0).standard_normal(
+                (batch_size, 3, img_size, img_size)).astype('float32')
+            reference = engines['paddle eager'](batch)
+            errors, memory, times, failed = {}, {}, {k: [] for k in engines}, {}
+            for engine_name, engine in engines.items():
+                try:
+                    with PeakRSS() as peak:
+                        out = engine(batch)
+                        for _ in range(warmup):
+                            engine(batch)
+                    errors[engine_name] = relative_error(out, reference)
+                    memory[engine_name] = peak.megabytes
+                except RuntimeError as exc:
+                    failed[engine_name] = ' '.join(str(exc).split())[:120]
+            for _ in range(rounds):  # interleaved: every engine sees the same machine state
+                for engine_name, engine in engines.items():
+                    if engine_name in failed:
+                        continue
+                    start = time.perf_counter()
+                    engine(batch)
+                    times[engine_name].append(time.perf_counter() - start)
+            speed = {k: batch_size / statistics.median(v) for k, v in times.items() if v}
+            torch_speed = speed.get('torch eager')
+            for engine_name in engines:
+                rows.append({
+                    'model': name, 'batch': batch_size, 'engine': engine_name,
+                    'img_per_s': round(speed[engine_name], 2) if engine_name in speed else None,
+                    'vs_torch_eager': (round(speed[engine_name] / torch_speed, 2)
+                                       if torch_speed and engine_name in speed else None),
+                    'rel_logit_error': errors.get(engine_name),
+                    'top1_agreement_photos': agreement.get(engine_name),
+                    'peak_mb': round(memory[engine_name], 1) if engine_name in memory else None,
+                    'error': failed.get(engine_name),
+                })
+    return rows
+
+
+def cpu_name():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def format_table(rows):
+    def cell(value, spec):
+        return '-' if value is None else format(value, spec)
+    lines = [f'| model | batch | engine | img/s | vs torch eager | rel. logit error | '
+             f'top-1 agreement (photos) | peak MB |', '|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        agree = cell(None if r['top1_agreement_photos'] is None else
+                     100 * r['top1_agreement_photos'], '.1f')
+        lines.append(f'| {r["model"]} | {r["batch"]} | {r["engine"]} | '
+                     f'{cell(r["img_per_s"], ".1f")} | {cell(r["vs_torch_eager"], ".2f")}x | '
+                     f'{cell(r["rel_logit_error"], ".1e")} | {agree}% | '
+                     f'{cell(r["peak_mb"], ".0f")} |' + (f' failed: {r["error"]}'
+                                                        if r['error'] else ''))
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--models', default='dla_34', help='comma list of variants')
+    parser.add_argument('--batch-sizes', default='1,8,32')
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--rounds', type=int, default=5, help='timed runs per engine')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed runs per engine')
+    parser.add_argument('--threads', type=int, default=None, help='CPU threads (default: all)')
+    parser.add_argument('--engines', help='comma list to restrict the engines')
+    parser.add_argument('--json', help='write the results here')
+    parser.add_argument('--quick', action='store_true',
+                        help='dla_46_c, batch 1, one timed run: a smoke test')
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.batch_sizes, args.rounds, args.warmup = 'dla_46_c', '1', 1, 0
+    threads = args.threads or os.cpu_count() or 1
+    try:
+        import torch
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    wanted = set(args.engines.split(',')) if args.engines else None
+    photos = None if args.quick else photo_batch(args.img_size)
+    rows = []
+    for name in args.models.split(','):
+        rows += measure(paddle_dla.get_config(name).name,
+                        [int(b) for b in args.batch_sizes.split(',')], args.rounds, args.warmup,
+                        args.img_size, threads, wanted, photos)
+    env = {'date': datetime.date.today().isoformat(), 'cpu': cpu_name(), 'threads': threads,
+           'paddle': paddle.__version__, 'bf16': cpu_supports_bf16(),
+           'photos': None if photos is None else len(photos)}
+    try:
+        import torch
+        env['torch'] = torch.__version__
+    except ImportError:
+        pass
+    print(f'{env["date"]}, {env["cpu"]}, {threads} threads, Paddle {env["paddle"]}'
+          + (f', PyTorch {env["torch"]}' if 'torch' in env else '')
+          + (f'; top-1 agreement on {env["photos"]} photographs' if env['photos'] else ''))
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'environment': env, 'results': rows}, f, indent=2)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
