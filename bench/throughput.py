@@ -2,7 +2,9 @@
 """Images per second of DLA on this machine, every engine measured side by side in one
 process with their runs interleaved: Paddle eager, Paddle Inference fp32 and bf16, and
 (when installed) timm's PyTorch model in eager and channels-last modes. Ratios are to
-PyTorch eager from the same run; logit errors are against Paddle eager fp32.
+PyTorch eager from the same run; logit errors are against Paddle eager fp32. Memory is
+measured for each engine alone, in a child process: how much one run grows the resident
+memory (activations, workspaces, caches).
 
     python bench/throughput.py --models dla_34,dla_60,dla_102 --batch-sizes 1,8,32
     python bench/throughput.py --quick          # one small variant, one iteration (CI)
@@ -16,7 +18,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -33,44 +34,54 @@ from paddle_dla.evaluation.transforms import Preprocess  # noqa: E402
 from paddle_dla.inference import Predictor, cpu_supports_bf16, export  # noqa: E402
 
 
-class PeakRSS:
-    """Peak resident memory above the level at start, sampled every 2 ms (Linux)."""
+def rss_mb():
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+    except (OSError, ValueError):
+        return float('nan')
 
-    def __init__(self):
-        self.peak = 0
-        self._stop = threading.Event()
 
-    @staticmethod
-    def rss():
-        try:
-            with open('/proc/self/statm') as f:
-                return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-        except (OSError, ValueError):
-            return 0
+def memory_probe(name, engine_name, batch_size, img_size, threads):
+    """In a fresh process: build one engine, then print how much its first run grows the
+    resident memory (activations, workspaces, caches), sampled every millisecond."""
+    import threading
+    model = calibrated_model(name)
+    with tempfile.TemporaryDirectory() as workdir:
+        engine = engines_for(model, workdir, threads, {engine_name}, lazy_torch=engine_name)[
+            engine_name]
+        batch = np.zeros((batch_size, 3, img_size, img_size), 'float32')
+        before, peak, done = rss_mb(), [0.0], threading.Event()
 
-    def __enter__(self):
-        self.base = self.peak = self.rss()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_mb())
+                time.sleep(0.001)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        engine(batch)
+        done.set()
+        sampler.join()
+        peak[0] = max(peak[0], rss_mb())
+    print(json.dumps({'run_mb': round(max(0.0, peak[0] - before), 1)}))
 
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(0.002)
 
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.rss())
-
-    @property
-    def megabytes(self):
-        return (self.peak - self.base) / 2 ** 20
+def probe_memory(name, engine_name, batch_size, img_size, threads):
+    """Memory of one run of ``engine_name``, measured alone in a child process."""
+    import subprocess
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--memory-probe',
+                           f'{name},{engine_name},{batch_size},{img_size},{threads}'],
+                          capture_output=True, text=True, timeout=600)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return None
 
 
 def calibrated_model(name, seed=0):
-    """Random weights whose BN statistics fit random images, so logits are meaningful."""
+    """Random weights whose BN statistics fit random images, so activations keep their
+    scale through the network. (No trained weights are needed to measure speed; the
+    photograph agreement column is therefore only a proxy for trained weights.)"""
     paddle.seed(seed)
     model = paddle_dla.create_model(name)
     bns = [m for m in model.sublayers() if isinstance(m, paddle.nn.BatchNorm2D)]
@@ -85,23 +96,27 @@ def calibrated_model(name, seed=0):
     return model
 
 
-def engines_for(model, workdir, threads, wanted):
+def engines_for(model, workdir, threads, wanted, lazy_torch=None):
+    """The engines to compare, all holding ``model``'s weights."""
     engines = {}
 
     def eager(batch):
         with paddle.no_grad():
             return model(paddle.to_tensor(batch)).numpy()
     engines['paddle eager'] = eager
-    prefix = os.path.join(workdir, model.config.name)
-    export(model, prefix)
-    engines['inference fp32'] = Predictor(prefix, threads=threads)
-    if cpu_supports_bf16():
-        engines['inference bf16'] = Predictor(prefix, precision='bf16', threads=threads)
+    if not wanted or wanted & {'inference fp32', 'inference bf16'}:
+        prefix = os.path.join(workdir, model.config.name)
+        export(model, prefix)
+        engines['inference fp32'] = Predictor(prefix, threads=threads)
+        if cpu_supports_bf16():
+            engines['inference bf16'] = Predictor(prefix, precision='bf16', threads=threads)
+    if lazy_torch is not None and not lazy_torch.startswith('torch'):
+        return {k: v for k, v in engines.items() if k in wanted}
     try:
         import timm
         import torch
     except ImportError:
-        return {k: v for k, v in engines.items() if not wanted or k in wanted}
+        return _select(engines, wanted)
     from paddle_dla.convert.reverse import paddle_to_torch_state
     _, state = paddle_to_torch_state(model.state_dict(), model.config.name)
     reference = timm.create_model(model.config.official_name)
@@ -121,7 +136,12 @@ def engines_for(model, workdir, threads, wanted):
             return channels_last(x).numpy()
     engines['torch eager'] = torch_eager
     engines['torch channels-last'] = torch_cl
-    return {k: v for k, v in engines.items() if not wanted or k in wanted}
+    return _select(engines, wanted)
+
+
+def _select(engines, wanted):
+    """The wanted engines, and always Paddle eager: the reference for logit errors."""
+    return {k: v for k, v in engines.items() if not wanted or k in wanted or k == 'paddle eager'}
 
 
 def photo_batch(img_size):
@@ -151,7 +171,8 @@ def run_chunked(engine, images, batch_size):
                            for i in range(0, len(images), batch_size)])
 
 
-def measure(name, batch_sizes, rounds, warmup, img_size, threads, wanted, photos):
+def measure(name, batch_sizes, rounds, warmup, img_size, threads, wanted, photos,
+            with_memory=True):
     model = calibrated_model(name)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -173,14 +194,16 @@ def measure(name, batch_sizes, rounds, warmup, img_size, threads, wanted, photos
             errors, memory, times, failed = {}, {}, {k: [] for k in engines}, {}
             for engine_name, engine in engines.items():
                 try:
-                    with PeakRSS() as peak:
-                        out = engine(batch)
-                        for _ in range(warmup):
-                            engine(batch)
+                    out = engine(batch)
+                    for _ in range(warmup):
+                        engine(batch)
                     errors[engine_name] = relative_error(out, reference)
-                    memory[engine_name] = peak.megabytes
                 except RuntimeError as exc:
                     failed[engine_name] = ' '.join(str(exc).split())[:120]
+                    continue
+                if with_memory:
+                    memory[engine_name] = (probe_memory(name, engine_name, batch_size, img_size,
+                                                        threads) or {}).get('run_mb')
             for _ in range(rounds):  # interleaved: every engine sees the same machine state
                 for engine_name, engine in engines.items():
                     if engine_name in failed:
@@ -198,7 +221,7 @@ def measure(name, batch_sizes, rounds, warmup, img_size, threads, wanted, photos
                                        if torch_speed and engine_name in speed else None),
                     'rel_logit_error': errors.get(engine_name),
                     'top1_agreement_photos': agreement.get(engine_name),
-                    'peak_mb': round(memory[engine_name], 1) if engine_name in memory else None,
+                    'run_mb': memory.get(engine_name),
                     'error': failed.get(engine_name),
                 })
     return rows
@@ -219,14 +242,15 @@ def format_table(rows):
     def cell(value, spec):
         return '-' if value is None else format(value, spec)
     lines = [f'| model | batch | engine | img/s | vs torch eager | rel. logit error | '
-             f'top-1 agreement (photos) | peak MB |', '|---|---|---|---|---|---|---|---|']
+             f'top-1 agreement (photos) | memory per run (MB) |', '|---|---|---|---|---|---|---|---|']
     for r in rows:
         agree = cell(None if r['top1_agreement_photos'] is None else
                      100 * r['top1_agreement_photos'], '.1f')
         lines.append(f'| {r["model"]} | {r["batch"]} | {r["engine"]} | '
                      f'{cell(r["img_per_s"], ".1f")} | {cell(r["vs_torch_eager"], ".2f")}x | '
                      f'{cell(r["rel_logit_error"], ".1e")} | {agree}% | '
-                     f'{cell(r["peak_mb"], ".0f")} |' + (f' failed: {r["error"]}'
+                     f'{cell(r["run_mb"], ".0f")} |'
+                     + (f' failed: {r["error"]}'
                                                         if r['error'] else ''))
     return '\n'.join(lines)
 
@@ -242,9 +266,16 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=None, help='CPU threads (default: all)')
     parser.add_argument('--engines', help='comma list to restrict the engines')
     parser.add_argument('--json', help='write the results here')
+    parser.add_argument('--no-memory', action='store_true',
+                        help='skip the per-engine memory probes (a child process each)')
     parser.add_argument('--quick', action='store_true',
                         help='dla_46_c, batch 1, one timed run: a smoke test')
+    parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_probe:
+        name, engine_name, batch_size, img_size, threads = args.memory_probe.split(',')
+        memory_probe(name, engine_name, int(batch_size), int(img_size), int(threads))
+        return 0
     if args.quick:
         args.models, args.batch_sizes, args.rounds, args.warmup = 'dla_46_c', '1', 1, 0
     threads = args.threads or os.cpu_count() or 1
@@ -259,7 +290,7 @@ def main(argv=None):
     for name in args.models.split(','):
         rows += measure(paddle_dla.get_config(name).name,
                         [int(b) for b in args.batch_sizes.split(',')], args.rounds, args.warmup,
-                        args.img_size, threads, wanted, photos)
+                        args.img_size, threads, wanted, photos, not args.no_memory)
     env = {'date': datetime.date.today().isoformat(), 'cpu': cpu_name(), 'threads': threads,
            'paddle': paddle.__version__, 'bf16': cpu_supports_bf16(),
            'photos': None if photos is None else len(photos)}

@@ -90,7 +90,7 @@ class DLA(nn.Layer):
         if not features_only:
             self.global_pool = nn.AdaptiveAvgPool2D(1) if with_pool else None
             self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else None
-            self.reset_classifier(num_classes)
+            self._set_classifier(num_classes, fan_in_init=False)
 
     @staticmethod
     def _conv_level(in_channels, out_channels, n_convs, stride):
@@ -106,13 +106,18 @@ class DLA(nn.Layer):
         return self.fc
 
     def reset_classifier(self, num_classes):
-        """Replace the classifier by a freshly initialised one (0 removes it)."""
+        """Replace the classifier by a fresh one (0 removes it), initialised as PyTorch and
+        timm initialise a new head (uniform in +-1/sqrt(fan_in)), for fine-tuning."""
+        self._set_classifier(num_classes, fan_in_init=True)
+
+    def _set_classifier(self, num_classes, fan_in_init):
         if self.features_only:
             raise RuntimeError('a features_only model has no classifier')
         if num_classes < 0:
             raise ValueError(f'num_classes must be >= 0, got {num_classes}')
         self.num_classes = num_classes
-        self.fc = conv2d(self.num_features, num_classes, 1, bias=True) if num_classes else None
+        self.fc = (conv2d(self.num_features, num_classes, 1, bias=True, fan_in_init=fan_in_init)
+                   if num_classes else None)
 
     # -- forward -----------------------------------------------------------------------
     def _levels(self):

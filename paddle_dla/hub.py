@@ -2,7 +2,6 @@
 cache them. One process per machine downloads (a file lock); the others wait and reuse."""
 import os
 import urllib.parse
-import warnings
 
 from filelock import FileLock
 
@@ -98,21 +97,3 @@ def load_pretrained_state(variant, tag=None, keep_download=False):
     raise PretrainedUnavailable(
         f'could not get pretrained weights {weights.variant} (tag {weights.tag!r}); '
         f'sources tried:\n{tried}\n{manual_instructions(weights)}')
-
-
-def load_pretrained(model, tag=None, keep_download=False):
-    """Load registry weights into ``model``. With another ``num_classes`` everything but the
-    classifier is loaded (the fine-tuning case), and a warning names the skipped keys."""
-    from .checkpoint import load_state_dict_strict
-
-    state = load_pretrained_state(model.config.name, tag, keep_download)
-    state = {k: v for k, v in state.items() if not k.startswith(model.unused_checkpoint_prefixes())}
-    own = model.state_dict()
-    mismatched = sorted(k for k in state if k.startswith('fc.') and k in own
-                        and tuple(own[k].shape) != tuple(state[k].shape))
-    if mismatched:
-        warnings.warn(f'{model.config.name}: pretrained classifier not loaded '
-                      f'({", ".join(mismatched)}) because num_classes={model.num_classes}; it '
-                      f'keeps its fresh initialisation for fine-tuning', stacklevel=4)
-        state.update({k: own[k] for k in mismatched})
-    return load_state_dict_strict(model, state, context=f'pretrained {model.config.name}')

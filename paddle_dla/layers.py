@@ -10,16 +10,23 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # Paddle's convention: equals PyTorch's momentum=0.1
 
 
-def conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1, bias=False):
-    """Conv2D with the official DLA init: weight ~ N(0, sqrt(2 / (k * k * out_channels)))."""
-    std = math.sqrt(2.0 / (kernel_size * kernel_size * out_channels))
-    bias_attr = False
-    if bias:
-        # PyTorch's default bias init, which the official code keeps for the classifier.
-        bound = 1.0 / math.sqrt(in_channels // groups * kernel_size * kernel_size)
-        bias_attr = paddle.ParamAttr(initializer=Uniform(-bound, bound))
+def conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1, bias=False,
+           fan_in_init=False):
+    """Conv2D with the official DLA init: weight ~ N(0, sqrt(2 / (k * k * out_channels))).
+
+    ``fan_in_init`` uses PyTorch's default instead, U(-1/sqrt(fan_in), 1/sqrt(fan_in)): what
+    a fresh classifier gets in timm, and what keeps a small new head's logits near zero
+    (the official rule gives a 2-class head weights of standard deviation 1).
+    """
+    bound = 1.0 / math.sqrt(in_channels // groups * kernel_size * kernel_size)
+    if fan_in_init:
+        weight_init = Uniform(-bound, bound)
+    else:
+        weight_init = Normal(0.0, math.sqrt(2.0 / (kernel_size * kernel_size * out_channels)))
+    # PyTorch's default bias init, which the official code keeps for the classifier.
+    bias_attr = paddle.ParamAttr(initializer=Uniform(-bound, bound)) if bias else False
     return nn.Conv2D(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                     groups=groups, weight_attr=paddle.ParamAttr(initializer=Normal(0.0, std)),
+                     groups=groups, weight_attr=paddle.ParamAttr(initializer=weight_init),
                      bias_attr=bias_attr)
 
 

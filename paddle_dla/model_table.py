@@ -1,6 +1,6 @@
-"""The README's model table, derived from the variants, the models themselves and the
-weights registry. ``python -m paddle_dla.model_table`` prints it; a test keeps the README
-in step."""
+"""The README's tables, derived from the variants, the models themselves and the weights
+registry. ``python -m paddle_dla.model_table [--features]`` prints them; a test keeps the
+README in step."""
 import paddle
 
 from .complexity import count_macs, count_params
@@ -28,5 +28,17 @@ def markdown():
     return '\n'.join([HEADER] + model_rows())
 
 
+def feature_markdown(size=224):
+    """``features_only`` output shapes (C x H x W) of levels 1..5 at ``size`` px."""
+    lines = ['| model | level1 | level2 | level3 | level4 | level5 |', '|---|---|---|---|---|---|']
+    for name, config in VARIANTS.items():
+        with paddle.LazyGuard():
+            info = DLA(config, features_only=True).feature_info
+        cells = [f'{c}x{size // r}x{size // r}' for c, r in zip(info.channels(), info.reduction())]
+        lines.append(f'| `{name}` | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 if __name__ == '__main__':
-    print(markdown())
+    import sys
+    print(feature_markdown() if '--features' in sys.argv else markdown())
