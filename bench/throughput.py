@@ -241,8 +241,8 @@ def cpu_name():
 def format_table(rows):
     def cell(value, spec):
         return '-' if value is None else format(value, spec)
-    lines = [f'| model | batch | engine | img/s | vs torch eager | rel. logit error | '
-             f'top-1 agreement (photos) | memory per run (MB) |', '|---|---|---|---|---|---|---|---|']
+    lines = ['| model | batch | engine | img/s | vs torch eager | rel. logit error | '
+             'top-1 agreement (photos) | memory per run (MB) |', '|---|---|---|---|---|---|---|---|']
     for r in rows:
         agree = cell(None if r['top1_agreement_photos'] is None else
                      100 * r['top1_agreement_photos'], '.1f')

@@ -2,10 +2,10 @@
 classify images with it or with an eager model."""
 import argparse
 import os
-import sys
 
 import numpy as np
 
+from .errors import report
 from .variants import VARIANTS
 
 EXAMPLES = """\
@@ -118,8 +118,5 @@ def main(argv=None):
     try:
         return args.func(args)
     except Exception as exc:  # noqa: BLE001 - one line for the user
-        if args.debug:
-            raise
-        print(f'paddle-dla: error: {" ".join(str(exc).split()) or type(exc).__name__}',
-              file=sys.stderr)
+        report('paddle-dla', exc, debug=args.debug)
         return 2

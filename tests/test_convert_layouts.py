@@ -1,10 +1,8 @@
 """torch2paddle.py on every checkpoint layout, in one batch run, against the oracle."""
-import os
 
 import numpy as np
 import paddle
 import pytest
-import torch
 
 import paddle_dla
 import paddle_dla.complexity

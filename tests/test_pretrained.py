@@ -10,7 +10,6 @@ import urllib.parse
 
 import numpy as np
 import pytest
-import torch
 
 import paddle_dla
 from paddle_dla.hub import PretrainedUnavailable

@@ -6,7 +6,7 @@ import sys
 from ..cache import cached_weights_path, weights_home
 from ..checkpoint import save_pdparams
 from ..variants import VARIANTS
-from .errors import one_line, report
+from ..errors import one_line, report
 from .identify import sha256_of
 from .pipeline import convert_checkpoint
 from .verify import timm_available, verify_with_timm

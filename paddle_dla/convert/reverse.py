@@ -2,14 +2,13 @@
 so models fine-tuned in Paddle can go back to PyTorch."""
 import argparse
 import os
-import sys
 import tempfile
 
 import numpy as np
 
 from ..checkpoint import check_state_dict, load_pdparams
 from ..variants import VARIANTS
-from .errors import report
+from ..errors import report
 from .mapping import expected_torch_shapes, to_torch_key
 from .pipeline import choose_variant
 from .readers import write_safetensors

@@ -3,9 +3,9 @@ published numbers, with a verdict. Runs as is, or under ``paddle.distributed.lau
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 
+from ..errors import report
 from ..variants import get_config, list_models
 from ..weights import DEFAULT_TAG, get_weights
 from .report import format_table, result_row, write_results
@@ -69,6 +69,7 @@ def build_parser():
                    help='count and list unreadable images instead of stopping (no verdict then)')
     p.add_argument('--strict', action='store_true', help='exit 1 on a FAIL verdict')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.add_argument('--debug', action='store_true', help='show tracebacks on errors')
     return p
 
 
@@ -203,8 +204,5 @@ def main(argv=None):
     try:
         return run(args)
     except Exception as exc:  # noqa: BLE001 - one line for the user, whatever went wrong
-        if os.environ.get('PADDLE_DLA_DEBUG'):
-            raise
-        message = ' '.join(str(exc).split()) or type(exc).__name__
-        print(f'imagenet_val: error: {message}', file=sys.stderr)
+        report('imagenet_val', exc, debug=args.debug)
         return 2

@@ -1,4 +1,5 @@
-"""How the command line tools report a failure: one line on stderr, a traceback only on request."""
+"""How every command line tool reports a failure: one line on stderr, a traceback only on
+request."""
 import sys
 import traceback
 
