@@ -3,6 +3,13 @@
 import os
 import sys
 
+# Paddle 2.6 crashes if torch is imported after it (their bundled zlib builds clash); this
+# tool uses PyTorch when it is installed, so it imports it first.
+try:
+    import torch  # noqa: F401
+except ImportError:
+    pass
+
 try:
     import paddle_dla  # noqa: F401
 except ImportError:  # running from a source checkout that is not installed

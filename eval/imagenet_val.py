@@ -3,6 +3,14 @@
 import os
 import sys
 
+# Paddle 2.6 crashes if torch is imported after it (their bundled zlib builds clash), so a
+# run that will use torch imports it first.
+if '--compare-torch' in sys.argv or any(a.endswith('.pth') for a in sys.argv):
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+
 try:
     import paddle_dla  # noqa: F401
 except ImportError:  # running from a source checkout that is not installed

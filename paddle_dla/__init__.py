@@ -1,6 +1,11 @@
 """Deep Layer Aggregation (DLA) ImageNet classifiers and backbones for PaddlePaddle."""
 import warnings
 
+try:  # Paddle 2.6 ships its own zlib; Pillow's image decoders must load theirs first
+    import PIL.Image  # noqa: F401
+except ImportError:
+    pass
+
 with warnings.catch_warnings():
     # Paddle warns on import about a C++ build cache that only its extension builder uses.
     warnings.filterwarnings('ignore', message='No ccache found')

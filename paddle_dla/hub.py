@@ -23,20 +23,10 @@ def mirror_url(url):
     return mirror.rstrip('/') + urllib.parse.urlsplit(url).path
 
 
-def _torch_available():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _fetch_and_convert(weights, source, target, keep_download):
     """Download one source, convert it strictly, write ``target``. Raises with a short reason."""
     from .convert.pipeline import convert_checkpoint
 
-    if source.format == 'pth' and not _torch_available():
-        raise DownloadError('reading .pth needs PyTorch (pip install torch); skipped')
     raw = os.path.join(weights_home(), 'downloads', source.filename if source.sha256_prefix
                        else f'{weights.variant}-{weights.tag}-{source.filename}')
     try:

@@ -20,6 +20,11 @@ def save_official(variant, path):
     torch.save(official_layout(variant), path)
 
 
+def save_official_legacy(variant, path):
+    """As the 2018 release files: PyTorch's legacy (pre-1.6, non-zip) serialisation."""
+    torch.save(official_layout(variant), path, _use_new_zipfile_serialization=False)
+
+
 def save_timm(variant, path, num_classes=1000):
     torch.save(oracle_state_dict(variant, num_classes=num_classes), path)
 

@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from checkpoint_files import official_layout, save_safetensors, save_timm, save_training_checkpoint
+from checkpoint_files import (official_layout, save_official_legacy, save_safetensors, save_timm,
+                              save_training_checkpoint)
 from helpers import REPO, run_cli, stderr_lines
 from oracle import oracle_state_dict
 
@@ -163,10 +164,12 @@ NO_TORCH = ("import sys; sys.modules['torch'] = None; "
             "from paddle_dla.convert.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
-def test_safetensors_converts_without_torch_and_pth_says_how_to_get_it(tmp_path):
-    st, pth = tmp_path / 'model.safetensors', tmp_path / 'model.pth'
+def test_without_torch_safetensors_and_zip_pth_convert_and_legacy_says_how(tmp_path):
+    st, pth, legacy = (tmp_path / 'model.safetensors', tmp_path / 'model.pth',
+                       tmp_path / 'legacy.pth')
     save_safetensors('dla_46x_c', st)
     save_timm('dla_46x_c', pth)
+    save_official_legacy('dla_46x_c', legacy)
     env = dict(os.environ, PYTHONPATH=REPO)
     run = lambda *a: subprocess.run([sys.executable, '-c', NO_TORCH, *map(str, a)],
                                     capture_output=True, text=True, env=env, timeout=300)
@@ -175,8 +178,11 @@ def test_safetensors_converts_without_torch_and_pth_says_how_to_get_it(tmp_path)
     assert '-> dla_46x_c, ' in proc.stdout
     assert 'verify: skipped, torch and timm are not installed' in proc.stdout
     proc = run('--src', pth, '--dst', tmp_path / 'b.pdparams')
-    assert proc.returncode != 0 and 'needs PyTorch: pip install torch' in proc.stderr
-    assert not (tmp_path / 'b.pdparams').exists()
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / 'a.pdparams').read_bytes() == (tmp_path / 'b.pdparams').read_bytes()
+    proc = run('--src', legacy, '--dst', tmp_path / 'c.pdparams')
+    assert proc.returncode != 0 and 'legacy (pre-1.6) format: pip install torch' in proc.stderr
+    assert not (tmp_path / 'c.pdparams').exists()
 
 
 def test_batch_continues_past_bad_files_and_reports_them(tmp_path):

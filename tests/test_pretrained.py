@@ -14,7 +14,7 @@ import pytest
 import paddle_dla
 from paddle_dla.hub import PretrainedUnavailable
 from paddle_dla.weights import WEIGHTS, get_weights, list_weights
-from checkpoint_files import official_layout, save_official, save_safetensors
+from checkpoint_files import official_layout, save_official, save_official_legacy, save_safetensors
 from helpers import REPO, run_cli, run_paddle
 from mirror_server import MirrorServer
 from oracle import oracle, random_images, reference_logits, relative_error, top1_agrees
@@ -70,9 +70,9 @@ def _publish(server, tmp_path, monkeypatch, variant, layouts=('official',), beha
     """Serve oracle weights of ``variant`` and point its registry entry at them."""
     sources = []
     for i, layout in enumerate(layouts):
-        if layout == 'official':
+        if layout in ('official', 'legacy'):
             raw = tmp_path / f'raw{i}.pth'
-            save_official(variant, raw)
+            (save_official_legacy if layout == 'legacy' else save_official)(variant, raw)
             data = raw.read_bytes()
             sha = hashlib.sha256(data).hexdigest()[:8]
             path = f'/dla/models/imagenet/{paddle_dla.get_config(variant).official_name}-{sha}.pth'
@@ -206,16 +206,25 @@ def test_two_processes_share_one_download(cache, tmp_path, monkeypatch):
     _assert_matches_oracle(paddle_dla.dla_46_c(pretrained=True), 'dla_46_c')
 
 
-def test_pth_source_without_torch_says_how_to_install_it(cache, tmp_path, monkeypatch):
+NO_TORCH_PRETRAINED = ("import sys; sys.modules['torch'] = None; import paddle_dla\n"
+                      "try: paddle_dla.dla_46_c(pretrained=True); print('loaded')\n"
+                      "except Exception as e: print(e)")
+
+
+@pytest.mark.parametrize('legacy', [False, True])
+def test_pth_source_without_torch(cache, tmp_path, monkeypatch, legacy):
+    """Zip-format .pth files need no torch; a legacy one says how to install it."""
     with MirrorServer() as server:
-        _publish(server, tmp_path, monkeypatch, 'dla_46_c')
-        code = ("import sys; sys.modules['torch'] = None; import paddle_dla\n"
-                "try: paddle_dla.dla_46_c(pretrained=True)\n"
-                "except Exception as e: print(e)")
-        proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                              env=dict(os.environ), cwd=REPO, timeout=300)
-    assert 'reading .pth needs PyTorch (pip install torch)' in proc.stdout, proc.stdout
-    assert sum(server.requests.values()) == 0  # not even downloaded
+        _publish(server, tmp_path, monkeypatch, 'dla_46_c', ('legacy' if legacy else 'official',))
+        proc = subprocess.run([sys.executable, '-c', NO_TORCH_PRETRAINED], capture_output=True,
+                              text=True, env=dict(os.environ), cwd=REPO, timeout=300)
+    if legacy:
+        assert 'needs PyTorch, as it is in the legacy (pre-1.6) format: pip install torch' \
+            in proc.stdout, proc.stdout
+        assert _cache_files(cache) == []
+    else:
+        assert proc.stdout.strip().endswith('loaded'), proc.stdout + proc.stderr
+        assert _cache_files(cache) == ['dla_46_c-official.pdparams']
 
 
 def test_pretrained_path_to_pth_and_safetensors_converts_in_memory(tmp_path):
