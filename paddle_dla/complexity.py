@@ -36,5 +36,5 @@ def count_macs(model, input_size=(1, 3, 224, 224)):
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        model.train() if was_training else model.eval()  # Paddle 2.6: train() takes no flag
     return total[0]
