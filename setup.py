@@ -26,7 +26,7 @@ setup(
     long_description=read('README.md'),
     long_description_content_type='text/markdown',
     license='BSD-3-Clause',
-    python_requires='>=3.8',
+    python_requires='>=3.9',
     packages=find_packages(include=['paddle_dla', 'paddle_dla.*']),
     package_data={'paddle_dla': ['data/*.tsv']},
     entry_points={'console_scripts': ['paddle-dla=paddle_dla.cli:main']},
