@@ -31,6 +31,7 @@ from paddle.vision import transforms as T  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import paddle_dla  # noqa: E402
+from paddle_dla.atomic import atomic_output  # noqa: E402
 from paddle_dla.checkpoint import save_pdparams  # noqa: E402
 from paddle_dla.evaluation.dataset import IMAGE_SUFFIXES  # noqa: E402
 from paddle_dla.evaluation.transforms import Preprocess  # noqa: E402
@@ -102,13 +103,12 @@ def evaluate(model, loader, num_classes):
 
 
 def save_checkpoint(prefix, model, optimizer, state):
+    """Weights, optimizer state and progress, each file written atomically."""
     save_pdparams(model.state_dict(), prefix + '.pdparams')
-    tmp = prefix + '.pdopt.tmp'
-    paddle.save(optimizer.state_dict(), tmp)
-    os.replace(tmp, prefix + '.pdopt')
-    with open(prefix + '.json.tmp', 'w') as f:
+    with atomic_output(prefix + '.pdopt') as tmp:
+        paddle.save(optimizer.state_dict(), tmp)
+    with atomic_output(prefix + '.json') as tmp, open(tmp, 'w') as f:
         json.dump(state, f, indent=2)
-    os.replace(prefix + '.json.tmp', prefix + '.json')
 
 
 def parse_args(argv=None):

@@ -4,10 +4,11 @@ Paddle's ``Layer.set_state_dict`` only warns about missing or mis-shaped keys;
 here every mismatch is an error that names the keys.
 """
 import os
-import tempfile
 
 import numpy as np
 import paddle
+
+from .atomic import atomic_output
 
 _MAX_LISTED = 12
 
@@ -101,16 +102,8 @@ def save_pdparams(state, path):
     odd = [k for k, v in arrays.items() if v.dtype.kind not in 'fiub']
     if odd:
         raise TypeError(f'not numeric tensors: {", ".join(odd[:5])}')
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         # Plain arrays (not Tensors, which carry process-dependent names): the same
         # weights always give the same bytes.
         paddle.save(arrays, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

@@ -1,11 +1,10 @@
 """Paddle ``.pdparams`` back to a PyTorch state dict that timm's ``dla*`` loads strictly,
 so models fine-tuned in Paddle can go back to PyTorch."""
 import argparse
-import os
-import tempfile
 
 import numpy as np
 
+from ..atomic import atomic_output
 from ..checkpoint import check_state_dict, load_pdparams
 from ..variants import VARIANTS
 from ..errors import report
@@ -32,12 +31,7 @@ def paddle_to_torch_state(state, model=None):
 
 def save_torch_state(state, path):
     """Write atomically as ``.pth`` (needs torch) or ``.safetensors`` (by the extension)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
-                               dir=folder)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         if path.endswith('.safetensors'):
             write_safetensors(state, tmp)
         else:
@@ -47,10 +41,6 @@ def save_torch_state(state, path):
                 raise RuntimeError('writing .pth needs PyTorch (pip install torch); or '
                                    'write a .safetensors file, which needs no torch') from exc
             torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 EXAMPLES = """\

@@ -3,8 +3,8 @@ import csv
 import io
 import json
 import os
-import tempfile
 
+from ..atomic import atomic_output
 from ..imagenet import NUM_VAL_IMAGES
 
 RESULT_FIELDS = ('model', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count', 'img_size',
@@ -82,13 +82,6 @@ def write_results(rows, path):
         text = buffer.getvalue()
     else:
         text = json.dumps(rows, indent=2) + '\n'
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=folder)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8', newline='') as f:
+    with atomic_output(path) as tmp:
+        with open(tmp, 'w', encoding='utf-8', newline='') as f:
             f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
