@@ -1,5 +1,7 @@
 """torch2paddle.py on every checkpoint layout, in one batch run, against the oracle."""
 
+import shutil
+
 import numpy as np
 import paddle
 import pytest
@@ -36,6 +38,7 @@ def batch_run(tmp_path_factory):
         else:
             save(variant, src / filename, num_classes=classes)
     proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst, timeout=900)
+    shutil.rmtree(src)  # gigabytes of sources, no longer needed
     return proc, dst
 
 

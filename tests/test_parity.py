@@ -46,6 +46,7 @@ def converted_by_cli(tmp_path_factory):
             proc = run_cli('convert/torch2paddle.py', '--src', src, '--model', name, '--dst', dst)
             assert proc.returncode == 0, proc.stderr
             assert name in proc.stdout and str(dst) in proc.stdout
+            src.unlink()
             cache[name] = dst
         return cache[name]
     return get
