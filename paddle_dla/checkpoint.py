@@ -38,11 +38,6 @@ def _listing(items):
     return f'[{shown}' + (f', ... and {more} more]' if more > 0 else ']')
 
 
-def state_shapes(model):
-    """Expected ``{key: shape}`` of a model's state dict (parameters and BN statistics)."""
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
 def check_state_dict(expected_shapes, state, context=''):
     """Raise :class:`StateDictMismatch` unless ``state`` has exactly the expected keys and shapes."""
     missing = [k for k in expected_shapes if k not in state]
