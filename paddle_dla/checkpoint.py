@@ -8,7 +8,9 @@ import os
 import numpy as np
 import paddle
 
+from . import safe_pickle
 from .atomic import atomic_output
+from .errors import CheckpointReadError, printable
 
 _MAX_LISTED = 12
 
@@ -75,18 +77,79 @@ def _numpy_dtype(tensor):
     return np.dtype(str(tensor.dtype).replace('paddle.', ''))
 
 
-def load_pdparams(path):
-    """Read a ``.pdparams`` file as ``{key: numpy array}``."""
+def _dense_tensor(expression, namespace):
+    """``eval('data', {'data': array})``: how ``paddle.save`` pickles a bare DenseTensor.
+    Only that exact call is accepted; no expression is ever evaluated."""
+    if expression != 'data' or not isinstance(namespace, dict) or set(namespace) != {'data'}:
+        raise CheckpointReadError('refused builtins.eval with anything but a pickled tensor')
+    return namespace['data']
+
+
+PADDLE_GLOBALS = {**safe_pickle.NUMPY_GLOBALS, ('builtins', 'eval'): _dense_tensor}
+_NAME_TABLE = 'StructuredToParameterName@@'
+_SPLIT_TABLE = 'UnpackBigParamInfor@@'  # Paddle's spelling
+
+
+def read_paddle_pickle(path):
+    """Whatever ``paddle.save`` wrote to ``path`` (weights, optimizer state, any nest of
+    dicts, lists and tensors), as plain Python and numeric NumPy arrays, without running
+    code from the file. Tensors come back as arrays; large tensors that ``paddle.save``
+    split into slices come back whole."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'no such weights file: {path}')
+        raise FileNotFoundError(f'no such file: {path}')
+    with open(path, 'rb') as f:
+        tree = safe_pickle.load(f, printable(path), PADDLE_GLOBALS)
     try:
-        state = paddle.load(path, return_numpy=True)
-    except Exception as exc:  # paddle raises assorted types for corrupt files
-        raise ValueError(f'{path} is not a readable .pdparams file ({type(exc).__name__}: '
-                         f'{exc})') from exc
+        tree = _tensors_as_arrays(tree)
+    except RecursionError:
+        raise CheckpointReadError(f'{printable(path)} is corrupt (nested too deeply)') from None
+    if isinstance(tree, dict):
+        tree.pop(_NAME_TABLE, None)
+        tree = _join_split_tensors(tree, path)
+    return tree
+
+
+def _tensors_as_arrays(obj):
+    """Paddle pickles a Tensor as the tuple ``(name, array)``: keep the array."""
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) and \
+            isinstance(obj[1], np.ndarray):
+        return obj[1]
+    if isinstance(obj, dict):
+        return {k: _tensors_as_arrays(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_tensors_as_arrays(v) for v in obj)
+    return obj
+
+
+def _join_split_tensors(state, path):
+    """Undo ``paddle.save``'s splitting of tensors over 1 GiB (pickle protocols 2 and 3)."""
+    table = state.pop(_SPLIT_TABLE, None)
+    if table is None:
+        return state
+    try:
+        for key, info in table.items():
+            parts = [state.pop(part) for part in info['slices']]
+            shape = safe_pickle.checked_shape(tuple(info['OriginShape']))
+            flat = np.concatenate([np.asarray(p).reshape(-1) for p in parts])
+            state[key] = flat.reshape(shape)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointReadError(f'{printable(path)} is corrupt: its table of split tensors '
+                                  f'does not match its contents ({printable(exc)})') from None
+    return state
+
+
+def load_pdparams(path):
+    """Read a ``.pdparams`` file as ``{key: numpy array}``, safely (no code runs)."""
+    state = read_paddle_pickle(path)
     if not isinstance(state, dict):
-        raise ValueError(f'{path} does not hold a state dict (found {type(state).__name__})')
+        raise CheckpointReadError(f'{printable(path)} does not hold a state dict (found '
+                                  f'{type(state).__name__})')
+    bad = next((k for k, v in state.items()
+                if not isinstance(k, str) or not isinstance(v, np.ndarray)), None)
+    if bad is not None:
+        raise CheckpointReadError(f'{printable(path)} is not a weights file: entry '
+                                  f'{printable(repr(bad))[:60]} is not a named tensor')
     return state
 
 

@@ -1,14 +1,58 @@
-"""How every command line tool reports a failure: one line on stderr, a traceback only on
-request."""
+"""The package's exception base, and how every command line tool reports a failure: one
+line on stderr, control characters escaped, a traceback only on request."""
+import signal
 import sys
 import traceback
+import unicodedata
+
+
+class PaddleDLAError(Exception):
+    """Base of the errors this package raises on purpose."""
+
+
+class CheckpointReadError(PaddleDLAError, ValueError):
+    """A weights file could not be read safely; the message names the file."""
+
+
+def printable(text):
+    """``text`` with control and other non-printing characters escaped (``\\x1b``), so a
+    name taken from a file can never drive the terminal."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return ''.join(c if c.isprintable() or c == ' ' else _escape(c) for c in text)
+
+
+def _escape(char):
+    code = ord(char)
+    if unicodedata.category(char) == 'Zs':  # unusual spaces read as spaces
+        return ' '
+    return f'\\x{code:02x}' if code < 0x100 else f'\\u{code:04x}' if code < 0x10000 \
+        else f'\\U{code:08x}'
 
 
 def one_line(exc):
-    return ' '.join(str(exc).split()) or type(exc).__name__
+    message = ' '.join(str(exc).split())
+    return printable(message) or type(exc).__name__
 
 
 def report(prog, exc, debug=False):
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__)
+    if isinstance(exc, MemoryError):
+        exc = f'out of memory ({one_line(exc) if str(exc) else "MemoryError"})'
     print(f'{prog}: error: {one_line(exc)}', file=sys.stderr)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` removes its temporary files."""
+
+
+def exit_cleanly_on_sigterm():
+    """Make SIGTERM unwind the stack as SIGINT does (command line tools call this once)."""
+    def handler(signum, frame):
+        raise Terminated(f'terminated by signal {signum}')
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave the default
+        pass

@@ -1,73 +1,115 @@
-"""Checkpoint readers that never execute code from the file.
+"""Checkpoint readers that never execute code from the file, and never let a file make
+them allocate much more memory than it holds.
 
-``.pth`` files in PyTorch's zip format (every ``torch.save`` since 1.6) and
-``.safetensors`` files are parsed here with NumPy alone: the unpickler accepts only
-tensors, storages and ordered dicts, and refuses any other object. Legacy ``.pth``
-files (older PyTorch) go through ``torch.load(weights_only=True)``, equally restricted.
+``.pth`` files in PyTorch's zip format (every ``torch.save`` since 1.6), in its legacy
+format (the 2018 official releases) and ``.safetensors`` files are all parsed here with
+NumPy alone: the unpickler (:mod:`paddle_dla.safe_pickle`) accepts only tensors,
+storages and containers and refuses any other object; every tensor view is bounds-checked
+for every stride; zip members are read once each, and the arrays a file may produce are
+capped relative to the data it really holds. Safetensors files follow the rules of the
+reference ``safetensors`` library (no duplicate names, no overlapping or unused bytes,
+shapes that fit, a bounded header).
 """
-import collections
+import io
 import json
 import os
-import pickle
-import re
 import struct
 import zipfile
 
 import numpy as np
 
+from .. import safe_pickle
+from ..errors import CheckpointReadError, printable
 
-class CheckpointReadError(ValueError):
-    """A checkpoint file could not be read safely."""
-
+__all__ = ['CheckpointReadError', 'read_checkpoint', 'read_safetensors', 'read_torch_checkpoint',
+           'write_safetensors']
 
 _SAFETENSORS_DTYPES = {
     'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'BF16': np.uint16,
     'I64': np.int64, 'I32': np.int32, 'I16': np.int16, 'I8': np.int8, 'U8': np.uint8,
     'BOOL': np.bool_,
 }
-_MAX_HEADER = 100 << 20
+_MAX_HEADER = 100 << 20         # the reference library's limit
+# What a file may make the readers allocate beyond the tensor data it holds: views of one
+# storage (tied weights) may repeat it a few times, never more.
+OUTPUT_FACTOR, OUTPUT_SLACK = 4, 16 << 20
+# Zip members may be compressed (torch never does): at most this much expansion in all.
+ZIP_EXPANSION = 4
 
 
-def _first_line(exc):
-    text = re.sub(r'\x1b\[[0-9;]*m', '', str(exc)).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _bf16_to_f32(array):
+    return (array.astype(np.uint32) << 16).view(np.float32)
+
+
+def _no_duplicates(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise CheckpointReadError(f'duplicate entry {printable(key)!r} in the header')
+        seen[key] = value
+    return seen
 
 
 def read_safetensors(path):
     """``{name: numpy array}`` from a ``.safetensors`` file; bfloat16 widens to float32."""
+    name = printable(os.fspath(path))
     with open(path, 'rb') as f:
         data = f.read()
-    name = os.path.basename(path)
     if len(data) < 8:
         raise CheckpointReadError(f'{name} is truncated: not a safetensors file')
     (header_len,) = struct.unpack('<Q', data[:8])
     if header_len > min(_MAX_HEADER, len(data) - 8):
         raise CheckpointReadError(f'{name} is truncated or not a safetensors file '
                                   f'(header of {header_len} bytes in a {len(data)}-byte file)')
+    raw_header = data[8:8 + header_len]
     try:
-        header = json.loads(data[8:8 + header_len].decode('utf-8'))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if not raw_header.startswith(b'{'):
+            raise ValueError('the header is not a JSON object')
+        header = json.loads(raw_header.decode('utf-8'), object_pairs_hook=_no_duplicates)
+    except CheckpointReadError as exc:
+        raise CheckpointReadError(f'{name} is corrupt: {exc}') from None
+    except RecursionError:
+        raise CheckpointReadError(f'{name} has a corrupt safetensors header (nested too '
+                                  f'deeply)') from None
+    except (UnicodeDecodeError, ValueError) as exc:
         raise CheckpointReadError(f'{name} has a corrupt safetensors header: '
-                                  f'{_first_line(exc)}') from exc
-    if not isinstance(header, dict):
-        raise CheckpointReadError(f'{name} has a corrupt safetensors header')
+                                  f'{printable(" ".join(str(exc).split()))[:100]}') from None
     body = memoryview(data)[8 + header_len:]
-    out = {}
+    entries = []
     for key, info in header.items():
         if key == '__metadata__':
+            if not (isinstance(info, dict) and all(isinstance(v, str) for v in info.values())):
+                raise CheckpointReadError(f'{name}: corrupt __metadata__ (must map strings to '
+                                          f'strings)')
             continue
         try:
             dtype = np.dtype(_SAFETENSORS_DTYPES[info['dtype']])
-            shape = tuple(int(s) for s in info['shape'])
-            begin, end = (int(o) for o in info['data_offsets'])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointReadError(f'{name}: unsupported or corrupt entry {key!r}') from exc
-        if not 0 <= begin <= end <= len(body) or end - begin != dtype.itemsize * int(np.prod(shape)):
-            raise CheckpointReadError(f'{name} is truncated or corrupt at tensor {key!r}')
+            shape = safe_pickle.checked_shape(info['shape'])
+            begin, end = info['data_offsets']
+            if type(begin) is not int or type(end) is not int or not 0 <= begin <= end:
+                raise ValueError
+        except (KeyError, TypeError, ValueError, CheckpointReadError):
+            raise CheckpointReadError(f'{name}: unsupported or corrupt entry '
+                                      f'{printable(key)!r}') from None
+        if end - begin != dtype.itemsize * safe_pickle.element_count(shape):
+            raise CheckpointReadError(f'{name}: entry {printable(key)!r} has shape '
+                                      f'{list(shape)} but {end - begin} bytes of data')
+        entries.append((begin, end, key, dtype, shape, info['dtype']))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    position = 0
+    for begin, end, key, *_ in entries:  # tensors tile the data exactly, as the library requires
+        if begin != position:
+            raise CheckpointReadError(f'{name} is corrupt: entry {printable(key)!r} '
+                                      + ('overlaps another' if begin < position else
+                                         'leaves a gap before it'))
+        position = end
+    if position != len(body):
+        raise CheckpointReadError(f'{name} is truncated or corrupt: the header describes '
+                                  f'{position} bytes of data, the file holds {len(body)}')
+    out = {}
+    for begin, end, key, dtype, shape, code in entries:
         array = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape).copy()
-        if info['dtype'] == 'BF16':
-            array = (array.astype(np.uint32) << 16).view(np.float32)
-        out[key] = array
+        out[key] = _bf16_to_f32(array) if code == 'BF16' else array
     return out
 
 
@@ -96,137 +138,254 @@ _STORAGES = {
     'ShortStorage': np.int16, 'CharStorage': np.int8, 'ByteStorage': np.uint8,
     'BoolStorage': np.bool_,
 }
-_REFUSED = ('refused, it holds Python objects besides tensors ({}) and unpickling them could '
-            'run code; save model.state_dict() instead')
-
-
 # What a legacy (pre-1.6) torch.save file starts with: pickle protocol 2 and torch's magic number.
-_LEGACY_MAGIC = b'\x80\x02\x8a\x0a' + (0x1950a86a20f9469cfc6c).to_bytes(10, 'little')
+_LEGACY_MAGIC_NUMBER = 0x1950a86a20f9469cfc6c
+_LEGACY_MAGIC = b'\x80\x02\x8a\x0a' + _LEGACY_MAGIC_NUMBER.to_bytes(10, 'little')
+_LEGACY_PROTOCOL = 1001
 
 
-class _Storage:
-    def __init__(self, name):
-        self.name = name
+class _StorageType:
+    """Stands for ``torch.FloatStorage`` and its kin."""
+
+    def __init__(self, kind):
+        self.kind, self.dtype = kind, np.dtype(_STORAGES[kind])
 
 
-def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None,
-                    metadata=None):
-    """A torch tensor view (offset, size, stride over a storage) as a numpy array."""
-    flat, is_bf16 = storage
-    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-    last = offset + sum((n - 1) * st for n, st in zip(size, stride)) if all(size) else offset - 1
-    if offset < 0 or last >= len(flat):
-        raise CheckpointReadError('corrupt tensor: its view runs past its storage')
-    array = np.lib.stride_tricks.as_strided(flat[offset:], shape=size,
-                                            strides=[st * flat.itemsize for st in stride]).copy()
-    return (array.astype(np.uint32) << 16).view(np.float32) if is_bf16 else array
+class _StorageRef:
+    """One storage a tensor views: its key in the file, its element count, and for legacy
+    storage views the slice of a root storage."""
+
+    def __init__(self, storage_type, key, numel, view=None):
+        if not isinstance(storage_type, _StorageType) or not isinstance(key, str) or \
+                type(numel) is not int or numel < 0:
+            raise CheckpointReadError('corrupt storage record')
+        self.dtype, self.kind, self.key, self.numel, self.view = (
+            storage_type.dtype, storage_type.kind, key, numel, view)
 
 
-def _rebuild_parameter(data, requires_grad=False, hooks=None):
+class _Tensor(safe_pickle.Placeholder):
+    """``torch._utils._rebuild_tensor_v2``: a view (offset, size, stride) of a storage,
+    rebuilt once the storages have been read."""
+
+    def __init__(self, storage, offset, size, stride, *unused):
+        if not isinstance(storage, _StorageRef) or type(offset) is not int or offset < 0:
+            raise CheckpointReadError('corrupt tensor record')
+        self.storage, self.offset = storage, offset
+        self.size = safe_pickle.checked_shape(size)
+        self.stride = safe_pickle.checked_shape(stride)  # also refuses negative strides
+        if len(self.stride) != len(self.size):
+            raise CheckpointReadError('corrupt tensor record (size and stride differ in length)')
+
+
+def _rebuild_parameter(data, *unused):
     return data
 
 
-def _read_torch_zip(path):
+_TORCH_GLOBALS = {
+    **safe_pickle.NUMPY_GLOBALS,
+    ('torch._utils', '_rebuild_tensor_v2'): _Tensor,
+    ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
+    ('torch._utils', '_rebuild_parameter_with_state'): _rebuild_parameter,
+    **{('torch', kind): _StorageType(kind) for kind in _STORAGES},
+}
+
+
+class _TensorBuilder:
+    """Turns tensor records into arrays, checking each view against its storage and the
+    total against what the file holds."""
+
+    def __init__(self, name, storage_bytes):
+        self.name = name
+        self.budget = OUTPUT_FACTOR * storage_bytes + OUTPUT_SLACK
+        self.storages = {}  # key -> flat array
+
+    def __call__(self, tensor):
+        ref = tensor.storage
+        flat = self.storages.get(ref.key)
+        if flat is None:
+            raise CheckpointReadError(f'{self.name} is corrupt: storage {printable(ref.key)!r} '
+                                      f'is missing')
+        if ref.view is not None:
+            begin, length = ref.view
+            if not (type(begin) is int and type(length) is int and begin >= 0 and length >= 0
+                    and begin + length <= len(flat)):
+                raise CheckpointReadError(f'{self.name} is corrupt: a storage view runs past '
+                                          f'its storage')
+            flat = flat[begin:begin + length]
+        if flat.dtype != ref.dtype:
+            flat = flat.view(ref.dtype) if flat.nbytes % ref.dtype.itemsize == 0 else None
+            if flat is None:
+                raise CheckpointReadError(f'{self.name} is corrupt: storage types disagree')
+        count = safe_pickle.element_count(tensor.size)
+        if count:
+            last = tensor.offset + sum((n - 1) * st for n, st in zip(tensor.size, tensor.stride))
+            if last >= len(flat):
+                raise CheckpointReadError(f'{self.name} is corrupt: a tensor of shape '
+                                          f'{list(tensor.size)} runs past its storage')
+        self.budget -= count * ref.dtype.itemsize
+        if self.budget < 0:
+            raise CheckpointReadError(f'{self.name} is refused: its tensors would take far '
+                                      f'more memory than the data the file holds')
+        if not count:
+            array = np.zeros(tensor.size, ref.dtype)
+        else:
+            array = np.lib.stride_tricks.as_strided(
+                flat[tensor.offset:], shape=tensor.size,
+                strides=[st * flat.itemsize for st in tensor.stride]).copy()
+        return _bf16_to_f32(array) if ref.kind == 'BFloat16Storage' else array
+
+
+def _read_torch_zip(path, name):
     """``torch.load`` for the zip format, without torch and without running any code."""
-    name = os.path.basename(path)
     with zipfile.ZipFile(path) as archive:
-        pickles = [n for n in archive.namelist() if n.endswith('/data.pkl') or n == 'data.pkl']
+        infos = {info.filename: info for info in archive.infolist()}
+        pickles = [n for n in infos if n.endswith('/data.pkl') or n == 'data.pkl']
         if len(pickles) != 1:
             raise CheckpointReadError(f'{name} is a zip file but not a PyTorch checkpoint')
+        expanded = sum(info.file_size for info in infos.values())
+        if expanded > ZIP_EXPANSION * os.path.getsize(path) + (1 << 20):
+            raise CheckpointReadError(f'{name} is refused: its members would expand to '
+                                      f'{expanded:,} bytes from a {os.path.getsize(path):,}-byte '
+                                      f'file')
         root = pickles[0][:-len('data.pkl')]
-        if root + 'byteorder' in archive.namelist() and \
-                archive.read(root + 'byteorder').strip() not in (b'little', b''):
+
+        def member(member_name):
+            info = infos.get(member_name)
+            if info is None:
+                raise CheckpointReadError(f'{name} is corrupt: {printable(member_name)} is '
+                                          f'missing')
+            with archive.open(info) as f:
+                data = f.read(info.file_size + 1)
+            if len(data) != info.file_size:
+                raise CheckpointReadError(f'{name} is corrupt: {printable(member_name)} has '
+                                          f'another size than its directory says')
+            return data
+
+        if root + 'byteorder' in infos and member(root + 'byteorder').strip() not in \
+                (b'little', b''):
             raise CheckpointReadError(f'{name} was saved on a big-endian machine; unsupported')
+        storage_bytes = sum(i.file_size for n, i in infos.items() if n.startswith(root + 'data/'))
+        builder = _TensorBuilder(name, storage_bytes)
 
-        def storage(kind, key):
-            return (np.frombuffer(archive.read(f'{root}data/{key}'), dtype=_STORAGES[kind]),
-                    kind == 'BFloat16Storage')
+        def storage(pid):
+            if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == 'storage'):
+                raise CheckpointReadError(f'{name}: unsupported storage record')
+            ref = _StorageRef(pid[1], pid[2], pid[4])
+            if ref.key not in builder.storages:  # each member is read once
+                data = member(f'{root}data/{ref.key}')
+                if len(data) != ref.numel * ref.dtype.itemsize:
+                    raise CheckpointReadError(f'{name} is corrupt: storage '
+                                              f'{printable(ref.key)!r} has {len(data)} bytes, '
+                                              f'its record says {ref.numel} elements')
+                builder.storages[ref.key] = np.frombuffer(data, ref.dtype)
+            return ref
 
-        with archive.open(pickles[0]) as f:
-            return _restricted_unpickler(f, name, storage).load()
+        with archive.open(infos[pickles[0]]) as f:
+            data_pkl = f.read(infos[pickles[0]].file_size + 1)
+        tree = safe_pickle.load_raw(io.BytesIO(data_pkl), name, _TORCH_GLOBALS, storage,
+                                    size=len(data_pkl))
+        return safe_pickle.materialise(tree, name, _resolver(builder))
 
 
-def _restricted_unpickler(f, name, storage=None):
-    """An unpickler that rebuilds tensors, storages and ordered dicts, and nothing else."""
+def _resolver(builder):
+    def resolve(placeholder):
+        return builder(placeholder) if isinstance(placeholder, _Tensor) else placeholder.resolve()
+    return resolve
 
-    class Unpickler(pickle.Unpickler):
-        def find_class(self, module, attr):
-            if (module, attr) == ('collections', 'OrderedDict'):
-                return collections.OrderedDict
-            if module == 'torch._utils' and attr == '_rebuild_tensor_v2':
-                return _rebuild_tensor
-            if module == 'torch._utils' and attr == '_rebuild_parameter':
-                return _rebuild_parameter
-            if module == 'torch' and attr in _STORAGES:
-                return _Storage(attr)
-            raise CheckpointReadError(f'{name} is not a readable PyTorch checkpoint: '
-                                      + _REFUSED.format(f'{module}.{attr}'))
 
-        def persistent_load(self, pid):
-            if storage is None or not (isinstance(pid, tuple) and len(pid) == 5
-                                       and pid[0] == 'storage' and isinstance(pid[1], _Storage)):
-                raise CheckpointReadError(f'{name}: unsupported storage record {pid!r:.60}')
-            return storage(pid[1].name, str(pid[2]))
+def _read_torch_legacy(path, name):
+    """``torch.load`` for the legacy format (PyTorch < 1.6): five pickles, then the raw
+    storages in the order the fifth lists, each an int64 element count and its bytes."""
+    size = os.path.getsize(path)
+    refs = {}
 
-    return Unpickler(f)
+    def storage(pid):
+        if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == 'storage'):
+            kind = pid[0] if isinstance(pid, tuple) and pid else '?'
+            raise CheckpointReadError(f'{name} is refused: it holds a pickled '
+                                      f'{printable(kind)!s:.20} (a module or other object), not '
+                                      f'just tensors; save model.state_dict() instead')
+        _, storage_type, key, _location, numel, view = pid
+        key = str(key)
+        if view is not None:
+            if not (isinstance(view, tuple) and len(view) == 3):
+                raise CheckpointReadError(f'{name}: corrupt storage view record')
+            ref = _StorageRef(storage_type, key, numel, view=(view[1], view[2]))
+        else:
+            ref = _StorageRef(storage_type, key, numel)
+        known = refs.setdefault(key, ref)
+        if known.numel != ref.numel:
+            raise CheckpointReadError(f'{name} is corrupt: storage {printable(key)!r} has two '
+                                      f'sizes')
+        return ref
+
+    with open(path, 'rb') as f:
+        def header():
+            return safe_pickle.load(f, name, {}, size=size - f.tell())
+        if header() != _LEGACY_MAGIC_NUMBER:
+            raise CheckpointReadError(f'{name} is corrupt (bad magic number)')
+        if header() != _LEGACY_PROTOCOL:
+            raise CheckpointReadError(f'{name} uses an unknown legacy PyTorch protocol')
+        info = header()
+        if not isinstance(info, dict) or info.get('little_endian') is not True:
+            raise CheckpointReadError(f'{name} was saved on a big-endian machine; unsupported')
+        tree = safe_pickle.load_raw(f, name, _TORCH_GLOBALS, storage, size=size - f.tell())
+        keys = header()
+        if not isinstance(keys, list) or sorted(map(str, keys)) != sorted(refs):
+            raise CheckpointReadError(f'{name} is corrupt: its storage list does not match '
+                                      f'its tensors')
+        builder = _TensorBuilder(name, size)
+        for key in map(str, keys):
+            ref = refs[key]
+            head = f.read(8)
+            nbytes = ref.numel * ref.dtype.itemsize
+            if len(head) != 8 or struct.unpack('<q', head)[0] != ref.numel or \
+                    nbytes > size - f.tell():
+                raise CheckpointReadError(f'{name} is truncated or corrupt at storage '
+                                          f'{printable(key)!r}')
+            builder.storages[key] = np.frombuffer(f.read(nbytes), ref.dtype)
+    return safe_pickle.materialise(tree, name, _resolver(builder))
 
 
 def read_torch_checkpoint(path):
     """Load a ``.pth`` file: tensors and containers only, any other object is refused.
-
-    The zip format needs no torch; a legacy file goes through
-    ``torch.load(weights_only=True)`` and so needs PyTorch.
-    """
-    name = os.path.basename(path)
+    No format needs torch."""
+    name = printable(os.fspath(path))
     with open(path, 'rb') as f:
         head = f.read(len(_LEGACY_MAGIC))
-    if head != _LEGACY_MAGIC:
+    if head == _LEGACY_MAGIC:
+        return _read_torch_legacy(path, name)
+    if head.startswith(b'PK\x03\x04'):
         try:
-            if zipfile.is_zipfile(path):
-                return _read_torch_zip(path)
-            if head.startswith(b'PK\x03\x04'):
-                raise CheckpointReadError(f'{name} is truncated (an incomplete zip archive); '
-                                          f'download it again')
-            with open(path, 'rb') as f:  # a bare pickle: only what a state dict holds
-                return _restricted_unpickler(f, name).load()
+            is_zip = zipfile.is_zipfile(path)
+        except OSError:
+            is_zip = False
+        if not is_zip:
+            raise CheckpointReadError(f'{name} is truncated (an incomplete zip archive); '
+                                      f'download it again')
+        try:
+            return _read_torch_zip(path, name)
         except CheckpointReadError:
             raise
-        except Exception as exc:  # corrupt members, bad pickle opcodes, ...
-            raise CheckpointReadError(f'{name} is not a readable PyTorch checkpoint (not a '
-                                      f'PyTorch file, or corrupt: {_first_line(exc)})') from exc
-    try:
-        import torch
-    except ImportError as exc:
-        raise CheckpointReadError(
-            f'reading {name} needs PyTorch, as it is in the legacy (pre-1.6) format: pip install '
-            f'torch (or convert a .safetensors file of the same weights)') from exc
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if 'Unsupported global' not in str(exc):  # not a pickle we understand at all
-            raise CheckpointReadError(f'{name} is not a readable PyTorch checkpoint (not a '
-                                      f'PyTorch file, or corrupt)') from exc
-        # A pickle asking for objects that need code to rebuild.
-        found = re.search(r'Unsupported global: GLOBAL (\S+)', str(exc))
-        what = f' ({found.group(1)})' if found else ''
-        raise CheckpointReadError(f'{name} is not a readable PyTorch checkpoint: '
-                                  + _REFUSED.format(what.strip(' ()') or 'unknown')) from exc
-    except Exception as exc:  # truncated zip, foreign pickle, ...
-        raise CheckpointReadError(
-            f'{name} is not a readable PyTorch checkpoint ({_first_line(exc)})') from exc
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
+                NotImplementedError) as exc:
+            raise CheckpointReadError(f'{name} is not a readable PyTorch checkpoint (corrupt '
+                                      f'zip archive: {printable(exc)})') from None
+    with open(path, 'rb') as f:  # a bare pickle: only what a state dict holds
+        return safe_pickle.load(f, name, _TORCH_GLOBALS)
 
 
 def read_checkpoint(path):
     """Read any supported checkpoint file; the format is told by its first bytes."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise CheckpointReadError(f'{path} is a folder, not a checkpoint file')
+        raise CheckpointReadError(f'{printable(path)} is a folder, not a checkpoint file')
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'no such checkpoint: {path}')
+        raise FileNotFoundError(f'no such checkpoint: {printable(path)}')
     with open(path, 'rb') as f:
         head = f.read(16)
     if not head:
-        raise CheckpointReadError(f'{os.path.basename(path)} is empty')
+        raise CheckpointReadError(f'{printable(path)} is empty')
     if path.endswith('.safetensors') or (len(head) > 8 and head[8:9] == b'{'):
         return read_safetensors(path)
     return read_torch_checkpoint(path)
