@@ -10,12 +10,12 @@ import paddle
 
 from . import safe_pickle
 from .atomic import atomic_output
-from .errors import CheckpointReadError, printable
+from .errors import CheckpointReadError, PaddleDLAError, printable
 
 _MAX_LISTED = 12
 
 
-class StateDictMismatch(ValueError):
+class StateDictMismatch(PaddleDLAError, ValueError):
     """A state dict does not fit a model: lists missing, unexpected and mis-shaped keys."""
 
     def __init__(self, missing=(), unexpected=(), mismatched=(), context=''):
@@ -30,12 +30,12 @@ class StateDictMismatch(ValueError):
         if self.mismatched:
             shapes = [f'{k} (expected {list(e)}, found {list(f)})' for k, e, f in self.mismatched]
             parts.append(f'mis-shaped keys {_listing(shapes)}')
-        prefix = f'{context}: ' if context else ''
+        prefix = f'{context}: ' if context and parts else context
         super().__init__(prefix + '; '.join(parts))
 
 
 def _listing(items):
-    shown = ', '.join(items[:_MAX_LISTED])
+    shown = ', '.join(printable(item) for item in items[:_MAX_LISTED])
     more = len(items) - _MAX_LISTED
     return f'[{shown}' + (f', ... and {more} more]' if more > 0 else ']')
 
@@ -97,7 +97,7 @@ def read_paddle_pickle(path):
     split into slices come back whole."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'no such file: {path}')
+        raise FileNotFoundError(f'no such weights file: {printable(path)}')
     with open(path, 'rb') as f:
         tree = safe_pickle.load(f, printable(path), PADDLE_GLOBALS)
     try:

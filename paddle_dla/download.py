@@ -1,52 +1,120 @@
-"""Streaming downloads: timeouts, bounded retries, sha256 on the fly, atomic rename, progress."""
-import hashlib
+"""Streaming downloads that always end: a timeout per read, an overall deadline per file
+(a server dripping one byte a second is cut off), a size cap, bounded retries, digests
+computed on the fly and checked before the file appears under its name (atomic rename).
+Redirects are followed by hand, and never from HTTPS down to plain HTTP."""
 import http.client
 import os
 import socket
+import ssl
 import sys
 import tempfile
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
+
+from .atomic import new_file_mode
+from .digests import DigestMismatch, Expected, Hasher
 
 DEFAULT_TIMEOUT_S = 20.0
+DEFAULT_DEADLINE_S = 1800.0
 ATTEMPTS = 3
 CHUNK = 1 << 20
+MAX_REDIRECTS = 5
+MAX_UNKNOWN_SIZE = 2 << 30   # no DLA checkpoint is near this; a server may not fill the disk
 
 
 class DownloadError(Exception):
     """A source could not be fetched; ``str()`` says why in a few words."""
 
+    def __init__(self, message, transient=False):
+        super().__init__(message)
+        self.transient = transient
+
+
+def _env_seconds(name, default):
+    try:
+        value = float(os.environ.get(name) or default)
+    except ValueError:
+        raise DownloadError(f'{name} must be a number of seconds') from None
+    if value <= 0:
+        raise DownloadError(f'{name} must be positive')
+    return value
+
 
 def timeout_s():
     """Seconds for the connection and for each read; ``$PADDLE_DLA_TIMEOUT`` overrides."""
-    return float(os.environ.get('PADDLE_DLA_TIMEOUT') or DEFAULT_TIMEOUT_S)
+    return _env_seconds('PADDLE_DLA_TIMEOUT', DEFAULT_TIMEOUT_S)
 
 
-def _transient(exc):
-    if isinstance(exc, urllib.error.HTTPError):
-        return exc.code >= 500 or exc.code == 429
-    if isinstance(exc, urllib.error.URLError):
-        reason = exc.reason
-        return isinstance(reason, (socket.timeout, TimeoutError, ConnectionResetError))
-    return isinstance(exc, (socket.timeout, TimeoutError, ConnectionError,
-                            http.client.IncompleteRead, http.client.RemoteDisconnected))
+def deadline_s():
+    """Seconds one file may take in all, retries included; ``$PADDLE_DLA_DEADLINE`` overrides."""
+    return _env_seconds('PADDLE_DLA_DEADLINE', DEFAULT_DEADLINE_S)
 
 
-def _why(exc):
-    if isinstance(exc, urllib.error.HTTPError):
-        return f'HTTP {exc.code} {exc.reason}'
-    if isinstance(exc, urllib.error.URLError):
-        exc = exc.reason
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return f'timed out after {timeout_s():g} s'
-    if isinstance(exc, ConnectionRefusedError):
-        return 'connection refused'
-    if isinstance(exc, socket.gaierror):
-        return f'host not found ({exc.strerror})'
-    if isinstance(exc, http.client.IncompleteRead):
-        return f'connection dropped after {len(exc.partial):,} bytes'
-    return ' '.join(str(exc).split()) or type(exc).__name__
+class _Watchdog:
+    """Shuts the current connection's socket down when the deadline passes, which wakes a
+    read blocked on a server that sends nothing more."""
+
+    def __init__(self, deadline):
+        self.deadline, self.expired, self._conn = deadline, False, None
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, conn):
+        self._conn = conn
+        if self.expired:
+            self._fire()
+
+    def _fire(self):
+        self.expired = True
+        sock = getattr(self._conn, 'sock', None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def left(self):
+        return self.deadline - time.monotonic()
+
+    def cancel(self):
+        self._timer.cancel()
+
+
+def _connect(url, watchdog):
+    """``(connection, response)`` for a 200 answer to ``url``, following redirects."""
+    for _ in range(MAX_REDIRECTS + 1):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ('http', 'https') or not parts.hostname:
+            raise DownloadError(f'unsupported URL {url!r}')
+        timeout = max(0.1, min(timeout_s(), watchdog.left()))
+        if parts.scheme == 'https':
+            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+                                               context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        watchdog.watch(conn)
+        path = (parts.path or '/') + (f'?{parts.query}' if parts.query else '')
+        conn.request('GET', path, headers={'User-Agent': 'paddle_dla'})
+        watchdog.watch(conn)
+        response = conn.getresponse()
+        if response.status in (301, 302, 303, 307, 308):
+            location = response.getheader('Location')
+            conn.close()
+            if not location:
+                raise DownloadError(f'HTTP {response.status} without a Location')
+            target = urllib.parse.urljoin(url, location)
+            if parts.scheme == 'https' and urllib.parse.urlsplit(target).scheme != 'https':
+                raise DownloadError(f'refused a redirect from HTTPS to {target}')
+            url = target
+            continue
+        if response.status != 200:
+            conn.close()
+            raise DownloadError(f'HTTP {response.status} {response.reason}',
+                                transient=response.status >= 500 or response.status == 429)
+        return conn, response
+    raise DownloadError(f'more than {MAX_REDIRECTS} redirects')
 
 
 class _Progress:
@@ -77,52 +145,114 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def _fetch_once(url, tmp_path, label):
-    digest = hashlib.sha256()
-    request = urllib.request.Request(url, headers={'User-Agent': 'paddle_dla'})
-    with urllib.request.urlopen(request, timeout=timeout_s()) as response, \
-            open(tmp_path, 'wb') as out:
-        total = int(response.headers.get('Content-Length') or 0)
-        progress = _Progress(total, label)
-        try:
-            received = 0
-            while True:
-                block = response.read(CHUNK)
-                if not block:
-                    break
-                out.write(block)
-                digest.update(block)
-                received += len(block)
-                progress.update(len(block))
-        finally:
-            progress.close()
-        if total and received != total:
-            raise ConnectionResetError(f'connection dropped after {received:,} of {total:,} bytes')
-    return digest.hexdigest()
+def _fetch_once(url, tmp_path, label, expected, watchdog):
+    """Stream ``url`` into ``tmp_path``; returns its :class:`~paddle_dla.digests.Found`."""
+    conn, response = _connect(url, watchdog)
+    try:
+        announced = response.getheader('Content-Length')
+        total = int(announced) if announced and announced.isdigit() else None
+        if total is not None and not expected.size_ok(total):
+            raise DownloadError(f'size mismatch: the server announces {total:,} bytes, the '
+                                f'published file has {expected.size:,}')
+        limit = expected.size or total or MAX_UNKNOWN_SIZE
+        hasher, progress = Hasher(), _Progress(total or expected.size, label)
+        with open(tmp_path, 'wb') as out:
+            try:
+                while True:
+                    block = response.read1(CHUNK)
+                    if watchdog.expired:
+                        break
+                    if not block:
+                        break
+                    hasher.update(block)
+                    if hasher.size > limit:
+                        raise DownloadError(f'the server sent more than the {limit:,} bytes '
+                                            f'expected')
+                    out.write(block)
+                    progress.update(len(block))
+            finally:
+                progress.close()
+        if watchdog.expired:
+            raise DownloadError(f'not finished within the {deadline_s():g} s deadline '
+                                f'($PADDLE_DLA_DEADLINE)')
+        if total is not None and hasher.size != total:
+            raise DownloadError(f'connection dropped after {hasher.size:,} of {total:,} bytes',
+                                transient=True)
+        return hasher.found()
+    finally:
+        conn.close()
 
 
-def download(url, dst, sha256_prefix=None, attempts=ATTEMPTS):
-    """Fetch ``url`` to ``dst`` atomically; returns the sha256. Nothing is left on failure."""
+def _why(exc, watchdog):
+    if watchdog.expired:
+        return f'not finished within the {deadline_s():g} s deadline ($PADDLE_DLA_DEADLINE)'
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f'timed out after {timeout_s():g} s'
+    if isinstance(exc, ConnectionRefusedError):
+        return 'connection refused'
+    if isinstance(exc, socket.gaierror):
+        return f'host not found ({exc.strerror})'
+    if isinstance(exc, ssl.SSLError):
+        return f'TLS failure ({exc.reason or exc})'
+    if isinstance(exc, http.client.IncompleteRead):
+        return f'connection dropped after {len(exc.partial):,} bytes'
+    return ' '.join(str(exc).split()) or type(exc).__name__
+
+
+def _transient(exc):
+    if isinstance(exc, DownloadError):
+        return exc.transient
+    if isinstance(exc, ssl.SSLError):
+        return False
+    return isinstance(exc, (socket.timeout, TimeoutError, ConnectionError,
+                            http.client.IncompleteRead, http.client.RemoteDisconnected))
+
+
+def download(url, dst, expected=Expected(), attempts=ATTEMPTS):
+    """Fetch ``url`` to ``dst`` atomically, checking ``expected``; returns the digests found.
+    Nothing is left behind on failure, and the whole fetch ends within the deadline."""
     folder = os.path.dirname(os.path.abspath(dst))
     os.makedirs(folder, exist_ok=True)
     label = os.path.basename(dst)
-    for attempt in range(1, attempts + 1):
-        fd, tmp = tempfile.mkstemp(prefix=f'.{label}.', suffix='.part', dir=folder)
-        os.close(fd)
-        try:
-            sha256 = _fetch_once(url, tmp, label)
-            if sha256_prefix and not sha256.startswith(sha256_prefix):
-                raise DownloadError(f'sha256 mismatch: expected {sha256_prefix}..., got '
-                                    f'{sha256[:len(sha256_prefix)]}... (corrupt or altered file)')
-            os.replace(tmp, dst)
-            return sha256
-        except DownloadError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified below
-            if attempt == attempts or not _transient(exc):
-                raise DownloadError(_why(exc)) from exc
-            time.sleep(0.5 * attempt)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    watchdog = _Watchdog(time.monotonic() + deadline_s())
+    try:
+        for attempt in range(1, attempts + 1):
+            fd, tmp = tempfile.mkstemp(prefix=f'.{label}.', suffix='.part', dir=folder)
+            os.close(fd)
+            try:
+                found = _fetch_once(url, tmp, label, expected, watchdog)
+                try:
+                    expected.check(found, 'downloaded file')
+                except DigestMismatch as exc:
+                    raise DownloadError(str(exc).replace('downloaded file: ', '')) from None
+                os.chmod(tmp, new_file_mode())
+                os.replace(tmp, dst)
+                return found
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if watchdog.expired or attempt == attempts or not _transient(exc):
+                    if isinstance(exc, DownloadError) and not watchdog.expired:
+                        raise
+                    raise DownloadError(_why(exc, watchdog)) from exc
+                time.sleep(min(0.5 * attempt, max(0.0, watchdog.left())))
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+    finally:
+        watchdog.cancel()
     raise AssertionError('unreachable')
+
+
+def remove_stale_parts(folder, label):
+    """Delete ``.part`` files a killed download of ``label`` left in ``folder``; call it
+    only while holding the lock that serialises downloads of ``label``."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    stale = [n for n in names if n.startswith(f'.{label}.') and n.endswith('.part')]
+    for name in stale:
+        try:
+            os.remove(os.path.join(folder, name))
+        except OSError:
+            pass
+    return stale

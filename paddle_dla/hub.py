@@ -1,18 +1,31 @@
 """``pretrained=True``: find converted weights in the cache, or download, verify, convert and
-cache them. One process per machine downloads (a file lock); the others wait and reuse."""
+cache them. One process per machine downloads (a file lock, waited on for a bounded time);
+the others wait and reuse. A source with no published hash is used only on request."""
 import os
+import time
 import urllib.parse
+import warnings
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from .cache import cached_weights_path, weights_home
 from .checkpoint import load_pdparams, save_pdparams
-from .download import DownloadError, download
-from .weights import get_weights
+from .digests import file_digests
+from .download import DownloadError, download, remove_stale_parts
+from .errors import PaddleDLAError
+from .weights import get_weights, list_weights
+
+ALLOW_UNVERIFIED_ENV = 'PADDLE_DLA_ALLOW_UNVERIFIED'
+LOCK_TIMEOUT_ENV = 'PADDLE_DLA_LOCK_TIMEOUT'
+DEFAULT_LOCK_TIMEOUT_S = 3600.0
 
 
-class PretrainedUnavailable(RuntimeError):
+class PretrainedUnavailable(PaddleDLAError, RuntimeError):
     """No source of a registry entry could be fetched and converted."""
+
+
+class CacheBusy(PaddleDLAError, RuntimeError):
+    """Another process held the download lock for longer than we may wait."""
 
 
 def mirror_url(url):
@@ -23,14 +36,28 @@ def mirror_url(url):
     return mirror.rstrip('/') + urllib.parse.urlsplit(url).path
 
 
+def unverified_allowed():
+    return os.environ.get(ALLOW_UNVERIFIED_ENV, '').strip().lower() in ('1', 'true', 'yes')
+
+
+def _lock_timeout_s():
+    try:
+        return float(os.environ.get(LOCK_TIMEOUT_ENV) or DEFAULT_LOCK_TIMEOUT_S)
+    except ValueError:
+        raise PaddleDLAError(f'{LOCK_TIMEOUT_ENV} must be a number of seconds') from None
+
+
 def _fetch_and_convert(weights, source, target, keep_download):
     """Download one source, convert it strictly, write ``target``. Raises with a short reason."""
     from .convert.pipeline import convert_checkpoint
 
-    raw = os.path.join(weights_home(), 'downloads', source.filename if source.sha256_prefix
-                       else f'{weights.variant}-{weights.tag}-{source.filename}')
+    downloads = os.path.join(weights_home(), 'downloads')
+    name = source.filename if source.sha256_prefix else \
+        f'{weights.variant}-{weights.tag}-{source.filename}'
+    raw = os.path.join(downloads, name)
+    remove_stale_parts(downloads, name)  # left by a killed process; we hold the lock
     try:
-        download(mirror_url(source.url), raw, source.sha256_prefix)
+        download(mirror_url(source.url), raw, source.expected)
         try:
             conversion = convert_checkpoint(raw, model=weights.variant, check_hash=False)
         except Exception as exc:  # noqa: BLE001 - reported as this source's failure
@@ -58,14 +85,35 @@ def _lock_path(target):
 
 def cache_report():
     """``(entry, path, sha256 or None)`` for every registry entry, present or missing."""
-    from .convert.identify import sha256_of
-    from .weights import list_weights
-
     rows = []
     for weights in list_weights():
         path = cached_weights_path(weights.variant, weights.tag)
-        rows.append((weights, path, sha256_of(path) if os.path.isfile(path) else None))
+        rows.append((weights, path, file_digests(path).sha256 if os.path.isfile(path) else None))
     return rows
+
+
+def _acquire(lock, weights):
+    waited = _lock_timeout_s()
+    started = time.monotonic()
+    try:
+        lock.acquire(timeout=waited)
+    except Timeout:
+        raise CacheBusy(
+            f'another process has been fetching {weights.name} for over '
+            f'{time.monotonic() - started:.0f} s (lock {lock.lock_file}); try again later, or '
+            f'delete that lock file if no other paddle_dla process is running '
+            f'(${LOCK_TIMEOUT_ENV} sets how long to wait)') from None
+
+
+def _remove_stale_outputs(target):
+    """Temporary ``.pdparams`` files a killed conversion left beside ``target``."""
+    folder, base = os.path.split(target)
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        if name.startswith(f'.{base}.') and name.endswith('.tmp'):
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
 
 
 def load_pretrained_state(variant, tag=None, keep_download=False):
@@ -74,15 +122,29 @@ def load_pretrained_state(variant, tag=None, keep_download=False):
     target = cached_weights_path(weights.variant, weights.tag)
     if os.path.isfile(target):
         return load_pdparams(target)
-    with FileLock(_lock_path(target)):
+    lock = FileLock(_lock_path(target))
+    _acquire(lock, weights)
+    try:
         if os.path.isfile(target):  # another process finished it while we waited
             return load_pdparams(target)
+        _remove_stale_outputs(target)
         failures = []
         for source in weights.sources:
+            url = mirror_url(source.url)
+            if source.expected.strength is None:
+                if not unverified_allowed():
+                    failures.append(f'{url}: skipped, no published hash to verify it against '
+                                    f'(set {ALLOW_UNVERIFIED_ENV}=1 to use it unverified)')
+                    continue
+                warnings.warn(f'{weights.name}: using {url} UNVERIFIED: no hash of this file is '
+                              f'published, so its content cannot be checked '
+                              f'({ALLOW_UNVERIFIED_ENV} is set)', stacklevel=2)
             try:
                 return _fetch_and_convert(weights, source, target, keep_download)
             except DownloadError as exc:
-                failures.append(f'{mirror_url(source.url)}: {exc}')
+                failures.append(f'{url}: {exc}')
+    finally:
+        lock.release()
     tried = '\n'.join(f'  - {f}' for f in failures)
     raise PretrainedUnavailable(
         f'could not get pretrained weights {weights.variant} (tag {weights.tag!r}); '

@@ -225,7 +225,7 @@ for _op in pickletools.opcodes:
         _Unpickler.dispatch.pop(_op.code.encode('latin-1')[0], None)
 
 
-def load(f, name, allowed=NUMPY_GLOBALS, persistent_load=None, size=None):
+def load(f, name, allowed=NUMPY_GLOBALS, persistent_load=None, size=None, what='weights file'):
     """Unpickle one object from the open binary file ``f`` (at its current position) and
     return it with every :class:`Placeholder` resolved.
 
@@ -233,11 +233,12 @@ def load(f, name, allowed=NUMPY_GLOBALS, persistent_load=None, size=None):
     ``persistent_load`` handles external references (torch's storages). Anything
     unexpected raises :class:`CheckpointReadError` naming ``name``.
     """
-    raw = load_raw(f, name, allowed, persistent_load, size)
+    raw = load_raw(f, name, allowed, persistent_load, size, what)
     return materialise(raw, name)
 
 
-def load_raw(f, name, allowed=NUMPY_GLOBALS, persistent_load=None, size=None):
+def load_raw(f, name, allowed=NUMPY_GLOBALS, persistent_load=None, size=None,
+             what='weights file'):
     """As :func:`load`, but placeholders are left for the caller to resolve later
     (a torch legacy file's storages follow the pickle that refers to them)."""
     if size is None:
@@ -257,13 +258,13 @@ def load_raw(f, name, allowed=NUMPY_GLOBALS, persistent_load=None, size=None):
         raise CheckpointReadError(f'{name} is corrupt (nested too deeply)') from None
     except KeyError as exc:
         code = exc.args[0] if exc.args else None
-        what = (f'opcode {bytes([code])!r}' if isinstance(code, int) and 0 <= code < 256
-                else 'a record')
-        raise CheckpointReadError(f'{name} is refused or corrupt: unsupported pickle '
-                                  f'{what}') from None
+        record = (f'opcode {bytes([code])!r}' if isinstance(code, int) and 0 <= code < 256
+                  else 'record')
+        raise CheckpointReadError(f'{name} is not a readable {what} (corrupt, or a pickle '
+                                  f'{record} that builds objects)') from None
     except Exception as exc:  # noqa: BLE001 - a corrupt pickle raises many types
         text = ' '.join(str(exc).split())[:120] or type(exc).__name__
-        raise CheckpointReadError(f'{name} is not a readable weights file (corrupt or '
+        raise CheckpointReadError(f'{name} is not a readable {what} (corrupt or '
                                   f'truncated: {printable(text)})') from None
 
 

@@ -4,14 +4,26 @@ is published to score on ImageNet-1k val (50,000 images)."""
 import dataclasses
 import json
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
+from .digests import Expected
 from .variants import VARIANTS, get_config
 
 OFFICIAL_SERVER = 'http://dl.yf.io/dla/models/imagenet/'
 TIMM_MIRROR = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/'
 HF_HUB = 'https://huggingface.co/timm/{}.in1k/resolve/main/model.safetensors'
+OPENVINO_MIRROR = ('https://storage.openvinotoolkit.org/repositories/open_model_zoo/public/'
+                   '2022.1/dla-34/')
+# Variants whose official file a second publisher mirrors over HTTPS.
+SECOND_PUBLISHER = {'dla_34': OPENVINO_MIRROR}
+# Full digests known from a second publisher (the OpenVINO Open Model Zoo's model.yml), by
+# file name: (SHA-384, size in bytes).
+FULL_DIGESTS = {
+    'dla34-ba72cf86.pth': ('38c035736538b6c67f2539bf1ca1cc1349c3691f41321bd58de9e97aa9eb83ea'
+                           '6f52c4aeef7c4cd54c92b6f8c3f3e89b', 63228658),
+}
 
 TIMM_TABLE = 'timm results table'
 PADDLE_PORT_TABLE = 'Paddle port table (+tricks weights)'
@@ -31,18 +43,31 @@ class EvalTransform:
 
 @dataclass(frozen=True)
 class Source:
-    """One downloadable file. ``sha256_prefix`` is the hash that its file name carries."""
+    """One downloadable file: its URL and what is known of its content (the sha256 prefix
+    its file name carries, and where published, its full SHA-384 and size)."""
 
     url: str
     sha256_prefix: Optional[str] = None
+    sha384: Optional[str] = None
+    size: Optional[int] = None
 
     @property
     def filename(self):
         return self.url.rstrip('/').rsplit('/', 1)[-1]
 
     @property
-    def format(self):
-        return 'safetensors' if self.filename.endswith('.safetensors') else 'pth'
+    def expected(self):
+        return Expected(self.sha256_prefix, self.sha384, self.size)
+
+    @property
+    def secure_transport(self):
+        return urllib.parse.urlsplit(self.url).scheme == 'https'
+
+
+def preference(source):
+    """Sort key: HTTPS before plain HTTP, then the strongest content check first."""
+    rank = {'SHA-384': 0, 'sha256 prefix': 1, None: 2}[source.expected.strength]
+    return (not source.secure_transport, rank)
 
 
 @dataclass(frozen=True)
@@ -66,7 +91,9 @@ class Weights:
 
 
 def _pth(base, stem, sha):
-    return Source(f'{base}{stem}-{sha}.pth', sha)
+    filename = f'{stem}-{sha}.pth'
+    sha384, size = FULL_DIGESTS.get(filename, (None, None))
+    return Source(base + filename, sha, sha384, size)
 
 
 # name: (official sha, timm-mirror stem and sha, top1, top5, params M, GMACs)
@@ -99,8 +126,11 @@ def _build():
         is_res2net = sha is None
         sources = (() if is_res2net else (_pth(OFFICIAL_SERVER, official, sha),)) + (
             _pth(TIMM_MIRROR, mirror_stem, mirror_sha), Source(HF_HUB.format(official)))
+        if name in SECOND_PUBLISHER:
+            sources += (_pth(SECOND_PUBLISHER[name], official, sha),)
         table[(name, 'official')] = Weights(
-            name, 'official', sources, top1, top5, TIMM_TABLE, params,
+            name, 'official', tuple(sorted(sources, key=preference)), top1, top5, TIMM_TABLE,
+            params,
             params_count_bn_stats=not is_res2net, gmacs=gmacs,
             license='unknown' if is_res2net else 'BSD-3-Clause')
     for name, (sha, top1, top5) in _TRICKS.items():
@@ -121,25 +151,42 @@ assert {v for v, _ in WEIGHTS} == set(VARIANTS)
 OVERRIDE_ENV = 'PADDLE_DLA_WEIGHTS_OVERRIDE'
 
 
+_OVERRIDE_FIELDS = {'url', 'sha256_prefix', 'sha384', 'size'}
+_override_cache = {}
+
+
 def _source_overrides():
-    """``{'dla_34.official': [Source, ...]}`` from the JSON file named by
+    """``{'dla_34.official': (Source, ...)}`` from the JSON file named by
     ``$PADDLE_DLA_WEIGHTS_OVERRIDE``: for mirrors that re-save files, and for tests.
 
-    Only the sources (URL and the hash each must match) can be replaced; every
-    check still applies to them.
+    Only the sources (URL and what each file must match) can be replaced; every check
+    still applies to them. Read once per change of the file.
     """
     path = os.environ.get(OVERRIDE_ENV)
     if not path:
         return {}
     try:
-        with open(path, encoding='utf-8') as f:
-            data = json.load(f)
-        return {name: tuple(Source(s['url'], s.get('sha256_prefix')) for s in entry['sources'])
+        stamp = (path, os.stat(path).st_mtime_ns)
+        if stamp not in _override_cache:
+            with open(path, encoding='utf-8') as f:
+                data = json.load(f)
+            _override_cache.clear()
+            _override_cache[stamp] = {name: tuple(sorted(
+                (_override_source(s) for s in entry['sources']), key=preference))
                 for name, entry in data.items()}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return _override_cache[stamp]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f'{OVERRIDE_ENV}={path} is not a readable weights override file '
                          f'({exc}); expected {{"dla_34.official": {{"sources": [{{"url": ..., '
-                         f'"sha256_prefix": ...}}]}}}}') from exc
+                         f'"sha256_prefix": ..., "sha384": ..., "size": ...}}]}}}}') from None
+
+
+def _override_source(entry):
+    unknown = set(entry) - _OVERRIDE_FIELDS
+    if unknown or not isinstance(entry.get('url'), str):
+        raise ValueError(f'bad source entry {entry!r}')
+    return Source(entry['url'], entry.get('sha256_prefix'), entry.get('sha384'),
+                  entry.get('size'))
 
 
 def get_weights(variant, tag=None):

@@ -59,7 +59,7 @@ def test_missing_and_corrupt_files(tmp_path):
         paddle_dla.dla_46_c(pretrained=str(tmp_path / 'absent.pdparams'))
     bad = tmp_path / 'bad.pdparams'
     bad.write_bytes(b'not a pickle at all')
-    with pytest.raises(ValueError, match='not a readable .pdparams'):
+    with pytest.raises(ValueError, match='not a readable weights file'):
         load_pdparams(bad)
 
 

@@ -3,11 +3,14 @@ import argparse
 import os
 import sys
 
+from ..atomic import same_file
 from ..cache import cached_weights_path, weights_home
 from ..checkpoint import save_pdparams
+from ..cli_args import ArgumentParser
+from ..digests import file_digests
+from ..errors import PaddleDLAError, exit_cleanly_on_sigterm, one_line, printable, report
 from ..variants import VARIANTS
-from ..errors import one_line, report
-from .identify import sha256_of
+from ..hub import ALLOW_UNVERIFIED_ENV
 from .pipeline import convert_checkpoint
 from .verify import timm_available, verify_with_timm
 
@@ -34,12 +37,12 @@ pretrained=True finds them; other files are written beside their source unless -
 """
 
 
-class CliError(Exception):
+class CliError(PaddleDLAError):
     """A problem with the command line itself."""
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='torch2paddle.py',
         description='Convert PyTorch DLA checkpoints (official .pth, timm .pth, Hugging Face '
                     '.safetensors, training checkpoints) into Paddle .pdparams, strictly: every '
@@ -53,6 +56,9 @@ def build_parser():
     what.add_argument('--list-cache', action='store_true',
                       help='list the cache: each registry entry present or missing, with sha256')
     parser.add_argument('--tag', help='with --all: only this weights tag (official, tricks)')
+    parser.add_argument('--allow-unverified', action='store_true',
+                        help='with --all: also use sources that publish no hash (the Hugging '
+                             'Face safetensors), with a warning; their content is not verified')
     parser.add_argument('--keep-downloads', action='store_true',
                         help='with --all: keep the raw downloaded checkpoints in '
                              '$PADDLE_DLA_HOME/downloads')
@@ -78,28 +84,36 @@ def _pdparams_name(path):
 
 def default_destination(conversion):
     """The cache for a published checkpoint recognised by its content, else beside the source."""
-    if conversion.tag and conversion.identified_by == 'sha256':
+    if conversion.is_published:
         return cached_weights_path(conversion.variant, conversion.tag)
     return _pdparams_name(conversion.source_path)
+
+
+def refuse_overwriting_source(src, dst):
+    """The destination must not be the source, however it is spelt (links included)."""
+    if same_file(src, dst):
+        raise CliError(f'--dst {printable(dst)} is the source file itself; converting would '
+                       f'replace it: choose another destination')
 
 
 def convert_one(src, dst, args):
     """Convert one file; returns the summary line, raises on any problem."""
     conversion = convert_checkpoint(src, args.model, check_hash=not args.no_hash_check)
-    report = None
+    verdict = None
     if args.verify and timm_available():
-        report = verify_with_timm(conversion.variant, conversion.torch_state, conversion.state)
-        if not report.ok:
+        verdict = verify_with_timm(conversion.variant, conversion.torch_state, conversion.state)
+        if not verdict.ok:
             raise ValueError(f'verification against timm failed for {conversion.variant}: '
-                             f'{report}; nothing was written')
+                             f'{verdict}; nothing was written')
     dst = dst or default_destination(conversion)
+    refuse_overwriting_source(src, dst)
     save_pdparams(conversion.state, dst)
-    line = (f'{src}: {conversion.describe_source()} -> {conversion.variant}, '
+    line = (f'{printable(src)}: {conversion.describe_source()} -> {conversion.variant}, '
             f'tag {conversion.tag or "-"}, {conversion.num_classes} classes, '
             f'{conversion.num_params:,} parameters, {conversion.dead_keys_dropped} dead keys '
-            f'dropped -> {dst} (sha256 {sha256_of(dst)})')
+            f'dropped -> {printable(dst)} (sha256 {file_digests(dst).sha256})')
     if args.verify:
-        line += ('\n  verify: ' + str(report) if report else
+        line += ('\n  verify: ' + str(verdict) if verdict else
                  '\n  verify: skipped, torch and timm are not installed (pip install torch timm)')
     return line
 
@@ -109,7 +123,8 @@ def checkpoints_in(folder):
                    if f.endswith(CHECKPOINT_SUFFIXES) and not f.startswith('.'))
     files = [f for f in files if os.path.isfile(f)]
     if not files:
-        raise CliError(f'no checkpoints ({", ".join(CHECKPOINT_SUFFIXES)}) in folder {folder}')
+        raise CliError(f'no checkpoints ({", ".join(CHECKPOINT_SUFFIXES)}) in folder '
+                       f'{printable(folder)}')
     return files
 
 
@@ -133,7 +148,8 @@ def fetch_all(args):
         try:
             load_pretrained_state(weights.variant, weights.tag, args.keep_downloads)
             path = cached_weights_path(weights.variant, weights.tag)
-            print(f'{weights.name}: ready {path} (sha256 {sha256_of(path)})', flush=True)
+            print(f'{weights.name}: ready {path} (sha256 {file_digests(path).sha256})',
+                  flush=True)
         except Exception as exc:  # noqa: BLE001 - keep going, report at the end
             failures.append(weights.name)
             print(f'{weights.name}: FAILED {one_line(exc)}', flush=True)
@@ -145,7 +161,10 @@ def fetch_all(args):
 
 
 def main(argv=None):
+    exit_cleanly_on_sigterm()
     args = build_parser().parse_args(argv)
+    if args.allow_unverified:
+        os.environ[ALLOW_UNVERIFIED_ENV] = '1'
     if args.list_cache:
         return list_cache()
     if args.all:
@@ -176,7 +195,7 @@ def main(argv=None):
           + (f' (cache: {weights_home()})' if not args.dst else ''))
     if failures:
         print(f'torch2paddle: error: {len(failures)} of {len(files)} checkpoints failed: '
-              + '; '.join(f'{os.path.basename(s)}: {why}' for s, why in failures), file=sys.stderr)
+              + '; '.join(f'{printable(os.path.basename(s))}: {why}' for s, why in failures), file=sys.stderr)
         return 1
     return 0
 

@@ -1,27 +1,26 @@
 """Recognise the published checkpoint files of the weights registry, and check file hashes.
 
 File names of published checkpoints carry the first hex digits of their sha256
-(``dla34-ba72cf86.pth``); a file whose content does not match its name is corrupt.
+(``dla34-ba72cf86.pth``); a file whose content does not match its name is corrupt. A name
+prefix is 32 bits, a typo check: where the registry knows a file's full SHA-384, a file
+counts as that published file only when the full digest matches.
 """
-import hashlib
 import os
 import re
 
+from ..digests import FULL, DigestMismatch, file_digests
+from ..errors import printable
 from ..weights import WEIGHTS
 
 _HASH_IN_NAME = re.compile(r'-([0-9a-f]{8,64})\.(?:pth|pt|bin|safetensors)$')
 
 
-class HashMismatch(ValueError):
+class HashMismatch(DigestMismatch):
     """A file's content does not match the hash its name carries."""
 
 
-def sha256_of(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_of(path):
+    return file_digests(path).sha256
 
 
 def name_hash(path):
@@ -30,28 +29,44 @@ def name_hash(path):
     return match.group(1) if match else None
 
 
-def check_name_hash(path, sha256):
-    prefix = name_hash(path)
-    if prefix and not sha256.startswith(prefix):
-        raise HashMismatch(
-            f'sha256 mismatch: {os.path.basename(path)} names hash {prefix} but its content '
-            f'hashes to {sha256[:len(prefix)]}; the file is corrupt or incomplete, download it '
-            f'again (or pass --no-hash-check if you renamed it yourself)')
-
-
-def identify(path, sha256):
-    """``(Weights entry, Source, how)`` of the published file this is, or None.
-
-    ``how`` is ``'sha256'`` when the content hash matches a published file, and
-    ``'name'`` when only the file name does (possible only with the name-hash
-    check turned off, since a published name carries its hash).
-    """
-    by_name = None
+def _published_sources():
     for weights in WEIGHTS.values():
         for source in weights.sources:
-            if source.sha256_prefix and sha256.startswith(source.sha256_prefix):
-                return weights, source, 'sha256'
-            if by_name is None and source.sha256_prefix and \
-                    source.filename == os.path.basename(path):
-                by_name = (weights, source, 'name')
+            if source.expected.strength:
+                yield weights, source
+
+
+def check_name_hash(path, found):
+    """Refuse a file whose content contradicts its name: the sha256 prefix the name carries,
+    and the full digest of the published file of that name where the registry knows it."""
+    name = os.path.basename(path)
+    prefix = name_hash(path)
+    if prefix and not found.sha256.startswith(prefix):
+        raise HashMismatch(
+            f'sha256 mismatch: {printable(name)} names hash {prefix} but its content '
+            f'hashes to {found.sha256[:len(prefix)]}; the file is corrupt or incomplete, download '
+            f'it again (or pass --no-hash-check if you renamed it yourself)')
+    for _, source in _published_sources():
+        if source.filename == name and source.expected.strength == FULL and \
+                not source.expected.matches(found):
+            raise HashMismatch(
+                f'{printable(name)} has the name of a published checkpoint whose full SHA-384 '
+                f'is known, but its content differs (its sha256 prefix matching the name proves '
+                f'nothing); it is not the published file: download it again, or pass '
+                f'--no-hash-check to convert it as an unpublished checkpoint')
+
+
+def identify(path, found):
+    """``(Weights entry, Source, how)`` of the published file this is, or None.
+
+    ``how`` is the strength of the match: ``'SHA-384'`` when the full digest matches,
+    ``'sha256 prefix'`` when the registry knows only the 32-bit prefix and it matches, and
+    ``'name'`` when only the file name does (possible only with the name-hash check off).
+    """
+    by_name = None
+    for weights, source in _published_sources():
+        if source.expected.matches(found):
+            return weights, source, source.expected.strength
+        if by_name is None and source.filename == os.path.basename(path):
+            by_name = (weights, source, 'name')
     return by_name

@@ -1,4 +1,5 @@
 """Checkpoint layouts: wrappers, DataParallel prefixes, and the official files' dead keys."""
+from ..errors import printable
 from ..variants import get_config
 
 WRAPPER_KEYS = ('state_dict', 'model', 'model_state', 'model_state_dict', 'params')
@@ -17,20 +18,29 @@ def _is_tensor_like(value):
 
 def unwrap_state_dict(obj, name='checkpoint'):
     """The flat ``{key: tensor}`` inside ``obj``: unwraps ``{'state_dict': ...}`` /
-    ``{'model': ...}`` training checkpoints and strips a DataParallel ``module.`` prefix."""
-    seen = []
+    ``{'model': ...}`` training checkpoints and strips a DataParallel ``module.`` prefix.
+    Keys must be strings; a wrapper that contains itself is refused."""
+    name = printable(name)
+    seen = set()
     while isinstance(obj, dict) and not (obj and all(_is_tensor_like(v) for v in obj.values())):
+        if id(obj) in seen:
+            raise UnsupportedLayout(f'{name} is refused: its wrapper dicts contain themselves')
+        seen.add(id(obj))
         inner = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
         if inner is None:
-            keys = ', '.join(sorted(map(str, obj))[:8]) or 'nothing'
+            keys = ', '.join(sorted(printable(k) for k in obj)[:8]) or 'nothing'
             raise UnsupportedLayout(
                 f'{name} holds no DLA state dict (top-level keys: {keys}); expected tensors, or '
                 f'a dict wrapping them under one of: {", ".join(WRAPPER_KEYS)}')
-        seen.append(inner)
         obj = obj[inner]
     if not isinstance(obj, dict):
         raise UnsupportedLayout(f'{name} holds a {type(obj).__name__}, not a state dict; '
                                 f'save model.state_dict() instead')
+    odd = next((k for k in obj if not isinstance(k, str)), None)
+    if odd is not None:
+        raise UnsupportedLayout(f'{name} is not a state dict: it has a key of type '
+                                f'{type(odd).__name__} ({printable(repr(odd))[:40]}); state dict '
+                                f'keys are parameter names')
     if all(k.startswith(DATA_PARALLEL_PREFIX) for k in obj):
         obj = {k[len(DATA_PARALLEL_PREFIX):]: v for k, v in obj.items()}
     return obj

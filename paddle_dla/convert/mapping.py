@@ -10,7 +10,8 @@ import functools
 import numpy as np
 import paddle
 
-from ..checkpoint import check_state_dict
+from ..checkpoint import StateDictMismatch, check_state_dict
+from ..errors import printable
 from ..dla import DLA
 from ..variants import get_config
 
@@ -71,10 +72,11 @@ def convert_state_dict(state_dict, variant, dtype='float32'):
     num_classes = int(arrays['fc.weight'].shape[0]) if 'fc.weight' in arrays else 1000
     expected = expected_torch_shapes(name, num_classes)
     check_state_dict(expected, arrays, context=f'checkpoint does not match {name}')
-    out = {}
-    for key in expected:  # the model's own order, whatever the file's
-        array = arrays[key]
-        if np.issubdtype(array.dtype, np.floating):
-            array = array.astype(dtype)
-        out[to_paddle_key(key)] = array
-    return out
+    not_float = [f'{printable(k)} ({arrays[k].dtype})' for k in expected
+                 if not np.issubdtype(arrays[k].dtype, np.floating)]
+    if not_float:
+        raise StateDictMismatch(context=f'checkpoint does not match {name}: tensors that are '
+                                f'not floating point where parameters belong: '
+                                f'{", ".join(not_float[:8])}')
+    # The model's own order, whatever the file's; every value a float parameter.
+    return {to_paddle_key(key): arrays[key].astype(dtype) for key in expected}

@@ -5,7 +5,8 @@ from typing import Optional
 
 from ..variants import get_config
 from .detect import detect_variants
-from .identify import check_name_hash, identify, sha256_of
+from ..digests import file_digests
+from .identify import check_name_hash, identify
 from .layouts import drop_dead_keys, unwrap_state_dict
 from .mapping import TORCH_ONLY_LEAVES, convert_state_dict, to_numpy
 from .readers import read_checkpoint
@@ -26,7 +27,7 @@ class Conversion:
     dead_keys_dropped: int
     tag: Optional[str] = None       # registry tag when the file is a published one
     published_file: Optional[str] = None
-    identified_by: Optional[str] = None  # 'sha256' or 'name'
+    identified_by: Optional[str] = None  # 'SHA-384', 'sha256 prefix' or 'name'
 
     @property
     def num_params(self):
@@ -36,8 +37,15 @@ class Conversion:
     def describe_source(self):
         if not self.published_file:
             return 'unpublished checkpoint'
-        how = '' if self.identified_by == 'sha256' else ', identified by name only'
+        how = {'SHA-384': ', SHA-384 verified',
+               'sha256 prefix': ', matches its 32-bit name hash'}.get(
+                   self.identified_by, ', identified by name only')
         return f'published {self.published_file} ({self.variant} {self.tag}{how})'
+
+    @property
+    def is_published(self):
+        """Its content matches a published file at the strength the registry knows."""
+        return bool(self.tag) and self.identified_by in ('SHA-384', 'sha256 prefix')
 
 
 def load_torch_state(path):
@@ -69,10 +77,10 @@ def convert_checkpoint(path, model=None, check_hash=True):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f'no such checkpoint: {path}')
-    sha256 = sha256_of(path) if os.path.isfile(path) else ''
-    if check_hash and sha256:
-        check_name_hash(path, sha256)
-    published = identify(path, sha256) if sha256 else None
+    found = file_digests(path) if os.path.isfile(path) else None
+    if check_hash and found:
+        check_name_hash(path, found)
+    published = identify(path, found) if found else None
     state = load_torch_state(path)
     variant = choose_variant(state, model, published[0].variant if published else None)
     if model:
@@ -86,7 +94,7 @@ def convert_checkpoint(path, model=None, check_hash=True):
         published = None  # a published name on another variant's weights: say nothing false
     return Conversion(
         state=converted, torch_state=state, variant=variant, num_classes=int(converted['fc.weight'].shape[0]),
-        source_path=path, source_sha256=sha256, dead_keys_dropped=dropped,
+        source_path=path, source_sha256=found.sha256 if found else '', dead_keys_dropped=dropped,
         tag=published[0].tag if published else None,
         published_file=published[1].filename if published else None,
         identified_by=published[2] if published else None)

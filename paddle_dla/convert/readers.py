@@ -283,7 +283,7 @@ def _read_torch_zip(path, name):
         with archive.open(infos[pickles[0]]) as f:
             data_pkl = f.read(infos[pickles[0]].file_size + 1)
         tree = safe_pickle.load_raw(io.BytesIO(data_pkl), name, _TORCH_GLOBALS, storage,
-                                    size=len(data_pkl))
+                                    size=len(data_pkl), what='PyTorch checkpoint')
         return safe_pickle.materialise(tree, name, _resolver(builder))
 
 
@@ -321,7 +321,7 @@ def _read_torch_legacy(path, name):
 
     with open(path, 'rb') as f:
         def header():
-            return safe_pickle.load(f, name, {}, size=size - f.tell())
+            return safe_pickle.load(f, name, {}, size=size - f.tell(), what='PyTorch checkpoint')
         if header() != _LEGACY_MAGIC_NUMBER:
             raise CheckpointReadError(f'{name} is corrupt (bad magic number)')
         if header() != _LEGACY_PROTOCOL:
@@ -329,7 +329,8 @@ def _read_torch_legacy(path, name):
         info = header()
         if not isinstance(info, dict) or info.get('little_endian') is not True:
             raise CheckpointReadError(f'{name} was saved on a big-endian machine; unsupported')
-        tree = safe_pickle.load_raw(f, name, _TORCH_GLOBALS, storage, size=size - f.tell())
+        tree = safe_pickle.load_raw(f, name, _TORCH_GLOBALS, storage, size=size - f.tell(),
+                                    what='PyTorch checkpoint')
         keys = header()
         if not isinstance(keys, list) or sorted(map(str, keys)) != sorted(refs):
             raise CheckpointReadError(f'{name} is corrupt: its storage list does not match '
@@ -372,7 +373,7 @@ def read_torch_checkpoint(path):
             raise CheckpointReadError(f'{name} is not a readable PyTorch checkpoint (corrupt '
                                       f'zip archive: {printable(exc)})') from None
     with open(path, 'rb') as f:  # a bare pickle: only what a state dict holds
-        return safe_pickle.load(f, name, _TORCH_GLOBALS)
+        return safe_pickle.load(f, name, _TORCH_GLOBALS, what='PyTorch checkpoint')
 
 
 def read_checkpoint(path):

@@ -4,10 +4,11 @@ import argparse
 
 import numpy as np
 
-from ..atomic import atomic_output
+from ..atomic import atomic_output, same_file
 from ..checkpoint import check_state_dict, load_pdparams
+from ..cli_args import ArgumentParser
+from ..errors import PaddleDLAError, exit_cleanly_on_sigterm, printable, report
 from ..variants import VARIANTS
-from ..errors import report
 from .mapping import expected_torch_shapes, to_torch_key
 from .pipeline import choose_variant
 from .readers import write_safetensors
@@ -53,7 +54,8 @@ then in PyTorch:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    exit_cleanly_on_sigterm()
+    parser = ArgumentParser(
         prog='paddle2torch.py', epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Convert paddle_dla weights (.pdparams) into a PyTorch state dict that '
@@ -64,11 +66,14 @@ def main(argv=None):
     parser.add_argument('--debug', action='store_true', help='show tracebacks on errors')
     args = parser.parse_args(argv)
     try:
+        if same_file(args.src, args.dst):
+            raise PaddleDLAError(f'--dst {printable(args.dst)} is the source file itself; '
+                                 f'converting would replace it: choose another destination')
         variant, state = paddle_to_torch_state(load_pdparams(args.src), args.model)
         save_torch_state(state, args.dst)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line
         report('paddle2torch', exc, args.debug)
         return 2
-    print(f'{args.src} -> {args.dst}: {variant}, {int(state["fc.weight"].shape[0])} classes, '
+    print(f'{printable(args.src)} -> {printable(args.dst)}: {variant}, {int(state["fc.weight"].shape[0])} classes, '
           f'{len(state)} tensors (timm {VARIANTS[variant].official_name}, strict)')
     return 0
