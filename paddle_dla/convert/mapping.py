@@ -58,12 +58,12 @@ def expected_torch_shapes(variant, num_classes=1000):
                                                            num_classes).items()}
 
 
-def convert_state_dict(state_dict, variant, dtype='float32'):
+def convert_state_dict(state_dict, variant, dtype='float32', source='checkpoint'):
     """Map a timm-layout PyTorch state dict (``name -> tensor/array``) to ours.
 
     The class count is read from ``fc.weight``. Any missing, unexpected or
     mis-shaped key raises :class:`paddle_dla.checkpoint.StateDictMismatch`
-    naming the keys as they appear in the PyTorch file. Floating values are
+    naming ``source`` and the keys as they appear in the PyTorch file. Floating values are
     returned as ``dtype`` numpy arrays.
     """
     name = get_config(variant).name
@@ -71,11 +71,11 @@ def convert_state_dict(state_dict, variant, dtype='float32'):
               if k.rpartition('.')[2] not in TORCH_ONLY_LEAVES}
     num_classes = int(arrays['fc.weight'].shape[0]) if 'fc.weight' in arrays else 1000
     expected = expected_torch_shapes(name, num_classes)
-    check_state_dict(expected, arrays, context=f'checkpoint does not match {name}')
+    check_state_dict(expected, arrays, context=f'{source} does not match {name}')
     not_float = [f'{printable(k)} ({arrays[k].dtype})' for k in expected
                  if not np.issubdtype(arrays[k].dtype, np.floating)]
     if not_float:
-        raise StateDictMismatch(context=f'checkpoint does not match {name}: tensors that are '
+        raise StateDictMismatch(context=f'{source} does not match {name}: tensors that are '
                                 f'not floating point where parameters belong: '
                                 f'{", ".join(not_float[:8])}')
     # The model's own order, whatever the file's; every value a float parameter.

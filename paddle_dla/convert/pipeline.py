@@ -6,6 +6,7 @@ from typing import Optional
 from ..variants import get_config
 from .detect import detect_variants
 from ..digests import file_digests
+from ..errors import printable
 from .identify import check_name_hash, identify
 from .layouts import drop_dead_keys, unwrap_state_dict
 from .mapping import TORCH_ONLY_LEAVES, convert_state_dict, to_numpy
@@ -89,7 +90,7 @@ def convert_checkpoint(path, model=None, check_hash=True):
             raise VariantUnknown(f'{os.path.basename(path)} is a {" or ".join(fits)} checkpoint, '
                                  f'not {variant}: pass --model {fits[0]} or leave --model out')
     state, dropped = drop_dead_keys(state, variant)
-    converted = convert_state_dict(state, variant)
+    converted = convert_state_dict(state, variant, source=printable(path))
     if published and published[0].variant != variant:
         published = None  # a published name on another variant's weights: say nothing false
     return Conversion(

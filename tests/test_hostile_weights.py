@@ -1,0 +1,434 @@
+"""Hostile and broken weights files against every reader and the converters: nothing
+executes, memory stays bounded, the refusal is one line naming the file, nothing is left."""
+import ast
+import collections
+import io
+import json
+import os
+import pickle
+import signal
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+import paddle_dla
+from paddle_dla.checkpoint import load_pdparams, save_pdparams
+from paddle_dla.convert import read_checkpoint
+from paddle_dla.errors import CheckpointReadError
+from checkpoint_files import save_timm
+from hostile import (MEMORY_LIMIT, REPO, OpenPayload, Payload, assert_refused, hostile_pdparams,
+                     leftovers, run_python, run_script)
+from oracle import oracle_state_dict
+
+TORCH2PADDLE, PADDLE2TORCH = 'convert/torch2paddle.py', 'convert/paddle2torch.py'
+
+
+# ---------------------------------------------------------------------------------------------
+# Crafting PyTorch zip checkpoints record by record (torch.save refuses to write these).
+
+class Storage:
+    def __init__(self, data, key='0', kind=torch.FloatStorage, numel=None):
+        self.data, self.key, self.kind = data, key, kind
+        self.numel = len(data) // 4 if numel is None else numel
+
+
+class View:
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+
+class _Writer(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, Storage):
+            return ('storage', obj.kind, obj.key, 'cpu', obj.numel)
+        return None
+
+    def reducer_override(self, obj):
+        if isinstance(obj, View):
+            return (torch._utils._rebuild_tensor_v2,
+                    (obj.storage, obj.offset, tuple(obj.size), tuple(obj.stride), False,
+                     collections.OrderedDict()))
+        return NotImplemented
+
+
+def torch_zip(path, obj, storages, compress=False):
+    """Write ``obj`` as torch's zip format would, with ``storages`` as its data members."""
+    buffer = io.BytesIO()
+    _Writer(buffer, protocol=2).dump(obj)
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, 'w', method) as archive:
+        archive.writestr('archive/data.pkl', buffer.getvalue())
+        archive.writestr('archive/byteorder', 'little')
+        archive.writestr('archive/version', '3\n')
+        for storage in storages:
+            archive.writestr(f'archive/data/{storage.key}', storage.data)
+    return path
+
+
+def _read_refused(path, *phrases):
+    with pytest.raises(CheckpointReadError) as err:
+        read_checkpoint(path)
+    message = str(err.value)
+    assert str(path) in message, message
+    for phrase in phrases:
+        assert phrase in message, message
+    return message
+
+
+def test_a_crafted_file_reads_back_exactly(tmp_path):
+    """The crafting helper writes what the reader understands (so refusals below are for
+    the reason given, not a malformed helper file)."""
+    data = np.arange(12, dtype=np.float32)
+    storage = Storage(data.tobytes())
+    path = torch_zip(tmp_path / 'ok.pth', {'a': View(storage, 2, (2, 3), (3, 1)),
+                                          'b': View(storage, 0, (4,), (3,))}, [storage])
+    out = read_checkpoint(path)
+    np.testing.assert_array_equal(out['a'], data[2:8].reshape(2, 3))
+    np.testing.assert_array_equal(out['b'], data[0:12:3])
+    assert torch.load(path, weights_only=True)['a'].tolist() == out['a'].tolist()
+
+
+@pytest.mark.parametrize('size, stride, offset, phrase', [
+    ((4,), (-1,), 3, 'corrupt tensor shape'),                      # negative stride
+    ((4,), (1,), -2, 'corrupt tensor record'),                     # negative offset
+    ((5,), (3,), 0, 'runs past its storage'),                      # past the end
+    ((2 ** 62, 2 ** 62), (1, 1), 0, 'runs past its storage'),      # overflowing products
+    ((2, -3), (1, 1), 0, 'corrupt tensor shape'),                  # negative size
+])
+def test_tensor_views_are_bounded_for_every_stride(tmp_path, size, stride, offset, phrase):
+    storage = Storage(np.arange(12, dtype=np.float32).tobytes())
+    path = torch_zip(tmp_path / 'view.pth', {'w': View(storage, offset, size, stride)}, [storage])
+    _read_refused(path, phrase)
+
+
+def test_a_stride_zero_view_cannot_blow_up_memory(tmp_path):
+    """Four bytes viewed as 3 GB: refused by the cap on what a file may make us allocate,
+    and the command stays under its memory bound."""
+    storage = Storage(np.float32(1).tobytes())
+    path = torch_zip(tmp_path / 'bomb.pth', {'fc.weight': View(storage, 0, (30000, 25000),
+                                                               (0, 0))}, [storage])
+    assert path.stat().st_size < 2000
+    _read_refused(path, 'far more memory than the data the file holds')
+    dst = tmp_path / 'out.pdparams'
+    proc = run_script(TORCH2PADDLE, '--src', path, '--dst', dst)
+    assert_refused(proc, 'bomb.pth', 'far more memory', absent=[dst])
+    assert leftovers(tmp_path) == [str(path)]
+
+
+def test_a_compressed_member_cannot_expand_without_bound(tmp_path):
+    """A 1.5 GB run of zeros deflates to about 1.5 MB; referenced four times it used to be
+    decompressed four times. Now the expansion is refused before anything is read."""
+    zeros = bytes(1 << 30)
+    storage = Storage(zeros)
+    views = {f'w{i}': View(storage, 0, (len(zeros) // 4,), (1,)) for i in range(4)}
+    path = torch_zip(tmp_path / 'zipbomb.pth', views, [storage], compress=True)
+    del zeros
+    assert path.stat().st_size < 3 << 20
+    proc = run_script(TORCH2PADDLE, '--src', path, '--dst', tmp_path / 'out.pdparams')
+    assert_refused(proc, 'zipbomb.pth', 'would expand to', absent=[tmp_path / 'out.pdparams'])
+
+
+def test_each_zip_member_is_read_once(tmp_path, monkeypatch):
+    storage = Storage(np.arange(1000, dtype=np.float32).tobytes())
+    views = {f'w{i}': View(storage, 0, (1000,), (1,)) for i in range(4)}
+    path = torch_zip(tmp_path / 'shared.pth', views, [storage])
+    opened = collections.Counter()
+    real_open = zipfile.ZipFile.open
+
+    def counting_open(self, name, *args, **kwargs):
+        opened[getattr(name, 'filename', name)] += 1
+        return real_open(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, 'open', counting_open)
+    out = read_checkpoint(path)
+    assert len(out) == 4 and opened['archive/data/0'] == 1
+
+
+def test_a_self_referencing_wrapper_is_refused_not_looped(tmp_path):
+    loop = {}
+    loop['state_dict'] = loop
+    path = tmp_path / 'loop.pth'
+    torch.save(loop, path)
+    _read_refused(path, 'refers to itself')
+    proc = run_script(TORCH2PADDLE, '--src', path, '--dst', tmp_path / 'o.pdparams', timeout=60)
+    assert_refused(proc, 'loop.pth', 'refers to itself', absent=[tmp_path / 'o.pdparams'])
+
+
+def test_deep_nesting_is_a_clean_refusal(tmp_path):
+    depth = 100000  # lists in lists, written opcode by opcode (pickle.dump would recurse)
+    path = tmp_path / 'deep.pth'
+    path.write_bytes(b'\x80\x02' + pickle.EMPTY_LIST * depth + pickle.APPEND * (depth - 1)
+                     + pickle.STOP)
+    proc = run_script(TORCH2PADDLE, '--src', path, '--dst', tmp_path / 'o.pdparams', timeout=60)
+    assert_refused(proc, 'deep.pth', 'not a state dict', absent=[tmp_path / 'o.pdparams'])
+
+
+@pytest.mark.parametrize('container', ['zip', 'legacy', 'bare'])
+@pytest.mark.parametrize('payload', [Payload, OpenPayload])
+def test_code_in_a_pth_never_runs(tmp_path, container, payload):
+    marker = tmp_path / 'pwned'
+    src, dst = tmp_path / 'evil.pth', tmp_path / 'out.pdparams'
+    weight = np.zeros(1, np.float32) if container == 'bare' else torch.zeros(1)
+    state = {'state_dict': {'fc.weight': weight}, 'trap': payload(marker)}
+    if container == 'bare':
+        src.write_bytes(pickle.dumps(state, protocol=2))
+    else:
+        torch.save(state, src, _use_new_zipfile_serialization=container == 'zip')
+    assert not marker.exists()
+    proc = run_script(TORCH2PADDLE, '--src', src, '--dst', dst)
+    assert_refused(proc, 'evil.pth', 'could run code', absent=[dst, marker])
+    function = payload(marker).__reduce__()[0]
+    assert f'{function.__module__}.{function.__name__}' in proc.stderr
+
+
+def test_non_string_keys_and_control_characters_are_named_safely(tmp_path):
+    path = tmp_path / 'intkeys.pth'
+    torch.save({1: torch.zeros(2), 'fc.weight': torch.zeros(2)}, path)
+    proc = run_script(TORCH2PADDLE, '--src', path, '--dst', tmp_path / 'o.pdparams')
+    assert_refused(proc, 'intkeys.pth', 'key of type int')
+    state = dict(oracle_state_dict('dla_46_c'))
+    state['fc.weight\x1b[31m\x07'] = state.pop('fc.weight')
+    path = tmp_path / 'escape.pth'
+    torch.save(state, path)
+    proc = run_script(TORCH2PADDLE, '--src', path, '--model', 'dla_46_c', '--dst',
+                      tmp_path / 'o.pdparams')
+    line = assert_refused(proc, 'escape.pth', 'fc.weight\\x1b[31m\\x07')
+    assert '\x1b' not in proc.stderr and '\x07' not in proc.stderr, line
+
+
+def test_integer_tensors_where_parameters_belong_are_refused_by_name(tmp_path):
+    state = dict(oracle_state_dict('dla_46_c'))
+    state['fc.bias'] = state['fc.bias'].to(torch.int64)
+    state['base_layer.1.weight'] = state['base_layer.1.weight'] > 0
+    path = tmp_path / 'ints.pth'
+    torch.save(state, path)
+    dst = tmp_path / 'o.pdparams'
+    proc = run_script(TORCH2PADDLE, '--src', path, '--model', 'dla_46_c', '--dst', dst)
+    assert_refused(proc, 'fc.bias (int64)', 'base_layer.1.weight (bool)', absent=[dst])
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float64])
+def test_other_float_types_become_float32(tmp_path, dtype):
+    state = {k: (v.to(dtype) if v.is_floating_point() else v)
+             for k, v in oracle_state_dict('dla_46_c').items()}
+    src, dst = tmp_path / 'half.pth', tmp_path / 'o.pdparams'
+    torch.save(state, src)
+    proc = run_script(TORCH2PADDLE, '--src', src, '--dst', dst)
+    assert proc.returncode == 0, proc.stderr
+    out = load_pdparams(dst)
+    assert {v.dtype for v in out.values()} == {np.dtype('float32')}
+    np.testing.assert_array_equal(out['fc.weight'], state['fc.weight'].float().numpy())
+
+
+# ---------------------------------------------------------------------------------------------
+# Safetensors, by the reference library's rules.
+
+def _safetensors(path, header, body):
+    raw = json.dumps(header).encode() if isinstance(header, dict) else header
+    path.write_bytes(struct.pack('<Q', len(raw)) + raw + body)
+    return path
+
+
+F32 = {'dtype': 'F32', 'shape': [2]}
+
+
+@pytest.mark.parametrize('header, body, phrase', [
+    ({'a': {**F32, 'data_offsets': [0, 8]}, 'b': {**F32, 'data_offsets': [4, 12]}},
+     bytes(12), 'overlaps'),
+    ({'a': {**F32, 'data_offsets': [0, 8]}, 'b': {**F32, 'data_offsets': [12, 20]}},
+     bytes(20), 'gap'),
+    ({'a': {**F32, 'data_offsets': [0, 8]}}, bytes(16), 'holds 16'),
+    (b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, '
+     b'"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', bytes(8), 'duplicate'),
+    ({'a': {'dtype': 'F32', 'shape': [2 ** 40, 2 ** 40], 'data_offsets': [0, 8]}}, bytes(8),
+     'has shape'),
+    ({'a': {'dtype': 'F32', 'shape': [-2], 'data_offsets': [0, 8]}}, bytes(8), 'corrupt entry'),
+    (b'[' * 100000 + b']' * 100000, b'', 'corrupt safetensors header'),
+    ({'a': {'dtype': 'OBJ', 'shape': [2], 'data_offsets': [0, 8]}}, bytes(8), 'corrupt entry'),
+])
+def test_safetensors_rules(tmp_path, header, body, phrase):
+    path = _safetensors(tmp_path / 'bad.safetensors', header, body)
+    _read_refused(path, phrase)
+
+
+def test_safetensors_library_files_still_read(tmp_path):
+    from safetensors.numpy import save_file
+    arrays = {'b': np.ones((2, 3), np.float32), 'a': np.arange(4, dtype=np.int64)}
+    save_file(arrays, str(tmp_path / 'ok.safetensors'), metadata={'format': 'pt'})
+    out = read_checkpoint(tmp_path / 'ok.safetensors')
+    assert all(np.array_equal(out[k], arrays[k]) for k in arrays)
+
+
+# ---------------------------------------------------------------------------------------------
+# .pdparams: every entry point of the runtime reads them without running code.
+
+def test_pdparams_written_by_paddle_read_safely_and_exactly(tmp_path):
+    import paddle
+    model = paddle_dla.dla_46_c()
+    for protocol in (2, 3, 4):
+        path = tmp_path / f'p{protocol}.pdparams'
+        paddle.save(model.state_dict(), str(path), protocol=protocol)
+        ours, theirs = load_pdparams(path), paddle.load(str(path), return_numpy=True)
+        assert sorted(ours) == sorted(theirs)
+        assert all(np.array_equal(ours[k], theirs[k]) and ours[k].dtype == theirs[k].dtype
+                   for k in theirs)
+    net = paddle.nn.Linear(2, 3)
+    hapi = paddle.Model(net)
+    hapi.prepare(paddle.optimizer.Adam(parameters=hapi.parameters()), paddle.nn.MSELoss())
+    hapi.train_batch([paddle.randn([4, 2])], [paddle.randn([4, 3])])
+    hapi.save(str(tmp_path / 'hapi'))  # paddle.Model.save, as Paddle's tutorials do
+    assert sorted(load_pdparams(tmp_path / 'hapi.pdparams')) == ['bias', 'weight']
+    optimizer_state = paddle_dla.checkpoint.read_paddle_pickle(tmp_path / 'hapi.pdopt')
+    assert any(k.endswith('moment1_0') for k in optimizer_state)
+
+
+def test_pdparams_split_tensors_are_joined(tmp_path):
+    """paddle.save splits tensors over 1 GiB into slices under pickle protocols 2 and 3;
+    the table of slices is rebuilt here at a small scale, with Paddle's own key names."""
+    whole = np.arange(10, dtype=np.float32).reshape(2, 5)
+    state = {'w@@.0': whole.reshape(-1)[:6], 'w@@.1': whole.reshape(-1)[6:],
+             'UnpackBigParamInfor@@': {'w': {'OriginShape': (2, 5),
+                                             'slices': ['w@@.0', 'w@@.1']}},
+             'StructuredToParameterName@@': {'w': 'linear_0.w_0'}}
+    path = tmp_path / 'split.pdparams'
+    path.write_bytes(pickle.dumps(state, protocol=2))
+    out = load_pdparams(path)
+    assert list(out) == ['w'] and np.array_equal(out['w'], whole)
+    import paddle
+    assert np.array_equal(paddle.load(str(path), return_numpy=True)['w'], whole)
+
+
+@pytest.mark.parametrize('protocol', [2, 4])
+def test_code_in_a_pdparams_never_runs_through_the_api(tmp_path, protocol):
+    marker = tmp_path / 'pwned'
+    path = hostile_pdparams(tmp_path / 'evil.pdparams', marker, protocol)
+    code = ('import sys, paddle_dla\ntry:\n    paddle_dla.create_model("dla_46_c", '
+            'pretrained=sys.argv[1])\nexcept paddle_dla.errors.PaddleDLAError as e:\n'
+            '    print(e, file=sys.stderr); sys.exit(3)')
+    proc = run_python(code, path)
+    assert proc.returncode == 3
+    assert_refused(proc, 'evil.pdparams', 'posix.system', 'could run code', absent=[marker])
+
+
+def test_a_planted_cache_file_never_runs(tmp_path):
+    """A .pdparams planted in $PADDLE_DLA_HOME is read by every pretrained=True."""
+    marker = tmp_path / 'pwned'
+    home = tmp_path / 'home'
+    home.mkdir()
+    hostile_pdparams(home / 'dla_46_c-official.pdparams', marker)
+    code = ('import sys, paddle_dla\ntry:\n    paddle_dla.dla_46_c(pretrained=True)\n'
+            'except paddle_dla.errors.PaddleDLAError as e:\n'
+            '    print(e, file=sys.stderr); sys.exit(3)')
+    proc = run_python(code, env={'PADDLE_DLA_HOME': str(home)})
+    assert proc.returncode == 3
+    assert_refused(proc, 'dla_46_c-official.pdparams', 'could run code', absent=[marker])
+
+
+def test_code_in_a_pdparams_never_runs_in_paddle2torch(tmp_path):
+    marker = tmp_path / 'pwned'
+    path = hostile_pdparams(tmp_path / 'evil.pdparams', marker)
+    dst = tmp_path / 'out.pth'
+    proc = run_script(PADDLE2TORCH, '--src', path, '--dst', dst)
+    assert_refused(proc, 'paddle2torch: error:', 'evil.pdparams', 'could run code',
+                   absent=[dst, marker])
+
+
+def test_object_arrays_in_a_pdparams_are_refused(tmp_path):
+    path = tmp_path / 'objects.pdparams'
+    path.write_bytes(pickle.dumps({'w': np.array([1, 'a', None], dtype=object)}, protocol=4))
+    with pytest.raises(CheckpointReadError, match="objects.pdparams: refused NumPy dtype 'O8'"):
+        load_pdparams(path)
+
+
+def test_no_runtime_module_unpickles_unsafely():
+    """Nothing in the package calls pickle.load(s), paddle.load or torch.load (without
+    weights_only), or builds a pickle.Unpickler, outside the safe reader."""
+    found = []
+    package = os.path.join(REPO, 'paddle_dla')
+    scripts = [os.path.join(REPO, d) for d in ('convert', 'eval', 'bench', 'examples')]
+    for folder in [package] + scripts:
+        for root, _, files in os.walk(folder):
+            for name in files:
+                if not name.endswith('.py') or name == 'safe_pickle.py':
+                    continue
+                path = os.path.join(root, name)
+                tree = ast.parse(open(path, encoding='utf-8').read())
+                for node in ast.walk(tree):
+                    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                        continue
+                    owner = node.func.value.id if isinstance(node.func.value, ast.Name) else ''
+                    call = f'{owner}.{node.func.attr}'
+                    safe = any(k.arg == 'weights_only' and getattr(k.value, 'value', None) is True
+                               for k in node.keywords)
+                    if call in ('pickle.load', 'pickle.loads', 'pickle.Unpickler',
+                                'paddle.load') or (call == 'torch.load' and not safe):
+                        found.append(f'{os.path.relpath(path, REPO)}:{node.lineno} {call}')
+    assert found == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs.
+
+@pytest.mark.parametrize('how', ['same', 'spelling', 'symlink', 'hardlink'])
+def test_the_destination_may_not_be_the_source(tmp_path, how):
+    src = tmp_path / 'w.pth'
+    save_timm('dla_46_c', src)
+    before = src.read_bytes()
+    dst = {'same': src, 'spelling': tmp_path / '.' / 'sub' / '..' / 'w.pth',
+           'symlink': tmp_path / 'link.pth', 'hardlink': tmp_path / 'hard.pth'}[how]
+    (tmp_path / 'sub').mkdir()
+    if how == 'symlink':
+        dst.symlink_to(src)
+    if how == 'hardlink':
+        os.link(src, dst)
+    proc = run_script(TORCH2PADDLE, '--src', src, '--dst', dst)
+    assert_refused(proc, 'is the source file itself')
+    assert src.read_bytes() == before
+    pdparams = tmp_path / 'w.pdparams'
+    save_pdparams(paddle_dla.dla_46_c().state_dict(), pdparams)
+    before = pdparams.read_bytes()
+    proc = run_script(PADDLE2TORCH, '--src', pdparams, '--dst', pdparams)
+    assert_refused(proc, 'is the source file itself')
+    assert pdparams.read_bytes() == before
+
+
+@pytest.mark.parametrize('umask, mode', [(0o022, 0o644), (0o077, 0o600)])
+def test_outputs_get_the_umask_permissions(tmp_path, umask, mode):
+    src, dst = tmp_path / 'w.pth', tmp_path / 'out.pdparams'
+    save_timm('dla_46_c', src)
+    old = os.umask(umask)
+    try:
+        proc = run_script(TORCH2PADDLE, '--src', src, '--dst', dst)
+    finally:
+        os.umask(old)
+    assert proc.returncode == 0, proc.stderr
+    assert dst.stat().st_mode & 0o777 == mode
+
+
+SIGTERM_MIDWAY = '''
+import os, signal, sys
+from paddle_dla.atomic import atomic_output
+from paddle_dla.errors import exit_cleanly_on_sigterm
+exit_cleanly_on_sigterm()
+with atomic_output(sys.argv[1]) as tmp:
+    with open(tmp, 'wb') as f:
+        f.write(b'x' * 1000000)
+    os.kill(os.getpid(), signal.SIGTERM)
+    f = None
+'''
+
+
+def test_sigterm_midway_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / 'out.pdparams'
+    proc = run_python(SIGTERM_MIDWAY, target)
+    assert proc.returncode != 0 and proc.returncode != -signal.SIGTERM
+    assert leftovers(tmp_path) == []
+
+
+def test_the_memory_bound_is_real(tmp_path):
+    """The bound the tests run under does stop a process that allocates gigabytes."""
+    proc = run_python('import numpy; numpy.ones(%d, "uint8")' % MEMORY_LIMIT)
+    assert proc.returncode != 0 and 'MemoryError' in proc.stderr
