@@ -3,13 +3,15 @@ published numbers, with a verdict. Runs as is, or under ``paddle.distributed.lau
 import argparse
 import os
 import shutil
+import signal
 import tempfile
 
-from ..errors import report
+from ..cli_args import ArgumentParser, float_range, image_size, int_range, positive_int
+from ..errors import Terminated, exit_cleanly_on_sigterm, report
 from ..variants import get_config, list_models
-from ..weights import DEFAULT_TAG, get_weights
+from ..weights import DEFAULT_TAG, WEIGHTS, get_weights
 from .report import format_table, result_row, write_results
-from .transforms import BACKENDS, INTERPOLATIONS, Preprocess
+from .transforms import BACKENDS, INTERPOLATIONS, MAX_RESIZED_PIXELS, Preprocess
 
 EXAMPLES = """\
 examples:
@@ -34,34 +36,69 @@ class UsageError(ValueError):
     pass
 
 
+# Each worker is a fork of this process that keeps two batches decoded ahead: far more
+# workers than cores exhaust memory without decoding any faster.
+MAX_WORKERS = 256
+
+
+def results_file(text):
+    """An argparse type: a results path whose folder exists and is writable, checked before
+    the evaluation rather than after it."""
+    if not text:
+        raise argparse.ArgumentTypeError('empty file name')
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f'{text!r} is a folder, not a file name')
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f'no such folder: {folder}')
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f'cannot write to folder {folder}')
+    return text
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog='imagenet_val.py', epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Evaluate DLA models on the ILSVRC2012 validation set and compare top-1/'
                     'top-5 with the published numbers (PASS/FAIL within --tolerance).')
-    p.add_argument('--model', required=True, help='variant, comma list, or "all"')
+    p.add_argument('--model', required=True,
+                   help='variant (dla_34, ...), a comma list of variants, or "all"')
     p.add_argument('--data-dir', required=True, help='validation images (see layouts below)')
     p.add_argument('--label-file', help='list file or LOC_val_solution.csv (found next to the '
                                         'images when omitted)')
     p.add_argument('--weights', help='.pdparams/.pth/.safetensors file (default: the published '
                                      'weights of --tag, from the cache or downloaded)')
-    p.add_argument('--tag', default=DEFAULT_TAG, help='published weights tag (official, tricks)')
-    p.add_argument('--batch-size', type=int, default=64)
-    p.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
-                   help='image decoding processes (0: decode in the main process)')
-    p.add_argument('--limit', type=int, help='only the first N images (sorted by file name)')
-    p.add_argument('--engine', choices=('eager', 'inference'), default='eager')
+    p.add_argument('--tag', default=DEFAULT_TAG, choices=sorted({t for _, t in WEIGHTS}),
+                   help='published weights: loaded unless --weights is given, and the numbers '
+                        'compared against (default: %(default)s)')
+    p.add_argument('--batch-size', type=positive_int, default=64,
+                   help='images per forward pass (default: %(default)s)')
+    p.add_argument('--workers', type=int_range(0, MAX_WORKERS, what='a number of processes'),
+                   default=min(8, os.cpu_count() or 1),
+                   help=f'image decoding processes, 0 to {MAX_WORKERS}; 0: decode in the main '
+                        f'process (default: the CPU count up to 8, here %(default)s)')
+    p.add_argument('--limit', type=positive_int,
+                   help='only the first N images, sorted by file name (default: all)')
+    p.add_argument('--engine', choices=('eager', 'inference'), default='eager',
+                   help='eager: the Paddle model as is; inference: exported and run by Paddle '
+                        'Inference (default: %(default)s)')
     p.add_argument('--backend', choices=BACKENDS, default='pil',
                    help='image decoding and resizing; pil is the reference protocol, cv2 is '
-                        'for comparison only (it scores 0.3-1.7 points lower)')
-    p.add_argument('--img-size', type=int, help='crop size (default: the weights\' own, 224)')
-    p.add_argument('--crop-pct', type=float, help='resize = floor(img_size / crop_pct) '
-                                                  '(default 0.875)')
-    p.add_argument('--interpolation', choices=INTERPOLATIONS, help='default: bilinear')
-    p.add_argument('--tolerance', type=float, default=0.1,
-                   help='allowed |delta| of top-1 and top-5, in points (default 0.1)')
-    p.add_argument('--results-file', help='write results as .json or .csv')
+                        'for comparison only (it scores 0.3-1.7 points lower) '
+                        '(default: %(default)s)')
+    p.add_argument('--img-size', type=image_size,
+                   help='crop size in pixels, 32 to 4096 (default: the weights\' own, 224)')
+    p.add_argument('--crop-pct', type=float_range(0, 1, low_open=True, what='a fraction'),
+                   help='in (0, 1]: resize = floor(img_size / crop_pct) (default: the '
+                        'weights\' own, 0.875)')
+    p.add_argument('--interpolation', choices=INTERPOLATIONS,
+                   help='resize filter (default: the weights\' own, bilinear)')
+    p.add_argument('--tolerance', type=float_range(0, 100, what='a number of points'),
+                   default=0.1,
+                   help='allowed |delta| of top-1 and top-5, in points (default: %(default)s)')
+    p.add_argument('--results-file', type=results_file,
+                   help='write results as .json or .csv (JSON unless the name ends in .csv)')
     p.add_argument('--compare-torch', action='store_true',
                    help='also run timm\'s PyTorch model with the same weights on the same '
                         'batches and report agreement (needs torch and timm)')
@@ -142,8 +179,6 @@ def run(args):
     names = _models(args.model)
     if args.weights and len(names) > 1:
         raise UsageError('--weights needs a single --model')
-    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-        raise UsageError('--batch-size and --limit must be positive')
     samples, layout = find_samples(args.data_dir, args.label_file)
     if args.limit:
         samples = samples[:args.limit]
@@ -166,6 +201,16 @@ def run(args):
     return 1 if (args.strict and strict_failed) else 0
 
 
+def _check_resize(preprocess):
+    """A crop size and crop_pct whose resize no image could take are a usage error, not a
+    reason to call every image bad."""
+    if preprocess.resize ** 2 > MAX_RESIZED_PIXELS:
+        raise UsageError(f'--img-size {preprocess.img_size} with --crop-pct '
+                         f'{preprocess.crop_pct:g} resizes the short side to '
+                         f'{preprocess.resize:,} px, beyond the {MAX_RESIZED_PIXELS:,} pixels '
+                         f'an image may be resized to; raise --crop-pct')
+
+
 def _evaluate_model(name, args, shard, layout, rank, world, workdir):
     """Evaluate one variant; returns its results row on rank 0, None elsewhere."""
     from ..complexity import count_params
@@ -176,6 +221,7 @@ def _evaluate_model(name, args, shard, layout, rank, world, workdir):
     preprocess = Preprocess.from_weights(
         weights.transform, img_size=args.img_size, crop_pct=args.crop_pct,
         interpolation=args.interpolation, backend=args.backend)
+    _check_resize(preprocess)
     model = create_model(name, pretrained=args.weights or args.tag)
     model.eval()
     predict = (_inference_predictor(model, preprocess.img_size, workdir)
@@ -200,9 +246,13 @@ def _evaluate_model(name, args, shard, layout, rank, world, workdir):
 
 
 def main(argv=None):
+    exit_cleanly_on_sigterm()  # temporary folders are removed on SIGTERM as on Ctrl-C
     args = build_parser().parse_args(argv)
     try:
         return run(args)
+    except KeyboardInterrupt as exc:
+        report('imagenet_val', exc if str(exc) else 'interrupted')
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     except Exception as exc:  # noqa: BLE001 - one line for the user, whatever went wrong
         report('imagenet_val', exc, debug=args.debug)
         return 2

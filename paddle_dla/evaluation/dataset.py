@@ -8,6 +8,7 @@
   first token of the string is the synset).
 """
 import csv
+import io
 import os
 import re
 
@@ -17,6 +18,9 @@ IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png', '.bmp', '.gif', '.webp', '.tif', '.ti
 LABEL_FILE_NAMES = ('LOC_val_solution.csv', 'val.txt', 'val_list.txt', 'val_labels.txt',
                     'labels.txt')
 _SYNSET = re.compile(r'^n\d{8}$')
+# The label files of the 50,000 val images take a few MiB; a far larger file is not a
+# label file and is not read into memory.
+MAX_LABEL_FILE_BYTES = 64 << 20
 
 
 class DatasetError(ValueError):
@@ -31,19 +35,52 @@ def find_samples(data_dir, label_file=None):
     """``(samples, layout)``: ``[(path, label)]`` sorted by path, and the layout's name."""
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
-        raise DatasetError(f'no such data folder: {data_dir}')
+        raise DatasetError(f'{data_dir} is not a folder' if os.path.exists(data_dir)
+                           else f'no such data folder: {data_dir}')
     if label_file is None:
-        synset_dirs = [d for d in os.listdir(data_dir)
+        synset_dirs = [d for d in _listdir(data_dir)
                        if _SYNSET.match(d) and os.path.isdir(os.path.join(data_dir, d))]
         if synset_dirs:
             return _synset_folders(data_dir, sorted(synset_dirs)), 'synset folders'
         label_file = _find_label_file(data_dir)
     label_file = os.fspath(label_file)
-    if not os.path.isfile(label_file):
-        raise DatasetError(f'no such label file: {label_file}')
+    text = _read_label_file(label_file)
     if label_file.endswith('.csv'):
-        return _with_labels(data_dir, _kaggle_labels(label_file), label_file), 'Kaggle CSV'
-    return _with_labels(data_dir, _list_labels(label_file), label_file), 'list file'
+        return _with_labels(data_dir, _kaggle_labels(label_file, text), label_file), 'Kaggle CSV'
+    return _with_labels(data_dir, _list_labels(label_file, text), label_file), 'list file'
+
+
+def _listdir(folder):
+    """``os.listdir`` whose failure names the folder."""
+    try:
+        return os.listdir(folder)
+    except OSError as exc:
+        raise DatasetError(f'cannot read folder {folder}: {exc.strerror or exc}') from None
+
+
+def _read_label_file(label_file):
+    """The label file's text; a folder, an oversized file or bytes that are not UTF-8 are
+    refused naming the file (and the offending byte)."""
+    if os.path.isdir(label_file):
+        raise DatasetError(f'{label_file} is a folder, not a label file')
+    if not os.path.isfile(label_file):  # missing, or a device or pipe that may never end
+        raise DatasetError(f'no such label file: {label_file}' if not os.path.exists(label_file)
+                           else f'{label_file} is not a regular file')
+    try:
+        with open(label_file, 'rb') as f:
+            data = f.read(MAX_LABEL_FILE_BYTES + 1)
+    except OSError as exc:
+        raise DatasetError(f'cannot read label file {label_file}: {exc.strerror or exc}') from None
+    if len(data) > MAX_LABEL_FILE_BYTES:
+        raise DatasetError(f'{label_file} is larger than {MAX_LABEL_FILE_BYTES >> 20} MiB; '
+                           f'ImageNet val\'s label files take a few MiB')
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as exc:
+        line = data.count(b'\n', 0, exc.start) + 1
+        raise DatasetError(f'{label_file}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} '
+                           f'at offset {exc.start})') from None
+    return text[1:] if text.startswith('\ufeff') else text  # the mark some editors write
 
 
 def _find_label_file(data_dir):
@@ -51,7 +88,7 @@ def _find_label_file(data_dir):
         for name in LABEL_FILE_NAMES:
             if os.path.isfile(os.path.join(folder, name)):
                 return os.path.join(folder, name)
-    if not any(_is_image(f) for f in os.listdir(data_dir)):
+    if not any(_is_image(f) for f in _listdir(data_dir)):
         raise DatasetError(f'{data_dir} holds no images and no synset folders (n01440764/...)')
     raise DatasetError(
         f'{data_dir} holds images but no labels: pass --label-file (a list of "FILE LABEL" '
@@ -66,17 +103,19 @@ def _synset_folders(data_dir, synset_dirs):
     samples = []
     for synset in synset_dirs:
         folder = os.path.join(data_dir, synset)
-        samples += [(os.path.join(folder, f), index[synset]) for f in os.listdir(folder)
-                    if _is_image(f)]
+        # Regular files only: opening a pipe named like an image would wait forever.
+        samples += [(os.path.join(folder, f), index[synset]) for f in _listdir(folder)
+                    if _is_image(f) and os.path.isfile(os.path.join(folder, f))]
     if not samples:
         raise DatasetError(f'the synset folders in {data_dir} hold no images')
     return sorted(samples)
 
 
-def _list_labels(label_file):
+def _list_labels(label_file, text):
+    """``[(name, label, line number)]`` from "FILE LABEL" lines."""
     entries = []
-    with open(label_file, encoding='utf-8') as f:
-        lines = [(n, line.split()) for n, line in enumerate(f, 1) if line.strip()]
+    lines = [(n, line.split()) for n, line in enumerate(io.StringIO(text, newline=None), 1)
+             if line.strip()]
     if lines and all(len(parts) == 1 and parts[0].isdigit() for _, parts in lines):
         raise DatasetError(
             f'{label_file} looks like the devkit\'s ILSVRC2012_validation_ground_truth.txt: '
@@ -86,47 +125,63 @@ def _list_labels(label_file):
     for number, parts in lines:
         if len(parts) != 2:
             raise DatasetError(f'{label_file}:{number}: expected "FILE LABEL", got '
-                               f'{" ".join(parts)!r}')
+                               f'{" ".join(parts)[:200]!r}')
         try:
             label = int(parts[1])
         except ValueError:
-            raise DatasetError(f'{label_file}:{number}: label {parts[1]!r} is not an integer '
-                               f'in 0..{NUM_CLASSES - 1}') from None
+            raise DatasetError(f'{label_file}:{number}: label {parts[1][:50]!r} is not an '
+                               f'integer in 0..{NUM_CLASSES - 1}') from None
         if not 0 <= label < NUM_CLASSES:
             raise DatasetError(f'{label_file}:{number}: label {label} is outside '
                                f'0..{NUM_CLASSES - 1}')
-        entries.append((parts[0], label))
+        entries.append((parts[0], label, number))
     return entries
 
 
-def _kaggle_labels(label_file):
+def _kaggle_labels(label_file, text):
+    """``[(name, label, line number)]`` from Kaggle's LOC_val_solution.csv."""
     index = synset_index()
     entries = []
-    with open(label_file, newline='', encoding='utf-8') as f:
-        reader = csv.reader(f)
+    reader = csv.reader(io.StringIO(text, newline=''))
+    try:
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:2]] != ['ImageId', 'PredictionString']:
             raise DatasetError(f'{label_file}: expected Kaggle\'s header '
-                               f'"ImageId,PredictionString", got {header}')
-        for number, row in enumerate(reader, 2):
+                               f'"ImageId,PredictionString", got {str(header)[:200]}')
+        for row in reader:
             if not row:
                 continue
             synset = row[1].split()[0] if len(row) > 1 and row[1].split() else ''
             if synset not in index:
-                raise DatasetError(f'{label_file}:{number}: {synset!r} is not an ImageNet-1k '
-                                   f'synset')
-            entries.append((row[0] + '.JPEG', index[synset]))
+                raise DatasetError(f'{label_file}:{reader.line_num}: {synset[:50]!r} is not an '
+                                   f'ImageNet-1k synset')
+            entries.append((row[0] + '.JPEG', index[synset], reader.line_num))
+    except csv.Error as exc:
+        raise DatasetError(f'{label_file}:{reader.line_num}: {exc}') from None
     return entries
 
 
 def _with_labels(data_dir, entries, label_file):
+    """Resolve listed names to files; an image listed twice is refused, whatever labels it
+    was given, since it would be counted twice."""
     if not entries:
         raise DatasetError(f'{label_file} lists no images')
-    samples = []
-    for name, label in entries:
+    samples, seen = [], {}
+    for name, label, line in entries:
         candidates = [os.path.join(data_dir, name), os.path.join(data_dir, os.path.basename(name))]
         path = next((c for c in candidates if os.path.isfile(c)), None)
         if path is None:
-            raise DatasetError(f'{label_file} lists {name}, which is not in {data_dir}')
+            raise DatasetError(f'{label_file}:{line}: lists {name}, which is not in {data_dir}')
+        key = os.path.normpath(path)
+        if key in seen:
+            raise DatasetError(_listed_twice(label_file, line, name, label, *seen[key]))
+        seen[key] = (line, label)
         samples.append((path, label))
     return sorted(samples)
+
+
+def _listed_twice(label_file, line, name, label, first_line, first_label):
+    if label == first_label:
+        return f'{label_file}:{line}: {name} is listed twice (also on line {first_line})'
+    return (f'{label_file}:{line}: {name} has label {label} here but {first_label} on line '
+            f'{first_line}')

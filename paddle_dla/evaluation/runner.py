@@ -1,6 +1,7 @@
 """The evaluation loop: images decoded in worker processes while the model runs."""
 import collections
 import multiprocessing
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -69,6 +70,27 @@ def load_batch(preprocess, samples, skip_bad):
     return batch, labels, bad
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _worker_pool(workers):
+    """Forked decoding workers. Stop signals stay blocked across the fork until a worker
+    has reset its handlers, so even a worker stopped at once exits without a traceback."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        return multiprocessing.get_context('fork').Pool(workers, initializer=_quiet_worker)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _quiet_worker():
+    """Workers leave Ctrl-C and SIGTERM to the main process, which stops them: a worker
+    that kept an inherited SIGTERM handler would print a traceback on every shutdown."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
 def _batches(samples, size):
     return [samples[i:i + size] for i in range(0, len(samples), size)]
 
@@ -83,7 +105,7 @@ def evaluate(predict, samples, preprocess, batch_size=64, workers=4, skip_bad=Fa
     tally = Tally()
     batches = _batches(samples, batch_size)
     start = time.perf_counter()
-    pool = multiprocessing.get_context('fork').Pool(workers) if workers > 0 else None
+    pool = _worker_pool(workers) if workers > 0 else None
     try:
         pending = collections.deque()
         ahead = 2 * workers if pool else 0

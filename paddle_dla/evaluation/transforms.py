@@ -4,8 +4,12 @@ PIL decode, ``convert('RGB')`` (no EXIF rotation), resize of the shorter side to
 ``floor(img_size / crop_pct)`` with PIL's filter, centre crop, ToTensor, normalise:
 pixel for pixel what torchvision's ``Resize / CenterCrop / ToTensor / Normalize`` give.
 The OpenCV backend is offered for comparison only; it is not the reference.
+
+Both backends refuse an image whose declared size, or the size the resize would produce,
+is out of bounds, before allocating it: such an image is a bad image like a truncated one.
 """
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -13,6 +17,13 @@ import numpy as np
 
 INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'lanczos', 'box', 'hamming')
 BACKENDS = ('pil', 'cv2')
+
+# At most this many decoded pixels: 8192 x 8192, 192 MiB as RGB, room for any camera
+# photograph and below the 179M pixels at which Pillow itself refuses a file.
+MAX_IMAGE_PIXELS = 2 ** 26
+# At most this many pixels after the short-side resize, 192 MiB as RGB: aspect ratios up
+# to 1024:1 at the usual 256 px, about 3:1 at the largest (4096 px crop, crop_pct 0.875).
+MAX_RESIZED_PIXELS = 2 ** 26
 
 
 class ImageReadError(ValueError):
@@ -60,21 +71,74 @@ def _short_side_size(width, height, size):
     return int(size * width / height), size
 
 
+def _why(exc):
+    """The reason on one line; a bare MemoryError says what it means."""
+    if isinstance(exc, MemoryError) and not str(exc):
+        return 'out of memory'
+    return ' '.join(str(exc).split()) or type(exc).__name__
+
+
+def _check_decoded_size(path, width, height):
+    """Refuse an image by its header, before its pixels are allocated."""
+    if width < 1 or height < 1:
+        raise ImageReadError(f'cannot decode {path}: it declares {width}x{height} pixels')
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageReadError(f'cannot decode {path}: it declares {width}x{height} pixels, more '
+                             f'than the {MAX_IMAGE_PIXELS:,} allowed')
+
+
+def _resize_target(path, width, height, size):
+    """The resized size, refused when it is too large to allocate (an extreme aspect ratio
+    turns a tiny file into gigabytes)."""
+    target = _short_side_size(width, height, size)
+    if target[0] * target[1] > MAX_RESIZED_PIXELS:
+        raise ImageReadError(f'cannot resize {path}: {width}x{height} pixels would become '
+                             f'{target[0]}x{target[1]}, more than the {MAX_RESIZED_PIXELS:,} '
+                             f'allowed')
+    return target
+
+
+def _pil_decoded(path):
+    """The image as RGB, its declared size checked before any pixel is decoded."""
+    from PIL import Image
+    try:
+        with open(path, 'rb') as f, warnings.catch_warnings():
+            # The size is checked below; Pillow's own bomb warning would only add noise.
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            image = Image.open(f)
+            _check_decoded_size(path, *image.size)
+            return image.convert('RGB')
+    except ImageReadError:
+        raise
+    except Exception as exc:  # PIL raises many types for bad files, MemoryError included
+        raise ImageReadError(f'cannot decode {path}: {_why(exc)}') from exc
+
+
 def _pil_resized(path, size, interpolation):
     from PIL import Image
     filters = {'bilinear': Image.BILINEAR, 'bicubic': Image.BICUBIC, 'nearest': Image.NEAREST,
                'lanczos': Image.LANCZOS, 'box': Image.BOX, 'hamming': Image.HAMMING}
+    image = _pil_decoded(path)
+    target = _resize_target(path, *image.size, size)
     try:
-        with open(path, 'rb') as f:
-            image = Image.open(f)
-            image = image.convert('RGB')
-    except Exception as exc:  # PIL raises many types for bad files
-        raise ImageReadError(f'cannot decode {path}: {" ".join(str(exc).split())}') from exc
-    image = image.resize(_short_side_size(*image.size, size), filters[interpolation])
-    return np.asarray(image, dtype=np.uint8)
+        return np.asarray(image.resize(target, filters[interpolation]), dtype=np.uint8)
+    except MemoryError as exc:
+        raise ImageReadError(f'cannot resize {path}: {_why(exc)}') from exc
+
+
+def _declared_size(path):
+    """``(width, height)`` from the file's header, read by Pillow without decoding."""
+    from PIL import Image
+    try:
+        with open(path, 'rb') as f, warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            return Image.open(f).size
+    except Exception as exc:
+        raise ImageReadError(f'cannot decode {path}: {_why(exc)}') from exc
 
 
 def _cv2_resized(path, size, interpolation):
+    """OpenCV has no lazy header read, so Pillow checks the declared size first."""
     try:
         import cv2
     except ImportError as exc:
@@ -82,12 +146,20 @@ def _cv2_resized(path, size, interpolation):
     flags = {'bilinear': cv2.INTER_LINEAR, 'bicubic': cv2.INTER_CUBIC,
              'nearest': cv2.INTER_NEAREST, 'lanczos': cv2.INTER_LANCZOS4,
              'box': cv2.INTER_AREA, 'hamming': cv2.INTER_LINEAR}
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    _check_decoded_size(path, *_declared_size(path))
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except (cv2.error, MemoryError) as exc:
+        raise ImageReadError(f'cannot decode {path}: {_why(exc)}') from exc
     if image is None:
         raise ImageReadError(f'cannot decode {path}: OpenCV could not read it')
     height, width = image.shape[:2]
-    image = cv2.resize(image, _short_side_size(width, height, size),
-                       interpolation=flags[interpolation])
+    _check_decoded_size(path, width, height)
+    target = _resize_target(path, width, height, size)
+    try:
+        image = cv2.resize(image, target, interpolation=flags[interpolation])
+    except (cv2.error, MemoryError) as exc:
+        raise ImageReadError(f'cannot resize {path}: {_why(exc)}') from exc
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
