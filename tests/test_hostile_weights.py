@@ -432,3 +432,41 @@ def test_the_memory_bound_is_real(tmp_path):
     """The bound the tests run under does stop a process that allocates gigabytes."""
     proc = run_python('import numpy; numpy.ones(%d, "uint8")' % MEMORY_LIMIT)
     assert proc.returncode != 0 and 'MemoryError' in proc.stderr
+
+
+def test_a_local_file_counts_as_published_only_at_the_strength_the_registry_knows(
+        tmp_path, monkeypatch):
+    """A file whose sha256 prefix collides with a published name (the prefix is injected
+    into the registry: finding a real collision takes minutes) is not the published file
+    where the full SHA-384 is known; where only the prefix is known, the prefix decides."""
+    import dataclasses
+    from paddle_dla.convert import identify
+    from paddle_dla.convert.identify import HashMismatch
+    from paddle_dla.convert.pipeline import convert_checkpoint
+    from paddle_dla.digests import file_digests
+    from paddle_dla.weights import WEIGHTS
+
+    staging = tmp_path / 'staging.pth'
+    save_timm('dla_34', staging)
+    prefix = file_digests(staging).sha256[:8]
+    official = WEIGHTS[('dla_34', 'official')]
+    published = next(s for s in official.sources if s.sha384)
+    forged = dataclasses.replace(published, url=f'https://example.org/dla34-{prefix}.pth',
+                                 sha256_prefix=prefix)
+    monkeypatch.setattr(identify, 'WEIGHTS', {('dla_34', 'official'): dataclasses.replace(
+        official, sources=(forged,))})
+    named = tmp_path / f'dla34-{prefix}.pth'
+    os.replace(staging, named)
+    with pytest.raises(HashMismatch, match='whose full SHA-384 is known, but its content'):
+        convert_checkpoint(named)
+    renamed = tmp_path / 'mine.pth'
+    os.replace(named, renamed)
+    conversion = convert_checkpoint(renamed)
+    assert not conversion.is_published and conversion.describe_source() == \
+        'unpublished checkpoint'
+    prefix_only = dataclasses.replace(forged, sha384=None, size=None)
+    monkeypatch.setattr(identify, 'WEIGHTS', {('dla_34', 'official'): dataclasses.replace(
+        official, sources=(prefix_only,))})
+    conversion = convert_checkpoint(renamed)
+    assert conversion.is_published and conversion.identified_by == 'sha256 prefix'
+    assert 'matches its 32-bit name hash' in conversion.describe_source()
