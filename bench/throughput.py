@@ -37,6 +37,10 @@ except ImportError:  # running from a source checkout that is not installed
 import paddle  # noqa: E402
 
 import paddle_dla  # noqa: E402
+from paddle_dla.atomic import atomic_output  # noqa: E402
+from paddle_dla.cli_args import (ArgumentParser, image_size, non_negative_int,  # noqa: E402
+                                 positive_int)
+from paddle_dla.errors import exit_cleanly_on_sigterm  # noqa: E402
 from paddle_dla.evaluation.transforms import Preprocess  # noqa: E402
 from paddle_dla.inference import Predictor, cpu_supports_bf16, export  # noqa: E402
 
@@ -262,15 +266,31 @@ def format_table(rows):
     return '\n'.join(lines)
 
 
+def _variants(text):
+    try:
+        return ','.join(paddle_dla.get_config(n.strip()).name for n in text.split(',') if n.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _batch_sizes(text):
+    return ','.join(str(positive_int(n)) for n in text.split(','))
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--models', default='dla_34', help='comma list of variants')
-    parser.add_argument('--batch-sizes', default='1,8,32')
-    parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--rounds', type=int, default=5, help='timed runs per engine')
-    parser.add_argument('--warmup', type=int, default=2, help='untimed runs per engine')
-    parser.add_argument('--threads', type=int, default=None, help='CPU threads (default: all)')
+    exit_cleanly_on_sigterm()
+    parser = ArgumentParser(prog='throughput.py', description=__doc__.split('\n\n')[0],
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--models', default='dla_34', type=_variants,
+                        help='comma list of variants')
+    parser.add_argument('--batch-sizes', default='1,8,32', type=_batch_sizes,
+                        help='comma list of batch sizes')
+    parser.add_argument('--img-size', type=image_size, default=224, help='input size')
+    parser.add_argument('--rounds', type=positive_int, default=5, help='timed runs per engine')
+    parser.add_argument('--warmup', type=non_negative_int, default=2,
+                        help='untimed runs per engine')
+    parser.add_argument('--threads', type=positive_int, default=None,
+                        help='CPU threads (default: all)')
     parser.add_argument('--engines', help='comma list to restrict the engines')
     parser.add_argument('--json', help='write the results here')
     parser.add_argument('--no-memory', action='store_true',
@@ -311,7 +331,7 @@ def main(argv=None):
           + (f'; top-1 agreement on {env["photos"]} photographs' if env['photos'] else ''))
     print(format_table(rows))
     if args.json:
-        with open(args.json, 'w') as f:
+        with atomic_output(args.json) as tmp, open(tmp, 'w', encoding='utf-8') as f:
             json.dump({'environment': env, 'results': rows}, f, indent=2)
     return 0
 

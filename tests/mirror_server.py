@@ -10,7 +10,8 @@ class MirrorServer:
     body, then close), 'stall' (never answer), 'slow' (the body over 3 s), 'corrupt'
     (other bytes, same length), 'drip' (the body one byte every 0.1 s), 'drip-headers' (the
     status line itself one byte every 0.1 s) or 'oversize' (the body and as much again,
-    announced as such). ``redirects[path] = url`` answers with a 302 to ``url``."""
+    announced as such) or 'no-length' (no Content-Length: the body until the connection
+    closes). ``redirects[path] = url`` answers with a 302 to ``url``."""
 
     def __init__(self, ssl_context=None):
         self.files, self.behaviour, self.redirects = {}, {}, {}
@@ -37,6 +38,12 @@ class MirrorServer:
                     return
                 if mode == 'oversize':
                     body = body + body
+                if mode == 'no-length':  # the body until the connection closes
+                    self.send_response(200)
+                    self.end_headers()
+                    self.wfile.write(body)
+                    self.close_connection = True
+                    return
                 if mode == 'stall':
                     time.sleep(5)
                     return

@@ -194,3 +194,34 @@ def test_a_redirect_from_https_to_plain_http_is_refused(cache, tmp_path, monkeyp
         del secure.redirects[path]
         paddle_dla.create_model(VARIANT, pretrained=True)
     assert _files(cache) == [f'{VARIANT}-official.pdparams']
+
+
+def test_a_body_of_unknown_length_is_capped(cache, tmp_path, monkeypatch, checkpoint):
+    """Without a Content-Length or a published size, a server may still not fill the disk."""
+    monkeypatch.setattr(paddle_dla.download, 'MAX_UNKNOWN_SIZE', 4096)
+    with MirrorServer() as server:
+        path = _serve(server, tmp_path, monkeypatch, checkpoint)
+        server.behaviour[path] = 'no-length'
+        with pytest.raises(PretrainedUnavailable, match='more than the 4,096 bytes expected'):
+            paddle_dla.create_model(VARIANT, pretrained=True)
+        monkeypatch.setattr(paddle_dla.download, 'MAX_UNKNOWN_SIZE', 2 << 30)
+        paddle_dla.create_model(VARIANT, pretrained=True)  # the same body, within the cap
+    assert _files(cache) == [f'{VARIANT}-official.pdparams']
+
+
+def test_the_converter_fetches_unhashed_sources_only_with_allow_unverified(cache, tmp_path,
+                                                                          monkeypatch,
+                                                                          checkpoint):
+    with MirrorServer() as server:
+        _serve(server, tmp_path, monkeypatch, checkpoint, sha256_prefix=None)
+        run = lambda *extra: subprocess.run(
+            [sys.executable, os.path.join(REPO, 'convert/torch2paddle.py'), '--all', '--model',
+             VARIANT, '--tag', 'official', *extra], capture_output=True, text=True,
+            cwd=REPO, timeout=300, env=dict(os.environ))
+        proc = run()
+        assert proc.returncode != 0 and 'skipped, no published hash' in proc.stdout
+        assert _files(cache) == []
+        proc = run('--allow-unverified')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'UNVERIFIED' in proc.stderr and f'{VARIANT}.official: ready' in proc.stdout
+    assert _files(cache) == [f'{VARIANT}-official.pdparams']

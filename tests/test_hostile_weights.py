@@ -470,3 +470,21 @@ def test_a_local_file_counts_as_published_only_at_the_strength_the_registry_know
     conversion = convert_checkpoint(renamed)
     assert conversion.is_published and conversion.identified_by == 'sha256 prefix'
     assert 'matches its 32-bit name hash' in conversion.describe_source()
+
+
+@pytest.mark.full
+def test_pdparams_that_paddle_split_are_read_whole(tmp_path):
+    """paddle.save (protocols 2 and 3) splits a tensor over 1 GiB into slices; a real one is
+    read back whole, in a child whose memory is bounded to a few times the file."""
+    import paddle
+    values = np.arange((1 << 30) + 8, dtype=np.int64).astype(np.uint8)
+    path = tmp_path / 'big.pdparams'
+    paddle.save({'big': paddle.to_tensor(values), 'small': paddle.ones([3])}, str(path),
+                protocol=3)
+    del values
+    check = ('import sys, numpy as np\nfrom paddle_dla.checkpoint import load_pdparams\n'
+             'state = load_pdparams(sys.argv[1])\nbig = state["big"]\n'
+             'assert sorted(state) == ["big", "small"] and big.shape == ((1 << 30) + 8,)\n'
+             'assert (big[-8:] == np.arange(8)).all() and big[255] == 255\nprint("whole")')
+    proc = run_python(check, path, memory=MEMORY_LIMIT + (4 << 30))
+    assert proc.stdout.strip() == 'whole', proc.stderr
