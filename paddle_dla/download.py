@@ -1,7 +1,8 @@
 """Streaming downloads that always end: a timeout per read, an overall deadline per file
 (a server dripping one byte a second is cut off), a size cap, bounded retries, digests
 computed on the fly and checked before the file appears under its name (atomic rename).
-Redirects are followed by hand, and never from HTTPS down to plain HTTP."""
+Redirects are followed by hand, and never from HTTPS down to plain HTTP; the standard proxy
+variables are honoured."""
 import http.client
 import os
 import socket
@@ -11,6 +12,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 from .atomic import new_file_mode
 from .digests import DigestMismatch, Expected, Hasher
@@ -82,20 +84,34 @@ class _Watchdog:
         self._timer.cancel()
 
 
+def _connection(parts, timeout):
+    """``(connection, request target)`` for a URL, through the proxy that the standard
+    ``https_proxy`` / ``http_proxy`` / ``no_proxy`` variables name, if any."""
+    target = (parts.path or '/') + (f'?{parts.query}' if parts.query else '')
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+        via = urllib.parse.urlsplit(proxy if '://' in proxy else f'http://{proxy}')
+        if parts.scheme == 'http':  # a plain HTTP proxy takes the absolute URL
+            return (http.client.HTTPConnection(via.hostname, via.port, timeout=timeout),
+                    urllib.parse.urlunsplit(parts))
+        conn = http.client.HTTPSConnection(via.hostname, via.port, timeout=timeout,
+                                           context=ssl.create_default_context())
+        conn.set_tunnel(parts.hostname, parts.port)  # TLS end to end through CONNECT
+        return conn, target
+    if parts.scheme == 'https':
+        return (http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+                                            context=ssl.create_default_context()), target)
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout), target
+
+
 def _connect(url, watchdog):
     """``(connection, response)`` for a 200 answer to ``url``, following redirects."""
     for _ in range(MAX_REDIRECTS + 1):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ('http', 'https') or not parts.hostname:
             raise DownloadError(f'unsupported URL {url!r}')
-        timeout = max(0.1, min(timeout_s(), watchdog.left()))
-        if parts.scheme == 'https':
-            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
-                                               context=ssl.create_default_context())
-        else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        conn, path = _connection(parts, max(0.1, min(timeout_s(), watchdog.left())))
         watchdog.watch(conn)
-        path = (parts.path or '/') + (f'?{parts.query}' if parts.query else '')
         conn.request('GET', path, headers={'User-Agent': 'paddle_dla'})
         watchdog.watch(conn)
         response = conn.getresponse()

@@ -27,6 +27,8 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv('PADDLE_DLA_HOME', str(home))
     monkeypatch.setenv('PADDLE_DLA_TIMEOUT', '2')
     monkeypatch.delenv('PADDLE_DLA_ALLOW_UNVERIFIED', raising=False)
+    for proxy in ('http_proxy', 'https_proxy', 'HTTP_PROXY', 'HTTPS_PROXY'):
+        monkeypatch.delenv(proxy, raising=False)  # the loopback servers are reached directly
     return home
 
 
@@ -224,4 +226,18 @@ def test_the_converter_fetches_unhashed_sources_only_with_allow_unverified(cache
         proc = run('--allow-unverified')
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'UNVERIFIED' in proc.stderr and f'{VARIANT}.official: ready' in proc.stdout
+    assert _files(cache) == [f'{VARIANT}-official.pdparams']
+
+
+def test_the_http_proxy_variable_is_honoured(cache, tmp_path, monkeypatch, checkpoint):
+    """Behind a proxy, downloads go through it (the loopback server plays the proxy)."""
+    with MirrorServer() as proxy:
+        path = _serve(proxy, tmp_path, monkeypatch, checkpoint)
+        monkeypatch.setenv('PADDLE_DLA_MIRROR', 'http://weights.internal')
+        proxy.files['http://weights.internal' + path] = checkpoint
+        monkeypatch.setenv('http_proxy', proxy.url)
+        monkeypatch.delenv('no_proxy', raising=False)
+        monkeypatch.delenv('NO_PROXY', raising=False)
+        paddle_dla.create_model(VARIANT, pretrained=True)
+        assert proxy.requests['http://weights.internal' + path] == 1
     assert _files(cache) == [f'{VARIANT}-official.pdparams']

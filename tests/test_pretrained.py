@@ -64,6 +64,8 @@ def cache(tmp_path, monkeypatch):
     home = tmp_path / 'cache'
     monkeypatch.setenv('PADDLE_DLA_HOME', str(home))
     monkeypatch.setenv('PADDLE_DLA_TIMEOUT', '5')
+    for proxy in ('http_proxy', 'https_proxy', 'HTTP_PROXY', 'HTTPS_PROXY'):
+        monkeypatch.delenv(proxy, raising=False)  # the loopback servers are reached directly
     return home
 
 
