@@ -32,15 +32,26 @@ from PIL import Image  # noqa: E402
 
 import paddle_dla  # noqa: E402
 from paddle_dla.atomic import atomic_output  # noqa: E402
-from paddle_dla.checkpoint import save_pdparams  # noqa: E402
+from paddle_dla.checkpoint import load_pdparams, read_paddle_pickle, save_pdparams  # noqa: E402
+from paddle_dla.cli_args import (ArgumentParser, float_range, image_size, int_range,  # noqa: E402
+                                 non_negative_int, positive_int)
+from paddle_dla.errors import (CheckpointReadError, PaddleDLAError, Terminated,  # noqa: E402
+                               exit_cleanly_on_sigterm, printable, report)
 from paddle_dla.evaluation.dataset import IMAGE_SUFFIXES  # noqa: E402
 from paddle_dla.evaluation.transforms import Preprocess  # noqa: E402
 from paddle_dla.factory import load_pretrained  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+PROG = 'finetune.py'
+
+
+class FinetuneError(PaddleDLAError):
+    """Input this script cannot train on; the message says which and why."""
 
 
 def class_folders(root):
+    if not os.path.isdir(root):
+        raise FinetuneError(f'no data folder {printable(root)}')
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     samples = [(os.path.join(root, c, f), i) for i, c in enumerate(classes)
                for f in sorted(os.listdir(os.path.join(root, c)))
@@ -55,7 +66,8 @@ def splits(data_dir, val_split, seed):
         classes, train = class_folders(train_dir)
         val_classes, val = class_folders(val_dir)
         if val_classes != classes:
-            raise SystemExit(f'error: train/ and val/ have different classes in {data_dir}')
+            raise FinetuneError(f'train/ and val/ have different classes in '
+                                f'{printable(data_dir)}')
         return classes, train, val
     classes, samples = class_folders(data_dir)
     random.Random(seed).shuffle(samples)
@@ -64,16 +76,38 @@ def splits(data_dir, val_split, seed):
 
 
 class ImageFolder(paddle.io.Dataset):
-    def __init__(self, samples, transform):
+    """Labelled images. One that cannot be read comes back as a blank image labelled
+    ``-1 - index``, for :meth:`check_labels` to report: an exception inside Paddle's loader
+    stops its thread and hangs the training (``--workers 0``), or prints the worker's
+    traceback (``--workers N``)."""
+
+    def __init__(self, samples, transform, img_size):
         super().__init__()
         self.samples, self.transform = samples, transform
+        self.blank = np.zeros((3, img_size, img_size), np.float32)
 
     def __len__(self):
         return len(self.samples)
 
     def __getitem__(self, i):
         path, label = self.samples[i]
-        return self.transform(path), np.int64(label)
+        try:
+            return self.transform(path), np.int64(label)
+        except Exception:  # noqa: BLE001 - reported from the main process
+            return self.blank, np.int64(-1 - i)
+
+    def check_labels(self, labels):
+        """Raise, naming the file, if a batch holds an image that could not be read."""
+        unread = labels[labels < 0]
+        if unread.size:
+            path = self.samples[int(-1 - unread[0])][0]
+            try:
+                self.transform(path)
+            except Exception as exc:  # noqa: BLE001 - reported as one line
+                why = str(exc)
+                raise FinetuneError(why if path in why else f'cannot read {printable(path)}: '
+                                                            f'{why}') from None
+            raise FinetuneError(f'cannot read {printable(path)}')
 
 
 def train_transform(img_size):
@@ -81,8 +115,12 @@ def train_transform(img_size):
                          T.ToTensor(), T.Normalize(MEAN, STD)])
 
     def load(path):
-        with open(path, 'rb') as f:
-            return augment(Image.open(f).convert('RGB')).numpy()
+        try:
+            with open(path, 'rb') as f:
+                image = Image.open(f).convert('RGB')
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise FinetuneError(f'cannot decode {printable(path)}: {exc}') from None
+        return augment(image).numpy()
     return load
 
 
@@ -92,8 +130,9 @@ def evaluate(model, loader, num_classes):
     k = min(5, num_classes)
     with paddle.no_grad():
         for images, labels in loader:
-            logits = model(images).numpy()
             labels = labels.numpy().reshape(-1)
+            loader.dataset.check_labels(labels)
+            logits = model(images).numpy()
             topk = np.argsort(-logits, axis=1)[:, :k]
             correct1 += int((topk[:, 0] == labels).sum())
             correct5 += int((topk == labels[:, None]).any(axis=1).sum())
@@ -112,31 +151,151 @@ def save_checkpoint(prefix, model, optimizer, state):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--model', default='dla_34')
-    p.add_argument('--data-dir', required=True)
-    p.add_argument('--val-split', type=float, default=0.2,
-                   help='share held out when there are no train/ and val/ folders')
+    p = ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0], epilog=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--model', default='dla_34', help='variant (default: %(default)s)')
+    p.add_argument('--data-dir', required=True,
+                   help='class folders, or train/ and val/ holding them (required)')
+    p.add_argument('--val-split', type=float_range(0, 1, low_open=True), default=0.2,
+                   help='share held out when there are no train/ and val/ folders '
+                        '(default: %(default)s)')
     p.add_argument('--weights', help='start from this .pdparams/.pth file instead of the '
-                                     'published weights')
-    p.add_argument('--no-pretrained', action='store_true', help='start from random weights')
-    p.add_argument('--freeze-backbone', action='store_true', help='train the classifier only')
-    p.add_argument('--epochs', type=int, default=10)
-    p.add_argument('--batch-size', type=int, default=32)
-    p.add_argument('--lr', type=float, default=0.01, help='peak learning rate (cosine decay)')
-    p.add_argument('--weight-decay', type=float, default=1e-4)
-    p.add_argument('--img-size', type=int, default=224)
-    p.add_argument('--workers', type=int, default=2)
-    p.add_argument('--output', default='runs/finetune')
-    p.add_argument('--resume', help='checkpoint prefix to continue from (e.g. runs/x/last)')
-    p.add_argument('--amp', action='store_true', help='mixed precision (default on GPU)')
-    p.add_argument('--seed', type=int, default=0)
+                                     'published weights (default: published)')
+    p.add_argument('--no-pretrained', action='store_true',
+                   help='start from random weights (default: pretrained)')
+    p.add_argument('--freeze-backbone', action='store_true',
+                   help='train the classifier only (default: train everything)')
+    p.add_argument('--epochs', type=positive_int, default=10,
+                   help='passes over the training images (default: %(default)s)')
+    p.add_argument('--batch-size', type=positive_int, default=32,
+                   help='per device (default: %(default)s)')
+    p.add_argument('--lr', type=float_range(0, float('inf'), low_open=True), default=0.01,
+                   help='peak learning rate, cosine decay (default: %(default)s)')
+    p.add_argument('--weight-decay', type=float_range(0, float('inf')), default=1e-4,
+                   help='L2 penalty on the weights (default: %(default)s)')
+    p.add_argument('--img-size', type=image_size, default=224,
+                   help='training and validation size in pixels (default: %(default)s)')
+    p.add_argument('--workers', type=non_negative_int, default=2,
+                   help='data loading processes, 0 loads in this one (default: %(default)s)')
+    p.add_argument('--output', default='runs/finetune',
+                   help='folder for last.* and best.* (default: %(default)s)')
+    p.add_argument('--resume', help='checkpoint prefix to continue from, e.g. runs/x/last '
+                                    '(default: start afresh)')
+    p.add_argument('--amp', action='store_true', help='mixed precision (default: on GPU only)')
+    p.add_argument('--seed', type=int_range(0, 2**32 - 1, what='a seed'), default=0,
+                   help='for the split, the initial head and the augmentations '
+                        '(default: %(default)s)')
+    p.add_argument('--debug', action='store_true',
+                   help='show tracebacks on errors (default: one line)')
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def read_optimizer_state(path, optimizer, trainable):
+    """The optimizer state saved in ``path``, read without running code from the file and
+    checked against this optimizer: a state that does not fit would otherwise fail only at
+    the first step, with a message naming neither the file nor the cause."""
+    state = read_paddle_pickle(path)
+    shown = printable(path)
+    if not isinstance(state, dict):
+        raise CheckpointReadError(f'{shown} does not hold optimizer state (found '
+                                  f'{type(state).__name__})')
+    _check_schedule_state(state.get('LR_Scheduler'), optimizer, shown)
+    for param in trainable:
+        key = f'{param.name}_velocity_0'  # how Momentum names its accumulator
+        value = state.get(key)
+        if not isinstance(value, np.ndarray) or list(value.shape) != list(param.shape):
+            found = 'missing' if value is None else f'found {list(np.shape(value))}'
+            raise CheckpointReadError(f'{shown} does not fit this model and optimizer: '
+                                      f'{key} should have shape {list(param.shape)}, {found}')
+        state[key] = value.astype(str(param.dtype).replace('paddle.', ''), copy=False)
+    return state
+
+
+def _check_schedule_state(value, optimizer, shown):
+    expected = set(optimizer.state_dict().get('LR_Scheduler', {}))
+    if not isinstance(value, dict) or not expected <= set(value) or not all(
+            isinstance(value[k], (int, float)) and not isinstance(value[k], bool)
+            and np.isfinite(value[k]) for k in expected):
+        raise CheckpointReadError(f'{shown} does not hold this learning rate schedule\'s '
+                                  f'state (expected numbers for {", ".join(sorted(expected))})')
+
+
+def read_progress(path, classes):
+    """Epoch, best accuracy and history from a checkpoint's ``.json``, checked."""
+    shown = printable(path)
+    try:
+        with open(path, encoding='utf-8') as f:
+            state = json.load(f)
+    except (ValueError, RecursionError) as exc:
+        raise FinetuneError(f'{shown} is corrupt: not valid JSON ({exc})') from None
+    fields = {'epoch': int, 'best_top1': (int, float), 'classes': list, 'history': list}
+    if not isinstance(state, dict) or any(
+            not isinstance(state.get(k), t) or isinstance(state.get(k), bool)
+            for k, t in fields.items()) or state['epoch'] < 0:
+        raise FinetuneError(f'{shown} is corrupt: expected an object with '
+                            f'{", ".join(fields)} as finetune.py writes it')
+    if state['classes'] != classes:
+        raise FinetuneError(f'{shown}: the checkpoint was trained on other classes '
+                            f'({len(state["classes"])}) than the data folder holds '
+                            f'({len(classes)})')
+    return state
+
+
+def resume(prefix, model, optimizer, trainable, classes):
+    """Continue from ``prefix``.pdparams/.pdopt/.json; every file is read safely and checked
+    before anything is changed."""
+    paths = [prefix + suffix for suffix in ('.pdparams', '.pdopt', '.json')]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FinetuneError(f'cannot resume: no {printable(path)} (--resume takes a '
+                                f'checkpoint prefix such as runs/x/last)')
+    weights = load_pdparams(paths[0])
+    opt_state = read_optimizer_state(paths[1], optimizer, trainable)
+    state = read_progress(paths[2], classes)
+    paddle_dla.load_state_dict_strict(model, weights, context=f'{printable(paths[0])} does '
+                                      f'not fit {model.config.name} with {len(classes)} '
+                                      f'classes')
+    optimizer.set_state_dict(opt_state)
+    return state
+
+
+def build_model(args, classes):
+    """The model to fine-tune: pretrained backbone, fresh head for ``classes``."""
+    # The same parameters in the same order on every run, so a resumed optimizer state fits.
+    with paddle.utils.unique_name.guard():
+        model = paddle_dla.create_model(args.model, num_classes=len(classes))
+        model.reset_classifier(len(classes))  # a head initialised for fine-tuning
+    if not (args.resume or args.no_pretrained):  # everything but the pretrained classifier
+        load_pretrained(model, args.weights or True, skip_classifier=True)
+    if args.freeze_backbone:
+        for name, param in model.named_parameters():
+            param.stop_gradient = not name.startswith('fc.')
+    return model
+
+
+def train_epoch(net, loader, optimizer, schedule, scaler, use_amp, progress):
+    """One pass over ``loader``; returns the step losses."""
+    losses = []
+    for images, labels in loader:
+        loader.dataset.check_labels(labels.numpy())
+        with paddle.amp.auto_cast(enable=use_amp):
+            loss = F.cross_entropy(net(images), labels.reshape([-1]))
+        if scaler:
+            scaler.scale(loss).backward()
+            scaler.minimize(optimizer, loss)
+        else:
+            loss.backward()
+            optimizer.step()
+        optimizer.clear_grad()
+        schedule.step()
+        losses.append(float(loss))
+        progress.update(1)
+        progress.set_postfix(loss=f'{losses[-1]:.4f}', lr=f'{schedule.get_lr():.2e}')
+    return losses
+
+
+def run(args):
+    """Train as ``args`` say; raises on input it cannot use (``main`` reports it)."""
     paddle.seed(args.seed)
     random.seed(args.seed)  # the augmentations draw from Python's and NumPy's generators
     np.random.seed(args.seed)
@@ -147,20 +306,14 @@ def main(argv=None):
 
     classes, train, val = splits(args.data_dir, args.val_split, args.seed)
     if not train or not val:
-        raise SystemExit(f'error: need training and validation images in {args.data_dir}')
-    # The same parameters in the same order on every run, so a resumed optimizer state fits.
-    with paddle.utils.unique_name.guard():
-        model = paddle_dla.create_model(args.model, num_classes=len(classes))
-        model.reset_classifier(len(classes))  # a head initialised for fine-tuning
-    if not (args.resume or args.no_pretrained):  # everything but the pretrained classifier
-        load_pretrained(model, args.weights or True, skip_classifier=True)
-    if args.freeze_backbone:
-        for name, param in model.named_parameters():
-            param.stop_gradient = not name.startswith('fc.')
+        raise FinetuneError(f'need training and validation images in '
+                            f'{printable(args.data_dir)} (class folders of '
+                            f'{", ".join(IMAGE_SUFFIXES)} files)')
+    model = build_model(args, classes)
     trainable = [p for p in model.parameters() if not p.stop_gradient]
 
-    train_set = ImageFolder(train, train_transform(args.img_size))
-    val_set = ImageFolder(val, Preprocess(img_size=args.img_size))
+    train_set = ImageFolder(train, train_transform(args.img_size), args.img_size)
+    val_set = ImageFolder(val, Preprocess(img_size=args.img_size), args.img_size)
     sampler = paddle.io.DistributedBatchSampler(train_set, args.batch_size, shuffle=True,
                                                 drop_last=len(train) > args.batch_size)
     train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler,
@@ -174,44 +327,21 @@ def main(argv=None):
     state = {'epoch': 0, 'best_top1': -1.0, 'classes': classes, 'model': model.config.name,
              'history': []}
     if args.resume:
-        paddle_dla.load_state_dict_strict(model, paddle.load(args.resume + '.pdparams'))
-        optimizer.set_state_dict(paddle.load(args.resume + '.pdopt'))
-        with open(args.resume + '.json') as f:
-            state = json.load(f)
-        if state['classes'] != classes:
-            raise SystemExit('error: the checkpoint was trained on other classes')
+        state = resume(args.resume, model, optimizer, trainable, classes)
         print(f'resuming from {args.resume} after epoch {state["epoch"]}', flush=True)
     net = paddle.DataParallel(model) if world > 1 else model
     use_amp = args.amp or paddle.device.get_device().startswith('gpu')
     scaler = paddle.amp.GradScaler() if use_amp else None
     os.makedirs(args.output, exist_ok=True)
 
+    from tqdm import tqdm
     for epoch in range(state['epoch'] + 1, args.epochs + 1):
         model.train()
         sampler.set_epoch(epoch)
-        losses = []
-        bar = None
-        if rank == 0:
-            from tqdm import tqdm
-            bar = tqdm(total=len(train_loader), desc=f'epoch {epoch}/{args.epochs}',
-                       file=sys.stderr)
-        for images, labels in train_loader:
-            with paddle.amp.auto_cast(enable=use_amp):
-                loss = F.cross_entropy(net(images), labels.reshape([-1]))
-            if scaler:
-                scaler.scale(loss).backward()
-                scaler.minimize(optimizer, loss)
-            else:
-                loss.backward()
-                optimizer.step()
-            optimizer.clear_grad()
-            schedule.step()
-            losses.append(float(loss))
-            if bar:
-                bar.update(1)
-                bar.set_postfix(loss=f'{losses[-1]:.4f}', lr=f'{schedule.get_lr():.2e}')
-        if bar:
-            bar.close()
+        with tqdm(total=len(train_loader), desc=f'epoch {epoch}/{args.epochs}',
+                  file=sys.stderr, disable=rank != 0) as progress:
+            losses = train_epoch(net, train_loader, optimizer, schedule, scaler, use_amp,
+                                 progress)
         top1, top5 = evaluate(model, val_loader, len(classes))
         state['epoch'] = epoch
         state['history'].append({'epoch': epoch, 'train_loss': float(np.mean(losses)),
@@ -228,6 +358,28 @@ def main(argv=None):
               f'best.pdparams (load with paddle_dla.create_model({model.config.name!r}, '
               f'pretrained=..., num_classes={len(classes)}))')
     return 0
+
+
+def _cause(exc):
+    """A DataLoader worker's failure carries the worker's whole traceback as its message:
+    keep the last line, which says what went wrong."""
+    text = str(exc)
+    if text.startswith('DataLoader worker(') and 'Traceback' in text:
+        return [line.strip() for line in text.splitlines() if line.strip()][-1]
+    return exc
+
+
+def main(argv=None):
+    exit_cleanly_on_sigterm()
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: checkpoints are written atomically
+        report(PROG, str(exc) or 'interrupted')
+        return 143 if isinstance(exc, Terminated) else 130
+    except Exception as exc:  # noqa: BLE001 - one line for the user; --debug for more
+        report(PROG, exc if args.debug else _cause(exc), debug=args.debug)
+        return 2
 
 
 if __name__ == '__main__':

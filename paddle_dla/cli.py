@@ -5,7 +5,9 @@ import os
 
 import numpy as np
 
-from .errors import report
+from .cli_args import ArgumentParser, image_size, non_negative_int, positive_int
+from .errors import Terminated, exit_cleanly_on_sigterm, report
+from .inference import DEVICE_PATTERN, PRECISIONS
 from .variants import VARIANTS
 
 EXAMPLES = """\
@@ -43,80 +45,121 @@ def _softmax(logits):
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _exported_runner(args):
+    """(variant, run) for a model served by Paddle Inference."""
+    from .inference import Predictor
+    predictor = Predictor(args.exported, device=args.device, precision=args.precision)
+    return predictor.meta.get('variant', args.model or 'dla_34'), predictor
+
+
+def _eager_runner(args):
+    """(variant, run) for an eager model built from --model and --weights/--tag."""
+    import paddle
+    if not args.model:
+        raise ValueError('give --model NAME (eager) or --exported DIR (Paddle Inference)')
+    model = _build_model(args)
+    model.eval()
+
+    def run(batch):
+        with paddle.no_grad():
+            return model(paddle.to_tensor(batch)).numpy()
+    return model.config.name, run
+
+
+def _class_names(count):
+    """ImageNet's names for a 1000-way output, numbers otherwise (fine-tuned models)."""
+    from .imagenet import class_names
+    return class_names() if count == 1000 else [f'class {i}' for i in range(count)]
+
+
 def cmd_predict(args):
     from .evaluation.transforms import Preprocess
-    from .imagenet import class_names
     from .weights import get_weights
 
-    if args.exported:
-        from .inference import Predictor
-        predictor = Predictor(args.exported, device=args.device, precision=args.precision)
-        variant = predictor.meta.get('variant', args.model or 'dla_34')
-        num_classes = predictor.meta.get('num_classes', 1000)
-        run = predictor
-    else:
-        if not args.model:
-            raise ValueError('give --model NAME (eager) or --exported DIR (Paddle Inference)')
-        import paddle
-        model = _build_model(args)
-        model.eval()
-        variant, num_classes = model.config.name, model.num_classes
-
-        def run(batch):
-            with paddle.no_grad():
-                return model(paddle.to_tensor(batch)).numpy()
+    variant, run = (_exported_runner if args.exported else _eager_runner)(args)
     preprocess = Preprocess.from_weights(get_weights(variant).transform)
-    names = class_names() if num_classes == 1000 else [f'class {i}' for i in range(num_classes)]
-    k = min(args.topk, num_classes)
     for path in args.images:
         probs = _softmax(run(preprocess(path)[None]))[0]
-        top = np.argsort(-probs)[:k]
+        names = _class_names(len(probs))  # the output decides, not what a file claims
         print(path)
-        for rank, index in enumerate(top, 1):
+        for rank, index in enumerate(np.argsort(-probs)[:args.topk], 1):
             print(f'  {rank}. {names[index]:<32} {100 * probs[index]:6.2f}%')
     return 0
 
 
+def device(text):
+    """An argparse type: ``cpu``, ``gpu`` or ``gpu:N``."""
+    if not DEVICE_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f'{text!r} is not a device: use cpu, gpu or gpu:N')
+    return text
+
+
+def _model_args(p, num_classes, required):
+    p.add_argument('--model', metavar='NAME', required=required,
+                   help=f'variant: {", ".join(VARIANTS)} (timm names work too)'
+                        + (' (required)' if required else ' (default: none, use --exported)'))
+    p.add_argument('--weights', metavar='FILE',
+                   help='.pdparams/.pth/.safetensors file (default: none, the published '
+                        'weights of --tag are used)')
+    p.add_argument('--tag', default='official',
+                   help='published weights tag (default: %(default)s)')
+    p.add_argument('--num-classes', type=num_classes, default=1000, metavar='N',
+                   help='classes of --weights, for fine-tuned models (default: %(default)s)')
+
+
+def _export_parser(sub):
+    p = sub.add_parser('export', help='write a Paddle Inference model', epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _model_args(p, non_negative_int, required=True)  # 0: a feature extractor without classifier
+    p.set_defaults(func=cmd_export)
+    p.add_argument('--out', required=True, metavar='DIR',
+                   help='output folder (required; created if needed)')
+    p.add_argument('--img-size', type=image_size, default=224, metavar='PIXELS',
+                   help='input height and width, 32 to 4096 (default: %(default)s)')
+    p.add_argument('--dynamic', action='store_true',
+                   help='accept any input size (default: fixed to --img-size)')
+    return p
+
+
+def _predict_parser(sub):
+    p = sub.add_parser('predict', help='classify images (top-k ImageNet classes)',
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('images', nargs='+', help='image files')
+    _model_args(p, positive_int, required=False)
+    p.set_defaults(func=cmd_predict)
+    p.add_argument('--exported', metavar='PATH',
+                   help='exported model folder or prefix, served by Paddle Inference '
+                        '(default: none, an eager --model)')
+    p.add_argument('--device', type=device, default='cpu',
+                   help='cpu, gpu or gpu:N, with --exported (default: %(default)s)')
+    p.add_argument('--precision', choices=PRECISIONS, default='fp32',
+                   help='fp32, bf16 (CPUs with AVX512-BF16 or AMX) or fp16 (GPU), with '
+                        '--exported (default: %(default)s)')
+    p.add_argument('--topk', type=positive_int, default=5, metavar='K',
+                   help='classes shown per image (default: %(default)s)')
+    return p
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog='paddle-dla', epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     description='DLA models for Paddle: export and predict.')
-    parser.add_argument('--debug', action='store_true', help='show tracebacks on errors')
-    sub = parser.add_subparsers(dest='command', required=True)
-
-    def model_args(p, required):
-        p.add_argument('--model', required=required,
-                       help=f'variant: {", ".join(VARIANTS)} (timm names work too)')
-        p.add_argument('--weights', help='.pdparams/.pth/.safetensors file (default: the '
-                                         'published weights of --tag)')
-        p.add_argument('--tag', default='official', help='published weights tag')
-        p.add_argument('--num-classes', type=int, default=1000,
-                       help='classes of --weights (fine-tuned models)')
-
-    export = sub.add_parser('export', help='write a Paddle Inference model',
-                            epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model_args(export, required=True)
-    export.add_argument('--out', required=True, help='output folder')
-    export.add_argument('--img-size', type=int, default=224, help='input size (default 224)')
-    export.add_argument('--dynamic', action='store_true', help='accept any input size')
-    export.set_defaults(func=cmd_export)
-
-    predict = sub.add_parser('predict', help='classify images (top-k ImageNet classes)',
-                             epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    predict.add_argument('images', nargs='+', help='image files')
-    model_args(predict, required=False)
-    predict.add_argument('--exported', help='exported model folder or prefix (Paddle Inference)')
-    predict.add_argument('--device', default='cpu', help='cpu or gpu[:N] (with --exported)')
-    predict.add_argument('--precision', default='fp32', help='fp32, bf16 (CPU) or fp16 (GPU)')
-    predict.add_argument('--topk', type=int, default=5)
-    predict.set_defaults(func=cmd_predict)
+    parser = ArgumentParser(prog='paddle-dla', epilog=EXAMPLES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            description='DLA models for Paddle: export and predict.')
+    parser.add_argument('--debug', action='store_true',
+                        help='show tracebacks on errors (default: one line)')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='{export,predict}')
+    _export_parser(sub)
+    _predict_parser(sub)
     return parser
 
 
 def main(argv=None):
+    exit_cleanly_on_sigterm()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: partial output is already removed
+        report('paddle-dla', str(exc) or 'interrupted')
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # noqa: BLE001 - one line for the user
         report('paddle-dla', exc, debug=args.debug)
         return 2
