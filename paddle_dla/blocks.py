@@ -4,7 +4,7 @@ import math
 import paddle
 import paddle.nn as nn
 
-from .layers import BatchNorm2d, conv2d
+from .layers import TorchStyleBatchNorm2D, conv2d
 
 
 def bottleneck_width(out_channels, cardinality, base_width, expansion=2):
@@ -18,9 +18,9 @@ class BasicBlock(nn.Layer):
     def __init__(self, in_channels, out_channels, stride=1, **_):
         super().__init__()
         self.conv1 = conv2d(in_channels, out_channels, 3, stride, 1)
-        self.bn1 = BatchNorm2d(out_channels)
+        self.bn1 = TorchStyleBatchNorm2D(out_channels)
         self.conv2 = conv2d(out_channels, out_channels, 3, 1, 1)
-        self.bn2 = BatchNorm2d(out_channels)
+        self.bn2 = TorchStyleBatchNorm2D(out_channels)
         self.relu = nn.ReLU()
 
     def forward(self, x, residual=None):
@@ -37,11 +37,11 @@ class Bottleneck(nn.Layer):
         super().__init__()
         mid = bottleneck_width(out_channels, cardinality, base_width)
         self.conv1 = conv2d(in_channels, mid, 1)
-        self.bn1 = BatchNorm2d(mid)
+        self.bn1 = TorchStyleBatchNorm2D(mid)
         self.conv2 = conv2d(mid, mid, 3, stride, 1, groups=cardinality)
-        self.bn2 = BatchNorm2d(mid)
+        self.bn2 = TorchStyleBatchNorm2D(mid)
         self.conv3 = conv2d(mid, out_channels, 1)
-        self.bn3 = BatchNorm2d(out_channels)
+        self.bn3 = TorchStyleBatchNorm2D(out_channels)
         self.relu = nn.ReLU()
 
     def forward(self, x, residual=None):
@@ -62,15 +62,15 @@ class Res2NetBottleneck(nn.Layer):
         self.scale = scale
         self.width = bottleneck_width(out_channels, cardinality, base_width)
         self.conv1 = conv2d(in_channels, self.width * scale, 1)
-        self.bn1 = BatchNorm2d(self.width * scale)
+        self.bn1 = TorchStyleBatchNorm2D(self.width * scale)
         n_convs = max(1, scale - 1)
         self.convs = nn.LayerList([conv2d(self.width, self.width, 3, stride, 1, groups=cardinality)
                                    for _ in range(n_convs)])
-        self.bns = nn.LayerList([BatchNorm2d(self.width) for _ in range(n_convs)])
+        self.bns = nn.LayerList([TorchStyleBatchNorm2D(self.width) for _ in range(n_convs)])
         # PyTorch's AvgPool2d counts the zero padding; Paddle's needs exclusive=False for that.
         self.pool = nn.AvgPool2D(3, stride, 1, exclusive=False) if self.is_first else None
         self.conv3 = conv2d(self.width * scale, out_channels, 1)
-        self.bn3 = BatchNorm2d(out_channels)
+        self.bn3 = TorchStyleBatchNorm2D(out_channels)
         self.relu = nn.ReLU()
 
     def forward(self, x, residual=None):
@@ -98,7 +98,7 @@ class Root(nn.Layer):
     def __init__(self, in_channels, out_channels, residual):
         super().__init__()
         self.conv = conv2d(in_channels, out_channels, 1)
-        self.bn = BatchNorm2d(out_channels)
+        self.bn = TorchStyleBatchNorm2D(out_channels)
         self.relu = nn.ReLU()
         self.residual = residual
 
@@ -135,7 +135,7 @@ class Tree(nn.Layer):
             self.tree2 = block(out_channels, out_channels, 1, **block_args)
             if in_channels != out_channels:
                 self.project = nn.Sequential(conv2d(in_channels, out_channels, 1),
-                                             BatchNorm2d(out_channels))
+                                             TorchStyleBatchNorm2D(out_channels))
             self.root = Root(root_dim, out_channels, root_residual)
         else:
             self.tree1 = Tree(levels - 1, block, in_channels, out_channels, stride,

@@ -3,7 +3,7 @@ import paddle
 import paddle.nn as nn
 
 from .blocks import BLOCKS, Tree
-from .layers import BatchNorm2d, conv2d
+from .layers import TorchStyleBatchNorm2D, conv2d
 
 NUM_LEVELS = 6
 DEFAULT_OUT_INDICES = (1, 2, 3, 4, 5)
@@ -50,7 +50,7 @@ class DLA(nn.Layer):
         self.features_only = features_only
         channels, levels = config.channels, config.levels
         self.base_layer = nn.Sequential(conv2d(in_chans, channels[0], 7, 1, 3),
-                                        BatchNorm2d(channels[0]), nn.ReLU())
+                                        TorchStyleBatchNorm2D(channels[0]), nn.ReLU())
         all_info = [dict(num_chs=channels[i], reduction=2 ** i, module=f'level{i}')
                     for i in range(NUM_LEVELS)]
         if features_only:
@@ -97,7 +97,7 @@ class DLA(nn.Layer):
         layers = []
         for i in range(n_convs):
             layers += [conv2d(in_channels, out_channels, 3, stride if i == 0 else 1, 1),
-                       BatchNorm2d(out_channels), nn.ReLU()]
+                       TorchStyleBatchNorm2D(out_channels), nn.ReLU()]
             in_channels = out_channels
         return nn.Sequential(*layers)
 

@@ -45,7 +45,7 @@ def load_pretrained(model, pretrained, skip_classifier=False):
     from_registry = pretrained is True or (isinstance(pretrained, str)
                                            and pretrained in tags_of(model))
     if from_registry:
-        from .hub import load_pretrained_state
+        from .pretrained import load_pretrained_state
         tag = None if pretrained is True else pretrained
         state = load_pretrained_state(model.config.name, tag)
         source = f'pretrained {model.config.name}'

@@ -30,7 +30,7 @@ def conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1
                      bias_attr=bias_attr)
 
 
-class BatchNorm2d(nn.BatchNorm2D):
+class TorchStyleBatchNorm2D(nn.BatchNorm2D):
     """BatchNorm2D whose running variance follows PyTorch (unbiased batch variance).
 
     Paddle's kernel folds the biased batch variance into ``_variance``; PyTorch folds

@@ -12,7 +12,7 @@ import pytest
 from filelock import FileLock
 
 import paddle_dla
-from paddle_dla.hub import CacheBusy, PretrainedUnavailable
+from paddle_dla.pretrained import CacheBusy, PretrainedUnavailable
 from paddle_dla.weights import get_weights
 from checkpoint_files import save_official
 from helpers import REPO

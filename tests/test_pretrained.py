@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import paddle_dla
-from paddle_dla.hub import PretrainedUnavailable
+from paddle_dla.pretrained import PretrainedUnavailable
 from paddle_dla.weights import WEIGHTS, get_weights, list_weights
 from checkpoint_files import official_layout, save_official, save_official_legacy, save_safetensors
 from helpers import REPO, run_cli, run_paddle

@@ -10,7 +10,7 @@ from ..cli_args import ArgumentParser
 from ..digests import file_digests
 from ..errors import PaddleDLAError, exit_cleanly_on_sigterm, one_line, printable, report
 from ..variants import VARIANTS
-from ..hub import ALLOW_UNVERIFIED_ENV
+from ..pretrained import ALLOW_UNVERIFIED_ENV
 from .pipeline import convert_checkpoint
 from .verify import timm_available, verify_with_timm
 
@@ -129,7 +129,7 @@ def checkpoints_in(folder):
 
 
 def list_cache():
-    from ..hub import cache_report
+    from ..pretrained import cache_report
     print(f'cache: {weights_home()}')
     for weights, path, sha256 in cache_report():
         print(f'{weights.name:<26} {"present" if sha256 else "missing":<8} '
@@ -138,7 +138,7 @@ def list_cache():
 
 
 def fetch_all(args):
-    from ..hub import load_pretrained_state
+    from ..pretrained import load_pretrained_state
     from ..weights import list_weights
     entries = [w for w in list_weights(args.model) if args.tag in (None, w.tag)]
     if not entries:
