@@ -42,6 +42,9 @@ from paddle_dla.cli_args import (ArgumentParser, image_size, non_negative_int,  
                                  positive_int)
 from paddle_dla.errors import exit_cleanly_on_sigterm  # noqa: E402
 from paddle_dla.evaluation.transforms import Preprocess  # noqa: E402
+from paddle_dla.preprocessing import DEFAULT as DEFAULT_PREPROCESSING  # noqa: E402
+from paddle_dla.convert.verify import timm_available, timm_holding, torch_predictor  # noqa: E402
+from paddle_dla.dla import eager_predictor  # noqa: E402
 from paddle_dla.inference import Predictor, cpu_supports_bf16, export  # noqa: E402
 
 
@@ -111,10 +114,7 @@ def engines_for(model, workdir, threads, wanted, lazy_torch=None):
     """The engines to compare, all holding ``model``'s weights."""
     engines = {}
 
-    def eager(batch):
-        with paddle.no_grad():
-            return model(paddle.to_tensor(batch)).numpy()
-    engines['paddle eager'] = eager
+    engines['paddle eager'] = eager_predictor(model)
     if not wanted or wanted & {'inference fp32', 'inference bf16'}:
         prefix = os.path.join(workdir, model.config.name)
         export(model, prefix)
@@ -123,29 +123,20 @@ def engines_for(model, workdir, threads, wanted, lazy_torch=None):
             engines['inference bf16'] = Predictor(prefix, precision='bf16', threads=threads)
     if lazy_torch is not None and not lazy_torch.startswith('torch'):
         return {k: v for k, v in engines.items() if k in wanted}
-    try:
-        import timm
-        import torch
-    except ImportError:
+    if not timm_available():
         return _select(engines, wanted)
-    from paddle_dla.convert.reverse import paddle_to_torch_state
-    _, state = paddle_to_torch_state(model.state_dict(), model.config.name)
-    reference = timm.create_model(model.config.official_name)
-    reference.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-    reference.eval()
+    import timm
+    import torch
+    reference = timm_holding(model)
     channels_last = timm.create_model(model.config.official_name)
     channels_last.load_state_dict(reference.state_dict())
     channels_last = channels_last.eval().to(memory_format=torch.channels_last)
-
-    def torch_eager(batch):
-        with torch.no_grad():
-            return reference(torch.from_numpy(batch)).numpy()
 
     def torch_cl(batch):
         with torch.no_grad():
             x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
             return channels_last(x).numpy()
-    engines['torch eager'] = torch_eager
+    engines['torch eager'] = torch_predictor(reference)
     engines['torch channels-last'] = torch_cl
     return _select(engines, wanted)
 
@@ -285,7 +276,8 @@ def main(argv=None):
                         help='comma list of variants')
     parser.add_argument('--batch-sizes', default='1,8,32', type=_batch_sizes,
                         help='comma list of batch sizes')
-    parser.add_argument('--img-size', type=image_size, default=224, help='input size')
+    parser.add_argument('--img-size', type=image_size, default=DEFAULT_PREPROCESSING.img_size,
+                        help='input size')
     parser.add_argument('--rounds', type=positive_int, default=5, help='timed runs per engine')
     parser.add_argument('--warmup', type=non_negative_int, default=2,
                         help='untimed runs per engine')

@@ -39,9 +39,10 @@ from paddle_dla.errors import (CheckpointReadError, PaddleDLAError, Terminated, 
                                exit_cleanly_on_sigterm, printable, report)
 from paddle_dla.evaluation.dataset import IMAGE_SUFFIXES  # noqa: E402
 from paddle_dla.evaluation.transforms import Preprocess  # noqa: E402
+from paddle_dla.preprocessing import DEFAULT as DEFAULT_PREPROCESSING  # noqa: E402
+from paddle_dla.weights import get_weights  # noqa: E402
 from paddle_dla.factory import load_pretrained  # noqa: E402
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PROG = 'finetune.py'
 
 
@@ -110,9 +111,10 @@ class ImageFolder(paddle.io.Dataset):
             raise FinetuneError(f'cannot read {printable(path)}')
 
 
-def train_transform(img_size):
-    augment = T.Compose([T.RandomResizedCrop(img_size), T.RandomHorizontalFlip(),
-                         T.ToTensor(), T.Normalize(MEAN, STD)])
+def train_transform(recipe):
+    """Random crops and flips, normalised as the pretrained weights expect."""
+    augment = T.Compose([T.RandomResizedCrop(recipe.img_size), T.RandomHorizontalFlip(),
+                         T.ToTensor(), T.Normalize(recipe.mean, recipe.std)])
 
     def load(path):
         try:
@@ -173,7 +175,7 @@ def parse_args(argv=None):
                    help='peak learning rate, cosine decay (default: %(default)s)')
     p.add_argument('--weight-decay', type=float_range(0, float('inf')), default=1e-4,
                    help='L2 penalty on the weights (default: %(default)s)')
-    p.add_argument('--img-size', type=image_size, default=224,
+    p.add_argument('--img-size', type=image_size, default=DEFAULT_PREPROCESSING.img_size,
                    help='training and validation size in pixels (default: %(default)s)')
     p.add_argument('--workers', type=non_negative_int, default=2,
                    help='data loading processes, 0 loads in this one (default: %(default)s)')
@@ -312,8 +314,9 @@ def run(args):
     model = build_model(args, classes)
     trainable = [p for p in model.parameters() if not p.stop_gradient]
 
-    train_set = ImageFolder(train, train_transform(args.img_size), args.img_size)
-    val_set = ImageFolder(val, Preprocess(img_size=args.img_size), args.img_size)
+    recipe = get_weights(args.model).preprocessing.with_overrides(img_size=args.img_size)
+    train_set = ImageFolder(train, train_transform(recipe), args.img_size)
+    val_set = ImageFolder(val, Preprocess.of(recipe), args.img_size)
     sampler = paddle.io.DistributedBatchSampler(train_set, args.batch_size, shuffle=True,
                                                 drop_last=len(train) > args.batch_size)
     train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler,

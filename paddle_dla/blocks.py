@@ -15,7 +15,7 @@ def bottleneck_width(out_channels, cardinality, base_width, expansion=2):
 class BasicBlock(nn.Layer):
     """Two 3x3 convs with a residual (DLA-34)."""
 
-    def __init__(self, in_channels, out_channels, stride=1, **_):
+    def __init__(self, in_channels, out_channels, stride=1):
         super().__init__()
         self.conv1 = conv2d(in_channels, out_channels, 3, stride, 1)
         self.bn1 = TorchStyleBatchNorm2D(out_channels)
@@ -33,7 +33,7 @@ class BasicBlock(nn.Layer):
 class Bottleneck(nn.Layer):
     """1x1 -> grouped 3x3 -> 1x1 bottleneck, expansion 2 (DLA-46..169 and their X forms)."""
 
-    def __init__(self, in_channels, out_channels, stride=1, cardinality=1, base_width=64, **_):
+    def __init__(self, in_channels, out_channels, stride=1, cardinality=1, base_width=64):
         super().__init__()
         mid = bottleneck_width(out_channels, cardinality, base_width)
         self.conv1 = conv2d(in_channels, mid, 1)
@@ -56,7 +56,7 @@ class Res2NetBottleneck(nn.Layer):
     """Res2Net bottleneck (Gao et al.): the 3x3 stage works on `scale` hierarchical splits."""
 
     def __init__(self, in_channels, out_channels, stride=1, cardinality=1, base_width=64,
-                 scale=4, **_):
+                 scale=4):
         super().__init__()
         self.is_first = stride > 1
         self.scale = scale

@@ -55,19 +55,21 @@ def _as_numpy(value):
     return value.numpy() if isinstance(value, paddle.Tensor) else np.asarray(value)
 
 
-def load_state_dict_strict(model, state, context=''):
+def load_state_dict_strict(model, state, context='', keep_own=()):
     """Copy ``state`` into ``model``, refusing any missing, unexpected or mis-shaped key.
 
-    Values are cast to the dtype of the model's own tensors, so a float32 file
-    loads into a float64 model and vice versa.
+    Keys under the prefixes ``keep_own`` must be absent from ``state`` and keep the model's
+    own values (a fresh classifier for fine-tuning). Values are cast to the dtype of the
+    model's own tensors, so a float32 file loads into a float64 model and vice versa.
     """
-    own = model.state_dict()
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(tuple(keep_own))}
     check_state_dict({k: tuple(v.shape) for k, v in own.items()}, state, context)
     cast = {k: paddle.to_tensor(_as_numpy(state[k]).astype(_numpy_dtype(own[k])))
             for k in own}
     result = model.set_state_dict(cast)
     if result is not None:  # (missing, unexpected) on Paddle >= 2.x
         missing, unexpected = result
+        missing = [k for k in missing if not k.startswith(tuple(keep_own))]
         if missing or unexpected:
             raise StateDictMismatch(missing, unexpected, context=context)
     return model

@@ -7,6 +7,8 @@ import numpy as np
 
 from .cli_args import ArgumentParser, image_size, non_negative_int, positive_int
 from .errors import Terminated, exit_cleanly_on_sigterm, report
+from .imagenet import NUM_CLASSES
+from .preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from .inference import DEVICE_PATTERN, PRECISIONS
 from .variants import VARIANTS
 
@@ -46,38 +48,38 @@ def _softmax(logits):
 
 
 def _exported_runner(args):
-    """(variant, run) for a model served by Paddle Inference."""
-    from .inference import Predictor
+    """(recipe, run) for a model served by Paddle Inference: the preprocessing the export
+    recorded, else the published weights' recipe of its variant."""
+    from .inference import Predictor, recipe_of
+    from .weights import get_weights
     predictor = Predictor(args.exported, device=args.device, precision=args.precision)
-    return predictor.meta.get('variant', args.model or 'dla_34'), predictor
+    recipe = recipe_of(predictor.meta) or get_weights(
+        predictor.meta.get('variant', args.model or 'dla_34')).preprocessing
+    return recipe, predictor
 
 
 def _eager_runner(args):
-    """(variant, run) for an eager model built from --model and --weights/--tag."""
-    import paddle
+    """(recipe, run) for an eager model built from --model and --weights/--tag."""
+    from .dla import eager_predictor
+    from .weights import get_weights
     if not args.model:
         raise ValueError('give --model NAME (eager) or --exported DIR (Paddle Inference)')
     model = _build_model(args)
     model.eval()
-
-    def run(batch):
-        with paddle.no_grad():
-            return model(paddle.to_tensor(batch)).numpy()
-    return model.config.name, run
+    return get_weights(model.config.name).preprocessing, eager_predictor(model)
 
 
 def _class_names(count):
     """ImageNet's names for a 1000-way output, numbers otherwise (fine-tuned models)."""
     from .imagenet import class_names
-    return class_names() if count == 1000 else [f'class {i}' for i in range(count)]
+    return class_names() if count == NUM_CLASSES else [f'class {i}' for i in range(count)]
 
 
 def cmd_predict(args):
     from .evaluation.transforms import Preprocess
-    from .weights import get_weights
 
-    variant, run = (_exported_runner if args.exported else _eager_runner)(args)
-    preprocess = Preprocess.from_weights(get_weights(variant).transform)
+    recipe, run = (_exported_runner if args.exported else _eager_runner)(args)
+    preprocess = Preprocess.of(recipe)
     for path in args.images:
         probs = _softmax(run(preprocess(path)[None]))[0]
         names = _class_names(len(probs))  # the output decides, not what a file claims
@@ -103,7 +105,7 @@ def _model_args(p, num_classes, required):
                         'weights of --tag are used)')
     p.add_argument('--tag', default='official',
                    help='published weights tag (default: %(default)s)')
-    p.add_argument('--num-classes', type=num_classes, default=1000, metavar='N',
+    p.add_argument('--num-classes', type=num_classes, default=NUM_CLASSES, metavar='N',
                    help='classes of --weights, for fine-tuned models (default: %(default)s)')
 
 
@@ -114,7 +116,8 @@ def _export_parser(sub):
     p.set_defaults(func=cmd_export)
     p.add_argument('--out', required=True, metavar='DIR',
                    help='output folder (required; created if needed)')
-    p.add_argument('--img-size', type=image_size, default=224, metavar='PIXELS',
+    p.add_argument('--img-size', type=image_size, default=DEFAULT_PREPROCESSING.img_size,
+                   metavar='PIXELS',
                    help='input height and width, 32 to 4096 (default: %(default)s)')
     p.add_argument('--dynamic', action='store_true',
                    help='accept any input size (default: fixed to --img-size)')

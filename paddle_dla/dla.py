@@ -3,10 +3,27 @@ import paddle
 import paddle.nn as nn
 
 from .blocks import BLOCKS, Tree
+from .imagenet import NUM_CLASSES
 from .layers import TorchStyleBatchNorm2D, conv2d
 
 NUM_LEVELS = 6
 DEFAULT_OUT_INDICES = (1, 2, 3, 4, 5)
+CLASSIFIER = 'fc'           # the classifier's name: a 1x1 convolution, as in the official code
+FIRST_CONV = 'base_layer.0'  # the convolution that sees the input channels
+
+
+def state_num_classes(state, default=NUM_CLASSES):
+    """The class count of a (Paddle- or torch-named) DLA state dict, from its classifier."""
+    weight = state.get(f'{CLASSIFIER}.weight')
+    return int(weight.shape[0]) if weight is not None and len(weight.shape) == 4 else default
+
+
+def eager_predictor(model):
+    """``model`` as a numpy-in, numpy-out callable without gradients, as a Predictor is."""
+    def predict(batch):
+        with paddle.no_grad():
+            return model(paddle.to_tensor(batch)).numpy()
+    return predict
 
 
 class FeatureInfo(list):
@@ -42,7 +59,7 @@ class DLA(nn.Layer):
         out_indices: levels to return with ``features_only``.
     """
 
-    def __init__(self, config, num_classes=1000, in_chans=3, drop_rate=0.0, with_pool=True,
+    def __init__(self, config, num_classes=NUM_CLASSES, in_chans=3, drop_rate=0.0, with_pool=True,
                  features_only=False, out_indices=DEFAULT_OUT_INDICES):
         super().__init__()
         self.config = config
@@ -67,10 +84,7 @@ class DLA(nn.Layer):
             self.feature_info = FeatureInfo(all_info)
         self.num_levels_built = last_level + 1
 
-        block = BLOCKS[config.block]
-        block_args = dict(cardinality=config.cardinality, base_width=config.base_width)
-        if config.block == 'res2net':
-            block_args['scale'] = config.scale
+        block, block_args = BLOCKS[config.block], config.block_options
         for i in range(self.num_levels_built):
             if i < 2:
                 level = self._conv_level(channels[max(i - 1, 0)], channels[i], levels[i],
@@ -153,5 +167,5 @@ class DLA(nn.Layer):
 
     def unused_checkpoint_prefixes(self):
         """Key prefixes of a full classifier checkpoint that this model does not build."""
-        head = ('fc.',) if self.fc is None else ()
+        head = (f'{CLASSIFIER}.',) if self.fc is None else ()
         return head + tuple(f'level{i}.' for i in range(self.num_levels_built, NUM_LEVELS))

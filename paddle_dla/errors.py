@@ -14,6 +14,10 @@ class CheckpointReadError(PaddleDLAError, ValueError):
     """A weights file could not be read safely; the message names the file."""
 
 
+class UsageError(PaddleDLAError, ValueError):
+    """A command line asks for something that cannot be done as asked."""
+
+
 def printable(text):
     """``text`` with control and other non-printing characters escaped (``\\x1b``), so a
     name taken from a file can never drive the terminal."""

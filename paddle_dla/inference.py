@@ -19,6 +19,8 @@ import paddle
 
 from .atomic import atomic_folder_output
 from .errors import PaddleDLAError, one_line, printable
+from .preprocessing import Preprocessing
+from .weights import get_weights
 
 MODEL_SUFFIXES = ('.json', '.pdmodel')
 PARAMS_SUFFIX = '.pdiparams'
@@ -43,11 +45,13 @@ class ExportError(PaddleDLAError):
     """An export could not be written completely; nothing was left at the destination."""
 
 
-def export(model, path_prefix, input_shape=(None, 3, 224, 224), weights=None):
+def export(model, path_prefix, input_shape=(None, 3, 224, 224), weights=None,
+           preprocessing=None):
     """Write ``model`` as a Paddle inference model at ``path_prefix``; returns the files.
 
     ``input_shape`` may leave any dimension ``None`` (dynamic). A small
-    ``<prefix>.dla.json`` records the variant, classes and preprocessing for ``predict``.
+    ``<prefix>.dla.json`` records the variant, classes and ``preprocessing`` (default: the
+    published weights' recipe at the exported size) for ``predict``.
     All files are written into a temporary folder beside the destination and checked
     before any is moved into place: ``paddle.jit.save`` does not report failed writes (a
     full disk leaves truncated files behind without an error).
@@ -65,7 +69,8 @@ def export(model, path_prefix, input_shape=(None, 3, 224, 224), weights=None):
     static = paddle.jit.to_static(net, input_spec=[spec], full_graph=True)
     meta = {'variant': model.config.name, 'num_classes': model.num_classes,
             'in_chans': model.in_chans, 'input_shape': list(input_shape),
-            'features_only': model.features_only, 'weights': weights}
+            'features_only': model.features_only, 'weights': weights,
+            'preprocessing': _export_recipe(model, input_shape, preprocessing).as_dict()}
     expected = sorted(tuple(v.shape) for v in net.state_dict().values())
     try:
         with atomic_folder_output(folder) as tmp:
@@ -81,6 +86,18 @@ def export(model, path_prefix, input_shape=(None, 3, 224, 224), weights=None):
     given = os.fspath(path_prefix)  # report the files as the caller named them
     return [given + s for s in (*MODEL_SUFFIXES, PARAMS_SUFFIX, META_SUFFIX)
             if os.path.exists(prefix + s)]
+
+
+def _export_recipe(model, input_shape, preprocessing):
+    if preprocessing is not None:
+        return preprocessing
+    fixed = input_shape[-1] if input_shape[-1] == input_shape[-2] else None
+    return get_weights(model.config.name).preprocessing.with_overrides(img_size=fixed)
+
+
+def recipe_of(meta):
+    """The preprocessing an export recorded, or None for exports that recorded none."""
+    return Preprocessing.from_dict(meta['preprocessing']) if 'preprocessing' in meta else None
 
 
 def _check_destination(folder):
@@ -333,6 +350,10 @@ def _check_metadata(meta, shown):
         and all(d is None or _is_count(d, 1) for d in shape),
     }
     bad = [key for key, ok in checks.items() if key in meta and not ok]
+    try:
+        recipe_of(meta)
+    except (TypeError, ValueError, AttributeError):
+        bad.append('preprocessing')
     if bad:
         raise ModelFileError(f'{shown} is corrupt: unexpected {", ".join(bad)}')
 

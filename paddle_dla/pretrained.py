@@ -10,6 +10,7 @@ from filelock import FileLock, Timeout
 
 from .cache import cached_weights_path, weights_home
 from .checkpoint import load_pdparams, save_pdparams
+from .convert.pipeline import convert_checkpoint
 from .digests import file_digests
 from .download import DownloadError, download, remove_stale_parts
 from .errors import PaddleDLAError
@@ -49,8 +50,6 @@ def _lock_timeout_s():
 
 def _fetch_and_convert(weights, source, target, keep_download):
     """Download one source, convert it strictly, write ``target``. Raises with a short reason."""
-    from .convert.pipeline import convert_checkpoint
-
     downloads = os.path.join(weights_home(), 'downloads')
     name = source.filename if source.sha256_prefix else \
         f'{weights.variant}-{weights.tag}-{source.filename}'

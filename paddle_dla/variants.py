@@ -22,6 +22,14 @@ class DLAConfig:
     residual_root: bool = False
     scale: int = 1            # Res2Net split count (res2net blocks only)
 
+    @property
+    def block_options(self):
+        """The keyword arguments this variant's block takes beyond its channels and stride."""
+        if self.block == 'basic':
+            return {}
+        options = dict(cardinality=self.cardinality, base_width=self.base_width)
+        return {**options, 'scale': self.scale} if self.block == 'res2net' else options
+
 
 _WIDE = (16, 32, 128, 256, 512, 1024)
 _COMPACT = (16, 32, 64, 64, 128, 256)
@@ -29,16 +37,20 @@ _COMPACT = (16, 32, 64, 64, 128, 256)
 VARIANTS = {c.name: c for c in (
     DLAConfig('dla_34', 'dla34', (1, 1, 1, 2, 2, 1), (16, 32, 64, 128, 256, 512), 'basic'),
     DLAConfig('dla_46_c', 'dla46_c', (1, 1, 1, 2, 2, 1), _COMPACT, 'bottleneck'),
-    DLAConfig('dla_46x_c', 'dla46x_c', (1, 1, 1, 2, 2, 1), _COMPACT, 'bottleneck', 32, 4),
-    DLAConfig('dla_60x_c', 'dla60x_c', (1, 1, 1, 2, 3, 1), _COMPACT, 'bottleneck', 32, 4),
+    DLAConfig('dla_46x_c', 'dla46x_c', (1, 1, 1, 2, 2, 1), _COMPACT, 'bottleneck', cardinality=32, base_width=4),
+    DLAConfig('dla_60x_c', 'dla60x_c', (1, 1, 1, 2, 3, 1), _COMPACT, 'bottleneck', cardinality=32, base_width=4),
     DLAConfig('dla_60', 'dla60', (1, 1, 1, 2, 3, 1), _WIDE, 'bottleneck'),
-    DLAConfig('dla_60x', 'dla60x', (1, 1, 1, 2, 3, 1), _WIDE, 'bottleneck', 32, 4),
+    DLAConfig('dla_60x', 'dla60x', (1, 1, 1, 2, 3, 1), _WIDE, 'bottleneck', cardinality=32, base_width=4),
     DLAConfig('dla_102', 'dla102', (1, 1, 1, 3, 4, 1), _WIDE, 'bottleneck', residual_root=True),
-    DLAConfig('dla_102x', 'dla102x', (1, 1, 1, 3, 4, 1), _WIDE, 'bottleneck', 32, 4, residual_root=True),
-    DLAConfig('dla_102x2', 'dla102x2', (1, 1, 1, 3, 4, 1), _WIDE, 'bottleneck', 64, 4, residual_root=True),
+    DLAConfig('dla_102x', 'dla102x', (1, 1, 1, 3, 4, 1), _WIDE, 'bottleneck', cardinality=32, base_width=4,
+              residual_root=True),
+    DLAConfig('dla_102x2', 'dla102x2', (1, 1, 1, 3, 4, 1), _WIDE, 'bottleneck', cardinality=64, base_width=4,
+              residual_root=True),
     DLAConfig('dla_169', 'dla169', (1, 1, 2, 3, 5, 1), _WIDE, 'bottleneck', residual_root=True),
-    DLAConfig('dla_60_res2net', 'dla60_res2net', (1, 1, 1, 2, 3, 1), _WIDE, 'res2net', 1, 28, scale=4),
-    DLAConfig('dla_60_res2next', 'dla60_res2next', (1, 1, 1, 2, 3, 1), _WIDE, 'res2net', 8, 4, scale=4),
+    DLAConfig('dla_60_res2net', 'dla60_res2net', (1, 1, 1, 2, 3, 1), _WIDE, 'res2net', base_width=28,
+              scale=4),
+    DLAConfig('dla_60_res2next', 'dla60_res2next', (1, 1, 1, 2, 3, 1), _WIDE, 'res2net', cardinality=8,
+              base_width=4, scale=4),
 )}
 
 # Names accepted on input: ours, the official/timm ones, in any case, with '-' for '_'.

@@ -5,10 +5,14 @@ import dataclasses
 import json
 import os
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from .digests import Expected
+from .dla import CLASSIFIER, FIRST_CONV
+from .imagenet import NUM_CLASSES
+from .preprocessing import DEFAULT as DEFAULT_PREPROCESSING
+from .preprocessing import Preprocessing
 from .variants import VARIANTS, get_config
 
 OFFICIAL_SERVER = 'http://dl.yf.io/dla/models/imagenet/'
@@ -26,19 +30,8 @@ FULL_DIGESTS = {
 }
 
 TIMM_TABLE = 'timm results table'
+DEFAULT_TAG = 'official'
 PADDLE_PORT_TABLE = 'Paddle port table (+tricks weights)'
-
-
-@dataclass(frozen=True)
-class EvalTransform:
-    """The reference ImageNet protocol: PIL bilinear resize of the short side, centre crop."""
-
-    resize: int = 256           # floor(224 / 0.875)
-    crop: int = 224
-    crop_pct: float = 0.875
-    interpolation: str = 'bilinear'
-    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -81,9 +74,10 @@ class Weights:
     params_m: float                 # published parameter count (millions)
     params_count_bn_stats: bool     # whether params_m counts BN running statistics
     gmacs: float                    # published multiply-accumulates at 224 (billions)
-    license: str = 'BSD-3-Clause'
-    num_classes: int = 1000
-    transform: EvalTransform = field(default_factory=EvalTransform)
+    num_classes: int = NUM_CLASSES
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING
+    classifier: str = CLASSIFIER    # module names that loading adapts (as timm's configs)
+    first_conv: str = FIRST_CONV
 
     @property
     def name(self):
@@ -96,21 +90,24 @@ def _pth(base, stem, sha):
     return Source(base + filename, sha, sha384, size)
 
 
-# name: (official sha, timm-mirror stem and sha, top1, top5, params M, GMACs)
+# name: (official sha, timm-mirror sha, top1, top5, params M, GMACs); the Res2Net variants
+# have no official file.
 _OFFICIAL = {
-    'dla_34': ('ba72cf86', 'dla34', '2b83ff04', 74.632, 92.052, 15.8, 3.1),
-    'dla_46_c': ('2bfd52c3', 'dla46_c', '9b68d685', 64.880, 86.330, 1.3, 0.5),
-    'dla_46x_c': ('d761bae7', 'dla46x_c', '6bc5b5c8', 66.008, 86.946, 1.1, 0.5),
-    'dla_60x_c': ('b870c45c', 'dla60x_c', 'a38e054a', 67.928, 88.426, 1.3, 0.6),
-    'dla_60': ('24839fc4', 'dla60', '9e91bd4d', 77.036, 93.316, 22.0, 4.2),
-    'dla_60x': ('d15cacda', 'dla60x', '6818f6bb', 78.234, 94.022, 17.4, 3.5),
-    'dla_102': ('d94d9790', 'dla102', '21f57b54', 78.016, 93.952, 33.3, 7.2),
-    'dla_102x': ('ad62be81', 'dla102x', '7ec0aa2a', 78.516, 94.226, 26.4, 5.9),
-    'dla_102x2': ('262837b6', 'dla102x2', 'ac4239c4', 79.448, 94.654, 41.4, 9.3),
-    'dla_169': ('0914e092', 'dla169', '7c767967', 78.702, 94.334, 53.5, 11.6),
-    'dla_60_res2net': (None, 'res2net_dla60_4s', 'd88db7f9', 78.480, 94.204, 20.85, 4.1),
-    'dla_60_res2next': (None, 'res2next_dla60_4s', 'd327927b', 78.488, 94.144, 17.03, 3.5),
+    'dla_34': ('ba72cf86', '2b83ff04', 74.632, 92.052, 15.8, 3.1),
+    'dla_46_c': ('2bfd52c3', '9b68d685', 64.880, 86.330, 1.3, 0.5),
+    'dla_46x_c': ('d761bae7', '6bc5b5c8', 66.008, 86.946, 1.1, 0.5),
+    'dla_60x_c': ('b870c45c', 'a38e054a', 67.928, 88.426, 1.3, 0.6),
+    'dla_60': ('24839fc4', '9e91bd4d', 77.036, 93.316, 22.0, 4.2),
+    'dla_60x': ('d15cacda', '6818f6bb', 78.234, 94.022, 17.4, 3.5),
+    'dla_102': ('d94d9790', '21f57b54', 78.016, 93.952, 33.3, 7.2),
+    'dla_102x': ('ad62be81', '7ec0aa2a', 78.516, 94.226, 26.4, 5.9),
+    'dla_102x2': ('262837b6', 'ac4239c4', 79.448, 94.654, 41.4, 9.3),
+    'dla_169': ('0914e092', '7c767967', 78.702, 94.334, 53.5, 11.6),
+    'dla_60_res2net': (None, 'd88db7f9', 78.480, 94.204, 20.85, 4.1),
+    'dla_60_res2next': (None, 'd327927b', 78.488, 94.144, 17.03, 3.5),
 }
+# The timm mirror names its files as the official release, except these.
+_TIMM_STEMS = {'dla_60_res2net': 'res2net_dla60_4s', 'dla_60_res2next': 'res2next_dla60_4s'}
 # name: (sha, top1, top5) of the "+tricks" checkpoints on the official server.
 _TRICKS = {
     'dla_34': ('24a49e58', 76.39, 93.15),
@@ -121,20 +118,19 @@ _TRICKS = {
 
 def _build():
     table = {}
-    for name, (sha, mirror_stem, mirror_sha, top1, top5, params, gmacs) in _OFFICIAL.items():
+    for name, (sha, mirror_sha, top1, top5, params, gmacs) in _OFFICIAL.items():
         official = get_config(name).official_name
         is_res2net = sha is None
         sources = (() if is_res2net else (_pth(OFFICIAL_SERVER, official, sha),)) + (
-            _pth(TIMM_MIRROR, mirror_stem, mirror_sha), Source(HF_HUB.format(official)))
+            _pth(TIMM_MIRROR, _TIMM_STEMS.get(name, official), mirror_sha),
+            Source(HF_HUB.format(official)))
         if name in SECOND_PUBLISHER:
             sources += (_pth(SECOND_PUBLISHER[name], official, sha),)
-        table[(name, 'official')] = Weights(
-            name, 'official', tuple(sorted(sources, key=preference)), top1, top5, TIMM_TABLE,
-            params,
-            params_count_bn_stats=not is_res2net, gmacs=gmacs,
-            license='unknown' if is_res2net else 'BSD-3-Clause')
+        table[(name, DEFAULT_TAG)] = Weights(
+            name, DEFAULT_TAG, tuple(sorted(sources, key=preference)), top1, top5, TIMM_TABLE,
+            params, params_count_bn_stats=not is_res2net, gmacs=gmacs)
     for name, (sha, top1, top5) in _TRICKS.items():
-        base = table[(name, 'official')]
+        base = table[(name, DEFAULT_TAG)]
         table[(name, 'tricks')] = Weights(
             name, 'tricks', (_pth(OFFICIAL_SERVER, get_config(name).official_name + '+tricks',
                                   sha),),
@@ -144,7 +140,6 @@ def _build():
 
 
 WEIGHTS = _build()
-DEFAULT_TAG = 'official'
 assert {v for v, _ in WEIGHTS} == set(VARIANTS)
 
 

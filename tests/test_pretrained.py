@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,35 +14,93 @@ import pytest
 
 import paddle_dla
 from paddle_dla.pretrained import PretrainedUnavailable
-from paddle_dla.weights import WEIGHTS, get_weights, list_weights
-from checkpoint_files import official_layout, save_official, save_official_legacy, save_safetensors
-from helpers import REPO, run_cli, run_paddle
+from paddle_dla.weights import PADDLE_PORT_TABLE, TIMM_TABLE, WEIGHTS, get_weights, list_weights
+from helpers import REPO, relative_error, run_cli, run_paddle, top1_agrees
 from mirror_server import MirrorServer
-from oracle import oracle, random_images, reference_logits, relative_error, top1_agrees
 
-# REFERENCE §4, timm results table column (official weights), and the Paddle port table's
-# +tricks rows.
-PUBLISHED = {
-    'dla_34': (74.632, 92.052), 'dla_46_c': (64.880, 86.330), 'dla_46x_c': (66.008, 86.946),
-    'dla_60x_c': (67.928, 88.426), 'dla_60': (77.036, 93.316), 'dla_60x': (78.234, 94.022),
-    'dla_102': (78.016, 93.952), 'dla_102x': (78.516, 94.226), 'dla_102x2': (79.448, 94.654),
-    'dla_169': (78.702, 94.334), 'dla_60_res2net': (78.480, 94.204),
-    'dla_60_res2next': (78.488, 94.144),
-}
-PUBLISHED_TRICKS = {'dla_34': (76.39, 93.15), 'dla_102': (79.44, 94.76), 'dla_60': (None, None)}
+# The published figures are gathered in the reference file shared beside the repository
+# (CI clones the repository next to it); the registry must hold exactly its numbers.
+REFERENCE = os.path.join(os.path.dirname(REPO), 'shared', 'REFERENCE.md')
+ACCURACY_SECTION = '## 4. Published ImageNet-1k validation accuracy'
 
 
-def test_registry_has_every_variant_and_the_published_numbers():
+def published_table(path=REFERENCE):
+    """``{variant: {'official': (top1, top5), 'tricks': (top1, top5) or None, 'params_m':
+    float, 'gmacs': float}}`` from the accuracy table of the reference file."""
+    if not os.path.exists(path):
+        pytest.skip(f'{path} is absent: the published accuracy table lives in the shared '
+                    f'reference file beside the repository (shared/REFERENCE.md), so the '
+                    f'registry cannot be checked against it here')
+    text = open(path, encoding='utf-8').read()
+    start = text.find(ACCURACY_SECTION)
+    assert start >= 0, f'{path} lost its section "{ACCURACY_SECTION}"'
+    section = text[start:].split('\n## ', 1)[0]
+    rows = [[cell.strip() for cell in line.strip().strip('|').split('|')]
+            for line in section.splitlines() if line.startswith('|')]
+    header = [h.lower() for h in rows[0]]
+
+    def column(word):
+        (index,) = [i for i, h in enumerate(header) if word in h]
+        return index
+
+    official, port = column('official weights'), column('paddle port')
+    params, gmacs = column('params'), column('gmacs')
+    pair = re.compile(r'^(\d+\.\d+) / (\d+\.\d+)')
+    table = {}
+    for row in rows[2:]:
+        timm_figures = pair.match(row[official])
+        port_figures = pair.match(row[port])
+        table[row[0]] = {
+            'official': tuple(map(float, timm_figures.groups())),
+            'tricks': (tuple(map(float, port_figures.groups()))
+                       if port_figures and '+tricks' in row[port] else None),
+            'params_m': float(row[params]), 'gmacs': float(row[gmacs])}
+    return table
+
+
+def test_registry_holds_the_published_numbers():
+    table = published_table()
+    assert sorted(table) == sorted(paddle_dla.list_models())
+    for name, published in table.items():
+        official = get_weights(name)
+        assert (official.top1, official.top5) == published['official'], name
+        assert official.metrics_source == TIMM_TABLE
+        assert (official.params_m, official.gmacs) == (published['params_m'],
+                                                      published['gmacs']), name
+        if published['tricks']:  # the Paddle port measured these rows with +tricks weights
+            tricks = get_weights(name, 'tricks')
+            assert (tricks.top1, tricks.top5) == published['tricks'], name
+            assert tricks.metrics_source == PADDLE_PORT_TABLE
+    # ...and the registry claims no published figures the table does not hold.
+    claimed = {v for (v, t), w in WEIGHTS.items() if t == 'tricks' and w.top1 is not None}
+    assert claimed == {name for name, row in table.items() if row['tricks']}
+
+
+def test_the_table_reader_reads_what_it_claims(tmp_path):
+    """The reader on a small table: each column to its field, a later section ignored."""
+    sample = tmp_path / 'REFERENCE.md'
+    sample.write_text(f'# facts\n\n{ACCURACY_SECTION} (top-1 / top-5 %)\n\nprose\n\n'
+                      '| model | official weights (timm) | Paddle port table | params (M) | '
+                      'GMACs |\n|---|---|---|---|---|\n'
+                      '| dla_a | 1.5 / 2.25 | 3.0 / 4.0 (+tricks weights) | 5.5 | 6.5 |\n'
+                      '| dla_b | 7.125 / 8.0 | 7.13 / 8.01 | 9.0 | 10.0 |\n'
+                      '| dla_c | 11.0 / 12.0 | - | 13.25 | 14.0 |\n\n'
+                      '## 5. Next\n\n| dla_d | 1.0 / 1.0 | - | 1 | 1 |\n')
+    assert published_table(str(sample)) == {
+        'dla_a': {'official': (1.5, 2.25), 'tricks': (3.0, 4.0), 'params_m': 5.5, 'gmacs': 6.5},
+        'dla_b': {'official': (7.125, 8.0), 'tricks': None, 'params_m': 9.0, 'gmacs': 10.0},
+        'dla_c': {'official': (11.0, 12.0), 'tricks': None, 'params_m': 13.25, 'gmacs': 14.0}}
+
+
+def test_registry_has_every_variant_its_sources_and_preprocessing():
     for name in paddle_dla.list_models():
         weights = get_weights(name)
-        assert weights.tag == 'official' and (weights.top1, weights.top5) == PUBLISHED[name]
-        assert weights.transform.resize == 256 and weights.transform.crop == 224
-        assert weights.transform.interpolation == 'bilinear' and weights.num_classes == 1000
+        assert weights.tag == 'official' and weights.top1 and weights.top5
+        assert weights.preprocessing.resize == 256 and weights.preprocessing.img_size == 224
+        assert weights.preprocessing.interpolation == 'bilinear' and weights.num_classes == 1000
         hf = (f'https://huggingface.co/timm/{paddle_dla.get_config(name).official_name}.in1k/'
               f'resolve/main/model.safetensors')
         assert hf in [s.url for s in weights.sources]
-    for name, numbers in PUBLISHED_TRICKS.items():
-        assert (get_weights(name, 'tricks').top1, get_weights(name, 'tricks').top5) == numbers
     assert sorted(t for v, t in WEIGHTS) == ['official'] * 12 + ['tricks'] * 3
     hosts = {urllib.parse.urlsplit(s.url).netloc for w in list_weights() for s in w.sources}
     assert hosts == {'dl.yf.io', 'github.com', 'huggingface.co',
@@ -71,6 +130,7 @@ def cache(tmp_path, monkeypatch):
 
 def _publish(server, tmp_path, monkeypatch, variant, layouts=('official',), behaviour=None):
     """Serve oracle weights of ``variant`` and point its registry entry at them."""
+    from checkpoint_files import save_official, save_official_legacy, save_safetensors
     sources = []
     for i, layout in enumerate(layouts):
         if layout in ('official', 'legacy'):
@@ -101,6 +161,7 @@ def _cache_files(home):
 
 
 def _assert_matches_oracle(model, variant):
+    from oracle import oracle, random_images, reference_logits
     model.eval()
     images = random_images((2, 3, 64, 64))
     reference = reference_logits(oracle(variant), images)
@@ -108,6 +169,7 @@ def _assert_matches_oracle(model, variant):
     assert relative_error(ours, reference) <= 1e-3 and top1_agrees(ours, reference)
 
 
+@pytest.mark.torch
 def test_pretrained_true_downloads_verifies_converts_and_caches(cache, tmp_path, monkeypatch):
     with MirrorServer() as server:
         _publish(server, tmp_path, monkeypatch, 'dla_46_c')
@@ -120,6 +182,7 @@ def test_pretrained_true_downloads_verifies_converts_and_caches(cache, tmp_path,
     _assert_matches_oracle(again, 'dla_46_c')
 
 
+@pytest.mark.torch
 def test_404_falls_through_to_the_safetensors_source(cache, tmp_path, monkeypatch):
     monkeypatch.setenv('PADDLE_DLA_ALLOW_UNVERIFIED', '1')  # the safetensors file has no hash
     with MirrorServer() as server:
@@ -129,6 +192,7 @@ def test_404_falls_through_to_the_safetensors_source(cache, tmp_path, monkeypatc
     _assert_matches_oracle(model, 'dla_60_res2next')
 
 
+@pytest.mark.torch
 def test_dropped_connection_is_retried_then_falls_through(cache, tmp_path, monkeypatch):
     monkeypatch.setenv('PADDLE_DLA_ALLOW_UNVERIFIED', '1')
     with MirrorServer() as server:
@@ -141,6 +205,7 @@ def test_dropped_connection_is_retried_then_falls_through(cache, tmp_path, monke
     assert _cache_files(cache) == ['dla_46x_c-official.pdparams']
 
 
+@pytest.mark.torch
 def test_corrupt_bytes_are_a_sha256_mismatch_and_leave_nothing(cache, tmp_path, monkeypatch):
     with MirrorServer() as server:
         _publish(server, tmp_path, monkeypatch, 'dla_46_c', behaviour={0: 'corrupt'})
@@ -172,6 +237,7 @@ def test_no_network_fails_fast_with_the_way_out(cache, monkeypatch):
     assert _cache_files(cache) == []
 
 
+@pytest.mark.torch
 def test_a_stalled_server_times_out(cache, tmp_path, monkeypatch):
     monkeypatch.setenv('PADDLE_DLA_TIMEOUT', '0.5')
     with MirrorServer() as server:
@@ -183,11 +249,13 @@ def test_a_stalled_server_times_out(cache, tmp_path, monkeypatch):
     assert _cache_files(cache) == []
 
 
+@pytest.mark.torch
 def test_other_num_classes_loads_the_backbone_and_warns(cache, tmp_path, monkeypatch):
     with MirrorServer() as server:
         _publish(server, tmp_path, monkeypatch, 'dla_46_c')
         with pytest.warns(UserWarning, match=r'classifier not loaded \(fc.bias, fc.weight\)'):
             model = paddle_dla.dla_46_c(pretrained=True, num_classes=10)
+    from checkpoint_files import official_layout
     state = official_layout('dla_46_c')
     np.testing.assert_array_equal(model.level5.root.conv.weight.numpy(),
                                   state['level5.root.conv.weight'].numpy())
@@ -200,6 +268,7 @@ CONCURRENT = ("import paddle_dla, sys; m = paddle_dla.dla_46_c(pretrained=True);
               "print('ok', m.num_classes)")
 
 
+@pytest.mark.torch
 def test_two_processes_share_one_download(cache, tmp_path, monkeypatch):
     with MirrorServer() as server:
         _publish(server, tmp_path, monkeypatch, 'dla_46_c', behaviour={0: 'slow'})
@@ -219,6 +288,7 @@ NO_TORCH_PRETRAINED = ("import sys; sys.modules['torch'] = None; import paddle_d
                       "except Exception as e: print(e)")
 
 
+@pytest.mark.torch  # torch writes the served file; the reading child has none
 @pytest.mark.parametrize('legacy', [False, True])
 def test_pth_source_without_torch(cache, tmp_path, monkeypatch, legacy):
     """Neither zip-format nor legacy .pth files need torch."""
@@ -230,7 +300,9 @@ def test_pth_source_without_torch(cache, tmp_path, monkeypatch, legacy):
     assert _cache_files(cache) == ['dla_46_c-official.pdparams']
 
 
+@pytest.mark.torch
 def test_pretrained_path_to_pth_and_safetensors_converts_in_memory(tmp_path):
+    from checkpoint_files import save_official, save_safetensors
     save_official('dla_34', tmp_path / 'dla34.pth')
     save_safetensors('dla_34', tmp_path / 'model.safetensors')
     for name in ('dla34.pth', 'model.safetensors'):
@@ -239,6 +311,7 @@ def test_pretrained_path_to_pth_and_safetensors_converts_in_memory(tmp_path):
         paddle_dla.dla_34(pretrained='imagenet')
 
 
+@pytest.mark.torch
 def test_all_and_list_cache_commands(cache, tmp_path, monkeypatch):
     proc = run_cli('convert/torch2paddle.py', '--list-cache')
     assert proc.returncode == 0 and proc.stdout.count('missing') == len(WEIGHTS)

@@ -8,9 +8,10 @@ from ..cache import cached_weights_path, weights_home
 from ..checkpoint import save_pdparams
 from ..cli_args import ArgumentParser
 from ..digests import file_digests
-from ..errors import PaddleDLAError, exit_cleanly_on_sigterm, one_line, printable, report
+from ..errors import UsageError, exit_cleanly_on_sigterm, one_line, printable, report
 from ..variants import VARIANTS
-from ..pretrained import ALLOW_UNVERIFIED_ENV
+from ..pretrained import ALLOW_UNVERIFIED_ENV, cache_report, load_pretrained_state
+from ..weights import list_weights
 from .pipeline import convert_checkpoint
 from .verify import timm_available, verify_with_timm
 
@@ -35,10 +36,6 @@ examples:
 Published checkpoints are written to $PADDLE_DLA_HOME (default ~/.cache/paddle_dla), where
 pretrained=True finds them; other files are written beside their source unless --dst is given.
 """
-
-
-class CliError(PaddleDLAError):
-    """A problem with the command line itself."""
 
 
 def build_parser():
@@ -92,7 +89,7 @@ def default_destination(conversion):
 def refuse_overwriting_source(src, dst):
     """The destination must not be the source, however it is spelt (links included)."""
     if same_file(src, dst):
-        raise CliError(f'--dst {printable(dst)} is the source file itself; converting would '
+        raise UsageError(f'--dst {printable(dst)} is the source file itself; converting would '
                        f'replace it: choose another destination')
 
 
@@ -123,13 +120,12 @@ def checkpoints_in(folder):
                    if f.endswith(CHECKPOINT_SUFFIXES) and not f.startswith('.'))
     files = [f for f in files if os.path.isfile(f)]
     if not files:
-        raise CliError(f'no checkpoints ({", ".join(CHECKPOINT_SUFFIXES)}) in folder '
+        raise UsageError(f'no checkpoints ({", ".join(CHECKPOINT_SUFFIXES)}) in folder '
                        f'{printable(folder)}')
     return files
 
 
 def list_cache():
-    from ..pretrained import cache_report
     print(f'cache: {weights_home()}')
     for weights, path, sha256 in cache_report():
         print(f'{weights.name:<26} {"present" if sha256 else "missing":<8} '
@@ -138,11 +134,9 @@ def list_cache():
 
 
 def fetch_all(args):
-    from ..pretrained import load_pretrained_state
-    from ..weights import list_weights
     entries = [w for w in list_weights(args.model) if args.tag in (None, w.tag)]
     if not entries:
-        raise CliError(f'no registry entries for --model {args.model} --tag {args.tag}')
+        raise UsageError(f'no registry entries for --model {args.model} --tag {args.tag}')
     failures = []
     for weights in entries:
         try:

@@ -1,4 +1,5 @@
 """Recognise the DLA variant of a state dict from its key names and shapes."""
+from ..dla import state_num_classes
 from ..variants import VARIANTS
 from .layouts import drop_dead_keys
 from .mapping import expected_torch_shapes
@@ -7,9 +8,7 @@ from .mapping import expected_torch_shapes
 def _mismatches(state, variant):
     """How many keys of ``state`` (torch naming) fail to fit ``variant``; 0 is a fit."""
     state, _ = drop_dead_keys(state, variant)
-    fc = state.get('fc.weight')
-    num_classes = int(fc.shape[0]) if fc is not None and len(fc.shape) == 4 else 1000
-    expected = expected_torch_shapes(variant, num_classes)
+    expected = expected_torch_shapes(variant, state_num_classes(state))
     wrong = sum(1 for k, s in expected.items() if k not in state or tuple(state[k].shape) != s)
     return wrong + sum(1 for k in state if k not in expected)
 

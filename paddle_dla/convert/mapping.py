@@ -12,7 +12,8 @@ import paddle
 
 from ..checkpoint import StateDictMismatch, check_state_dict
 from ..errors import printable
-from ..dla import DLA
+from ..dla import DLA, state_num_classes
+from ..imagenet import NUM_CLASSES
 from ..variants import get_config
 
 _TORCH_TO_PADDLE_LEAF = {'running_mean': '_mean', 'running_var': '_variance'}
@@ -52,7 +53,7 @@ def _paddle_shapes(variant, num_classes):
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def expected_torch_shapes(variant, num_classes=1000):
+def expected_torch_shapes(variant, num_classes=NUM_CLASSES):
     """``{torch key: shape}`` of a clean (timm-layout) checkpoint of ``variant``."""
     return {to_torch_key(k): s for k, s in _paddle_shapes(get_config(variant).name,
                                                            num_classes).items()}
@@ -69,8 +70,7 @@ def convert_state_dict(state_dict, variant, dtype='float32', source='checkpoint'
     name = get_config(variant).name
     arrays = {k: to_numpy(v) for k, v in state_dict.items()
               if k.rpartition('.')[2] not in TORCH_ONLY_LEAVES}
-    num_classes = int(arrays['fc.weight'].shape[0]) if 'fc.weight' in arrays else 1000
-    expected = expected_torch_shapes(name, num_classes)
+    expected = expected_torch_shapes(name, state_num_classes(arrays))
     check_state_dict(expected, arrays, context=f'{source} does not match {name}')
     not_float = [f'{printable(k)} ({arrays[k].dtype})' for k in expected
                  if not np.issubdtype(arrays[k].dtype, np.floating)]

@@ -6,6 +6,7 @@ from typing import Optional
 from ..variants import get_config
 from .detect import detect_variants
 from ..digests import file_digests
+from ..dla import state_num_classes
 from ..errors import printable
 from .identify import check_name_hash, identify
 from .layouts import drop_dead_keys, unwrap_state_dict
@@ -94,7 +95,7 @@ def convert_checkpoint(path, model=None, check_hash=True):
     if published and published[0].variant != variant:
         published = None  # a published name on another variant's weights: say nothing false
     return Conversion(
-        state=converted, torch_state=state, variant=variant, num_classes=int(converted['fc.weight'].shape[0]),
+        state=converted, torch_state=state, variant=variant, num_classes=state_num_classes(converted),
         source_path=path, source_sha256=found.sha256 if found else '', dead_keys_dropped=dropped,
         tag=published[0].tag if published else None,
         published_file=published[1].filename if published else None,

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..atomic import atomic_output, same_file
 from ..checkpoint import check_state_dict, load_pdparams
+from ..dla import state_num_classes
 from ..cli_args import ArgumentParser
 from ..errors import PaddleDLAError, exit_cleanly_on_sigterm, printable, report
 from ..variants import VARIANTS
@@ -19,8 +20,7 @@ def paddle_to_torch_state(state, model=None):
     arrays = {to_torch_key(k): np.asarray(v.numpy() if hasattr(v, 'numpy') else v)
               for k, v in state.items()}
     variant = choose_variant(arrays, model)
-    num_classes = int(arrays['fc.weight'].shape[0]) if 'fc.weight' in arrays else 1000
-    expected = expected_torch_shapes(variant, num_classes)
+    expected = expected_torch_shapes(variant, state_num_classes(arrays))
     check_state_dict(expected, arrays, context=f'weights do not match {variant}')
     out = {}
     for key in expected:
@@ -74,6 +74,6 @@ def main(argv=None):
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line
         report('paddle2torch', exc, args.debug)
         return 2
-    print(f'{printable(args.src)} -> {printable(args.dst)}: {variant}, {int(state["fc.weight"].shape[0])} classes, '
+    print(f'{printable(args.src)} -> {printable(args.dst)}: {variant}, {state_num_classes(state)} classes, '
           f'{len(state)} tensors (timm {VARIANTS[variant].official_name}, strict)')
     return 0

@@ -3,7 +3,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checkpoint import load_state_dict_strict
+from ..dla import DLA, eager_predictor, state_num_classes
 from ..variants import get_config
+from .reverse import paddle_to_torch_state
 
 RELATIVE_TOLERANCE = 1e-3   # the float32 parity standard
 TOP2_GAP = 1e-2
@@ -37,34 +40,50 @@ def timm_available():
     return True
 
 
-def verify_with_timm(variant, torch_state, paddle_state, size=224, batch=2, seed=0):
-    """Compare logits of timm's model holding ``torch_state`` with ours holding ``paddle_state``."""
-    import paddle
+def timm_reference(variant, torch_state):
+    """timm's eval-mode model of ``variant`` holding ``torch_state`` (torch naming, classes
+    read from its classifier). Every key must fit; the BatchNorm counters may be absent."""
     import timm
     import torch
 
-    from ..factory import create_model
-    from ..checkpoint import load_state_dict_strict
-
     config = get_config(variant)
-    num_classes = int(np.shape(paddle_state['fc.weight'])[0])
-    reference = timm.create_model(config.official_name, pretrained=False, num_classes=num_classes)
+    reference = timm.create_model(config.official_name, pretrained=False,
+                                  num_classes=state_num_classes(torch_state))
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in torch_state.items()}
     missing, unexpected = reference.load_state_dict(tensors, strict=False)
     leftovers = [k for k in missing if not k.endswith('num_batches_tracked')] + list(unexpected)
     if leftovers:
         raise ValueError(f'timm {config.official_name} does not accept the checkpoint: '
                          f'{", ".join(leftovers[:5])}')
-    reference.eval()
-    ours = create_model(variant, num_classes=num_classes)
+    return reference.eval()
+
+
+def timm_holding(model):
+    """timm's model holding the weights of our ``model`` (for side-by-side comparisons)."""
+    _, state = paddle_to_torch_state(model.state_dict(), model.config.name)
+    return timm_reference(model.config.name, state)
+
+
+def torch_predictor(reference):
+    """A timm model as a numpy-in, numpy-out callable without gradients."""
+    import torch
+
+    def predict(batch):
+        with torch.no_grad():
+            return reference(torch.from_numpy(batch)).numpy()
+    return predict
+
+
+def verify_with_timm(variant, torch_state, paddle_state, size=224, batch=2, seed=0):
+    """Compare logits of timm's model holding ``torch_state`` with ours holding ``paddle_state``."""
+    reference = timm_reference(variant, torch_state)
+    ours = DLA(get_config(variant), num_classes=state_num_classes(paddle_state))
     load_state_dict_strict(ours, paddle_state)
     ours.eval()
 
     images = np.random.default_rng(seed).standard_normal((batch, 3, size, size)).astype('float32')
-    with torch.no_grad():
-        theirs = reference(torch.from_numpy(images)).double().numpy()
-    with paddle.no_grad():
-        mine = ours(paddle.to_tensor(images)).numpy().astype(np.float64)
+    theirs = torch_predictor(reference)(images).astype(np.float64)
+    mine = eager_predictor(ours)(images).astype(np.float64)
     max_abs = float(np.abs(mine - theirs).max())
     top2 = np.sort(theirs, axis=1)[:, -2:]
     decided = (top2[:, 1] - top2[:, 0]) > TOP2_GAP

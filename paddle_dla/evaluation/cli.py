@@ -7,10 +7,11 @@ import signal
 import tempfile
 
 from ..cli_args import ArgumentParser, float_range, image_size, int_range, positive_int
-from ..errors import Terminated, exit_cleanly_on_sigterm, report
+from ..errors import Terminated, UsageError, exit_cleanly_on_sigterm, report
 from ..variants import get_config, list_models
 from ..weights import DEFAULT_TAG, WEIGHTS, get_weights
 from .report import format_table, result_row, write_results
+from ..preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from .transforms import BACKENDS, INTERPOLATIONS, MAX_RESIZED_PIXELS, Preprocess
 
 EXAMPLES = """\
@@ -32,8 +33,6 @@ order); a flat folder plus Kaggle's LOC_val_solution.csv.
 """
 
 
-class UsageError(ValueError):
-    pass
 
 
 # Each worker is a fork of this process that keeps two batches decoded ahead: far more
@@ -88,12 +87,14 @@ def build_parser():
                         'for comparison only (it scores 0.3-1.7 points lower) '
                         '(default: %(default)s)')
     p.add_argument('--img-size', type=image_size,
-                   help='crop size in pixels, 32 to 4096 (default: the weights\' own, 224)')
+                   help=f'crop size in pixels, 32 to 4096 (default: the weights\' own, '
+                        f'{DEFAULT_PREPROCESSING.img_size})')
     p.add_argument('--crop-pct', type=float_range(0, 1, low_open=True, what='a fraction'),
-                   help='in (0, 1]: resize = floor(img_size / crop_pct) (default: the '
-                        'weights\' own, 0.875)')
+                   help=f'in (0, 1]: resize = floor(img_size / crop_pct) (default: the '
+                        f'weights\' own, {DEFAULT_PREPROCESSING.crop_pct})')
     p.add_argument('--interpolation', choices=INTERPOLATIONS,
-                   help='resize filter (default: the weights\' own, bilinear)')
+                   help=f'resize filter (default: the weights\' own, '
+                        f'{DEFAULT_PREPROCESSING.interpolation})')
     p.add_argument('--tolerance', type=float_range(0, 100, what='a number of points'),
                    default=0.1,
                    help='allowed |delta| of top-1 and top-5, in points (default: %(default)s)')
@@ -138,15 +139,6 @@ def _gather(tally, world):
     return Tally.merge(parts)
 
 
-def _eager_predictor(model):
-    import paddle
-
-    def predict(batch):
-        with paddle.no_grad():
-            return model(paddle.to_tensor(batch)).numpy()
-    return predict
-
-
 def _inference_predictor(model, img_size, workdir):
     """Export ``model`` and serve it with Paddle Inference (oneDNN on CPU)."""
     from ..inference import Predictor, export
@@ -156,21 +148,10 @@ def _inference_predictor(model, img_size, workdir):
 
 
 def _torch_predictor(model):
-    try:
-        import timm
-        import torch
-    except ImportError as exc:
-        raise UsageError('--compare-torch needs PyTorch and timm: pip install torch timm') from exc
-    from ..convert.reverse import paddle_to_torch_state
-    _, state = paddle_to_torch_state(model.state_dict(), model.config.name)
-    reference = timm.create_model(model.config.official_name, num_classes=model.num_classes)
-    reference.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-    reference.eval()
-
-    def predict(batch):
-        with torch.no_grad():
-            return reference(torch.from_numpy(batch)).numpy()
-    return predict
+    from ..convert.verify import timm_available, timm_holding, torch_predictor
+    if not timm_available():
+        raise UsageError('--compare-torch needs PyTorch and timm: pip install torch timm')
+    return torch_predictor(timm_holding(model))
 
 
 def run(args):
@@ -215,17 +196,18 @@ def _evaluate_model(name, args, shard, layout, rank, world, workdir):
     """Evaluate one variant; returns its results row on rank 0, None elsewhere."""
     from ..complexity import count_params
     from ..factory import create_model
+    from ..dla import eager_predictor
     from .runner import evaluate, progress_bar
 
     weights = get_weights(name, args.tag)
-    preprocess = Preprocess.from_weights(
-        weights.transform, img_size=args.img_size, crop_pct=args.crop_pct,
-        interpolation=args.interpolation, backend=args.backend)
+    preprocess = Preprocess.of(weights.preprocessing, backend=args.backend,
+                               img_size=args.img_size, crop_pct=args.crop_pct,
+                               interpolation=args.interpolation)
     _check_resize(preprocess)
     model = create_model(name, pretrained=args.weights or args.tag)
     model.eval()
     predict = (_inference_predictor(model, preprocess.img_size, workdir)
-               if args.engine == 'inference' else _eager_predictor(model))
+               if args.engine == 'inference' else eager_predictor(model))
     compare = _torch_predictor(model) if args.compare_torch else None
     bar = progress_bar(len(shard), f'{name} [{rank}/{world}]' if world > 1 else name,
                        enabled=rank == 0 and not args.no_progress)

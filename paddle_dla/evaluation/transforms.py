@@ -8,14 +8,14 @@ The OpenCV backend is offered for comparison only; it is not the reference.
 Both backends refuse an image whose declared size, or the size the resize would produce,
 is out of bounds, before allocating it: such an image is a bad image like a truncated one.
 """
-import math
+import dataclasses
 import warnings
 from dataclasses import dataclass
-from typing import Tuple
 
 import numpy as np
 
-INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'lanczos', 'box', 'hamming')
+from ..preprocessing import INTERPOLATIONS, Preprocessing
+
 BACKENDS = ('pil', 'cv2')
 
 # At most this many decoded pixels: 8192 x 8192, 192 MiB as RGB, room for any camera
@@ -31,25 +31,17 @@ class ImageReadError(ValueError):
 
 
 @dataclass(frozen=True)
-class Preprocess:
-    img_size: int = 224
-    crop_pct: float = 0.875
-    interpolation: str = 'bilinear'
-    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+class Preprocess(Preprocessing):
+    """A :class:`~paddle_dla.preprocessing.Preprocessing` recipe applied to image files,
+    with the image library that decodes and resizes them."""
+
     backend: str = 'pil'
 
-    @property
-    def resize(self):
-        return int(math.floor(self.img_size / self.crop_pct))
-
     @classmethod
-    def from_weights(cls, transform, **overrides):
-        """The protocol a registry entry was published with, with any field overridden."""
-        base = dict(img_size=transform.crop, crop_pct=transform.crop_pct,
-                    interpolation=transform.interpolation, mean=transform.mean, std=transform.std)
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base)
+    def of(cls, recipe, backend=None, **overrides):
+        """Apply ``recipe`` (a weights entry's), with any field overridden."""
+        return cls(**{**dataclasses.asdict(recipe), 'backend': backend or 'pil'}
+                   ).with_overrides(**overrides)
 
     def __call__(self, path):
         """``path`` -> normalised float32 CHW array."""
