@@ -51,8 +51,16 @@ def check_state_dict(expected_shapes, state, context=''):
         raise StateDictMismatch(missing, unexpected, mismatched, context)
 
 
-def _as_numpy(value):
-    return value.numpy() if isinstance(value, paddle.Tensor) else np.asarray(value)
+def to_numpy(value):
+    """A torch tensor, Paddle tensor or array as a numpy array (half types widened to float32)."""
+    if hasattr(value, 'detach'):  # torch.Tensor, without importing torch
+        value = value.detach().cpu()
+        if value.is_floating_point() and value.element_size() < 4:
+            value = value.float()
+        return value.numpy()
+    if isinstance(value, paddle.Tensor):
+        return value.numpy()
+    return np.asarray(value)
 
 
 def load_state_dict_strict(model, state, context='', keep_own=()):
@@ -64,7 +72,7 @@ def load_state_dict_strict(model, state, context='', keep_own=()):
     """
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(tuple(keep_own))}
     check_state_dict({k: tuple(v.shape) for k, v in own.items()}, state, context)
-    cast = {k: paddle.to_tensor(_as_numpy(state[k]).astype(_numpy_dtype(own[k])))
+    cast = {k: paddle.to_tensor(to_numpy(state[k]).astype(_numpy_dtype(own[k])))
             for k in own}
     result = model.set_state_dict(cast)
     if result is not None:  # (missing, unexpected) on Paddle >= 2.x
@@ -158,7 +166,7 @@ def load_pdparams(path):
 def save_pdparams(state, path):
     """Write ``{key: array}`` to ``path`` atomically: a temp file in the same folder, then rename."""
     path = os.fspath(path)
-    arrays = {k: np.ascontiguousarray(_as_numpy(v)) for k, v in state.items()}
+    arrays = {k: np.ascontiguousarray(to_numpy(v)) for k, v in state.items()}
     odd = [k for k, v in arrays.items() if v.dtype.kind not in 'fiub']
     if odd:
         raise TypeError(f'not numeric tensors: {", ".join(odd[:5])}')

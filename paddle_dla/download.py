@@ -16,6 +16,7 @@ import urllib.request
 
 from .atomic import new_file_mode
 from .digests import DigestMismatch, Expected, Hasher
+from .errors import one_line
 
 DEFAULT_TIMEOUT_S = 20.0
 DEFAULT_DEADLINE_S = 1800.0
@@ -212,7 +213,7 @@ def _why(exc, watchdog):
         return f'TLS failure ({exc.reason or exc})'
     if isinstance(exc, http.client.IncompleteRead):
         return f'connection dropped after {len(exc.partial):,} bytes'
-    return ' '.join(str(exc).split()) or type(exc).__name__
+    return one_line(exc)
 
 
 def _transient(exc):

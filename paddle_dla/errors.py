@@ -36,15 +36,16 @@ def _escape(char):
 
 
 def one_line(exc):
-    message = ' '.join(str(exc).split())
-    return printable(message) or type(exc).__name__
+    """An exception's message on one printable line; a bare MemoryError says what it means."""
+    message = printable(' '.join(str(exc).split()))
+    if isinstance(exc, MemoryError):
+        return f'out of memory ({message})' if message else 'out of memory'
+    return message or type(exc).__name__
 
 
 def report(prog, exc, debug=False):
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__)
-    if isinstance(exc, MemoryError):
-        exc = f'out of memory ({one_line(exc) if str(exc) else "MemoryError"})'
     print(f'{prog}: error: {one_line(exc)}', file=sys.stderr)
 
 

@@ -10,7 +10,7 @@ import functools
 import numpy as np
 import paddle
 
-from ..checkpoint import StateDictMismatch, check_state_dict
+from ..checkpoint import StateDictMismatch, check_state_dict, to_numpy
 from ..errors import printable
 from ..dla import DLA, state_num_classes
 from ..imagenet import NUM_CLASSES
@@ -32,18 +32,6 @@ def to_paddle_key(key):
 
 def to_torch_key(key):
     return _rename_leaf(key, _PADDLE_TO_TORCH_LEAF)
-
-
-def to_numpy(value):
-    """A torch tensor, Paddle tensor or array as a numpy array (half types widened to float32)."""
-    if hasattr(value, 'detach'):  # torch.Tensor, without importing torch
-        value = value.detach().cpu()
-        if value.is_floating_point() and value.element_size() < 4:
-            value = value.float()
-        return value.numpy()
-    if isinstance(value, paddle.Tensor):
-        return value.numpy()
-    return np.asarray(value)
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,7 +10,8 @@ from ..dla import state_num_classes
 from ..errors import printable
 from .identify import check_name_hash, identify
 from .layouts import drop_dead_keys, unwrap_state_dict
-from .mapping import TORCH_ONLY_LEAVES, convert_state_dict, to_numpy
+from ..checkpoint import to_numpy
+from .mapping import TORCH_ONLY_LEAVES, convert_state_dict
 from .readers import read_checkpoint
 
 

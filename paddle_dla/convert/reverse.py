@@ -5,7 +5,7 @@ import argparse
 import numpy as np
 
 from ..atomic import atomic_output, same_file
-from ..checkpoint import check_state_dict, load_pdparams
+from ..checkpoint import check_state_dict, load_pdparams, to_numpy
 from ..dla import state_num_classes
 from ..cli_args import ArgumentParser
 from ..errors import PaddleDLAError, exit_cleanly_on_sigterm, printable, report
@@ -17,8 +17,7 @@ from .readers import write_safetensors
 
 def paddle_to_torch_state(state, model=None):
     """``(variant, {torch key: numpy array})`` with timm's ``num_batches_tracked`` counters."""
-    arrays = {to_torch_key(k): np.asarray(v.numpy() if hasattr(v, 'numpy') else v)
-              for k, v in state.items()}
+    arrays = {to_torch_key(k): to_numpy(v) for k, v in state.items()}
     variant = choose_variant(arrays, model)
     expected = expected_torch_shapes(variant, state_num_classes(arrays))
     check_state_dict(expected, arrays, context=f'weights do not match {variant}')

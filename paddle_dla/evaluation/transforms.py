@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import one_line
 from ..preprocessing import INTERPOLATIONS, Preprocessing
 
 BACKENDS = ('pil', 'cv2')
@@ -63,13 +64,6 @@ def _short_side_size(width, height, size):
     return int(size * width / height), size
 
 
-def _why(exc):
-    """The reason on one line; a bare MemoryError says what it means."""
-    if isinstance(exc, MemoryError) and not str(exc):
-        return 'out of memory'
-    return ' '.join(str(exc).split()) or type(exc).__name__
-
-
 def _check_decoded_size(path, width, height):
     """Refuse an image by its header, before its pixels are allocated."""
     if width < 1 or height < 1:
@@ -103,7 +97,7 @@ def _pil_decoded(path):
     except ImageReadError:
         raise
     except Exception as exc:  # PIL raises many types for bad files, MemoryError included
-        raise ImageReadError(f'cannot decode {path}: {_why(exc)}') from exc
+        raise ImageReadError(f'cannot decode {path}: {one_line(exc)}') from exc
 
 
 def _pil_resized(path, size, interpolation):
@@ -115,7 +109,7 @@ def _pil_resized(path, size, interpolation):
     try:
         return np.asarray(image.resize(target, filters[interpolation]), dtype=np.uint8)
     except MemoryError as exc:
-        raise ImageReadError(f'cannot resize {path}: {_why(exc)}') from exc
+        raise ImageReadError(f'cannot resize {path}: {one_line(exc)}') from exc
 
 
 def _declared_size(path):
@@ -126,7 +120,7 @@ def _declared_size(path):
             warnings.simplefilter('ignore', Image.DecompressionBombWarning)
             return Image.open(f).size
     except Exception as exc:
-        raise ImageReadError(f'cannot decode {path}: {_why(exc)}') from exc
+        raise ImageReadError(f'cannot decode {path}: {one_line(exc)}') from exc
 
 
 def _cv2_resized(path, size, interpolation):
@@ -142,7 +136,7 @@ def _cv2_resized(path, size, interpolation):
     try:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     except (cv2.error, MemoryError) as exc:
-        raise ImageReadError(f'cannot decode {path}: {_why(exc)}') from exc
+        raise ImageReadError(f'cannot decode {path}: {one_line(exc)}') from exc
     if image is None:
         raise ImageReadError(f'cannot decode {path}: OpenCV could not read it')
     height, width = image.shape[:2]
@@ -151,7 +145,7 @@ def _cv2_resized(path, size, interpolation):
     try:
         image = cv2.resize(image, target, interpolation=flags[interpolation])
     except (cv2.error, MemoryError) as exc:
-        raise ImageReadError(f'cannot resize {path}: {_why(exc)}') from exc
+        raise ImageReadError(f'cannot resize {path}: {one_line(exc)}') from exc
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
