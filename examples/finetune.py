@@ -34,9 +34,9 @@ import paddle_dla  # noqa: E402
 from paddle_dla.atomic import atomic_output  # noqa: E402
 from paddle_dla.checkpoint import load_pdparams, read_paddle_pickle, save_pdparams  # noqa: E402
 from paddle_dla.cli_args import (ArgumentParser, float_range, image_size, int_range,  # noqa: E402
-                                 non_negative_int, positive_int)
-from paddle_dla.errors import (CheckpointReadError, PaddleDLAError, Terminated,  # noqa: E402
-                               exit_cleanly_on_sigterm, printable, report)
+                                 non_negative_int, positive_int, variant_name)
+from paddle_dla.errors import (CheckpointReadError, PaddleDLAError,  # noqa: E402
+                               exit_cleanly_on_sigterm, printable, run_command)
 from paddle_dla.evaluation.dataset import IMAGE_SUFFIXES  # noqa: E402
 from paddle_dla.evaluation.transforms import Preprocess  # noqa: E402
 from paddle_dla.preprocessing import DEFAULT as DEFAULT_PREPROCESSING  # noqa: E402
@@ -155,7 +155,8 @@ def save_checkpoint(prefix, model, optimizer, state):
 def parse_args(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0], epilog=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--model', default='dla_34', help='variant (default: %(default)s)')
+    p.add_argument('--model', default='dla_34', type=variant_name,
+                   help='variant (default: %(default)s)')
     p.add_argument('--data-dir', required=True,
                    help='class folders, or train/ and val/ holding them (required)')
     p.add_argument('--val-split', type=float_range(0, 1, low_open=True), default=0.2,
@@ -375,14 +376,20 @@ def _cause(exc):
 def main(argv=None):
     exit_cleanly_on_sigterm()
     args = parse_args(argv)
+    return run_command(PROG, lambda: _with_cause(run, args), args.debug)
+
+
+def _with_cause(run, args):
+    """Data loader failures arrive wrapped in the worker's traceback: keep the cause."""
     try:
         return run(args)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: checkpoints are written atomically
-        report(PROG, str(exc) or 'interrupted')
-        return 143 if isinstance(exc, Terminated) else 130
-    except Exception as exc:  # noqa: BLE001 - one line for the user; --debug for more
-        report(PROG, exc if args.debug else _cause(exc), debug=args.debug)
-        return 2
+    except Exception as exc:  # noqa: BLE001 - re-raised with its last line only
+        if args.debug:
+            raise
+        cause = _cause(exc)
+        if cause is exc:
+            raise
+        raise FinetuneError(cause) from None
 
 
 if __name__ == '__main__':

@@ -109,27 +109,19 @@ def read_paddle_pickle(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f'no such weights file: {printable(path)}')
     with open(path, 'rb') as f:
-        tree = safe_pickle.load(f, printable(path), PADDLE_GLOBALS)
-    try:
-        tree = _tensors_as_arrays(tree)
-    except RecursionError:
-        raise CheckpointReadError(f'{printable(path)} is corrupt (nested too deeply)') from None
+        tree = safe_pickle.load(f, printable(path), PADDLE_GLOBALS,
+                                rebuild_tuple=_tensor_or_tuple)
     if isinstance(tree, dict):
         tree.pop(_NAME_TABLE, None)
         tree = _join_split_tensors(tree, path)
     return tree
 
 
-def _tensors_as_arrays(obj):
+def _tensor_or_tuple(items):
     """Paddle pickles a Tensor as the tuple ``(name, array)``: keep the array."""
-    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) and \
-            isinstance(obj[1], np.ndarray):
-        return obj[1]
-    if isinstance(obj, dict):
-        return {k: _tensors_as_arrays(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_tensors_as_arrays(v) for v in obj)
-    return obj
+    if len(items) == 2 and isinstance(items[0], str) and isinstance(items[1], np.ndarray):
+        return items[1]
+    return tuple(items)
 
 
 def _join_split_tensors(state, path):

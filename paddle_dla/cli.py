@@ -5,8 +5,9 @@ import os
 
 import numpy as np
 
-from .cli_args import ArgumentParser, image_size, non_negative_int, positive_int
-from .errors import Terminated, exit_cleanly_on_sigterm, report
+from .cli_args import (ArgumentParser, image_size, non_negative_int, path_text, positive_int,
+                       variant_name)
+from .errors import exit_cleanly_on_sigterm, run_command
 from .imagenet import NUM_CLASSES
 from .preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from .inference import DEVICE_PATTERN, PRECISIONS
@@ -97,7 +98,7 @@ def device(text):
 
 
 def _model_args(p, num_classes, required):
-    p.add_argument('--model', metavar='NAME', required=required,
+    p.add_argument('--model', metavar='NAME', required=required, type=variant_name,
                    help=f'variant: {", ".join(VARIANTS)} (timm names work too)'
                         + (' (required)' if required else ' (default: none, use --exported)'))
     p.add_argument('--weights', metavar='FILE',
@@ -114,7 +115,7 @@ def _export_parser(sub):
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _model_args(p, non_negative_int, required=True)  # 0: a feature extractor without classifier
     p.set_defaults(func=cmd_export)
-    p.add_argument('--out', required=True, metavar='DIR',
+    p.add_argument('--out', required=True, metavar='DIR', type=path_text,
                    help='output folder (required; created if needed)')
     p.add_argument('--img-size', type=image_size, default=DEFAULT_PREPROCESSING.img_size,
                    metavar='PIXELS',
@@ -158,11 +159,4 @@ def build_parser():
 def main(argv=None):
     exit_cleanly_on_sigterm()
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: partial output is already removed
-        report('paddle-dla', str(exc) or 'interrupted')
-        return 143 if isinstance(exc, Terminated) else 130
-    except Exception as exc:  # noqa: BLE001 - one line for the user
-        report('paddle-dla', exc, debug=args.debug)
-        return 2
+    return run_command('paddle-dla', lambda: args.func(args), args.debug)

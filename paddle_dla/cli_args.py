@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from .errors import printable
+from .variants import get_config, list_models
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -44,6 +45,31 @@ def float_range(low, high, low_open=False, what='a number'):
         return value
     parse.__name__ = what
     return parse
+
+
+def variant_name(text):
+    """An argparse type: any accepted spelling of a variant, as our name."""
+    try:
+        return get_config(text).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def variant_list(text):
+    """An argparse type: ``all`` or a comma list of variants, as our names."""
+    if text.strip().lower() == 'all':
+        return list_models()
+    names = [variant_name(n.strip()) for n in text.split(',') if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError('names no variant')
+    return names
+
+
+def path_text(text):
+    """An argparse type: a non-empty path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError('an empty path')
+    return text
 
 
 # The limits every tool shares.

@@ -171,7 +171,10 @@ def _fetch_once(url, tmp_path, label, expected, watchdog):
         if total is not None and not expected.size_ok(total):
             raise DownloadError(f'size mismatch: the server announces {total:,} bytes, the '
                                 f'published file has {expected.size:,}')
-        limit = expected.size or total or MAX_UNKNOWN_SIZE
+        limit = expected.size or MAX_UNKNOWN_SIZE  # never what the server says of itself
+        if total is not None and total > limit:
+            raise DownloadError(f'the server announces {total:,} bytes, more than the '
+                                f'{limit:,} bytes a checkpoint may have')
         hasher, progress = Hasher(), _Progress(total or expected.size, label)
         with open(tmp_path, 'wb') as out:
             try:

@@ -49,6 +49,20 @@ def report(prog, exc, debug=False):
     print(f'{prog}: error: {one_line(exc)}', file=sys.stderr)
 
 
+def run_command(prog, action, debug=False):
+    """Run a command line tool's work and turn every failure into one line and an exit
+    status: 2 for an error, 130 for Ctrl-C, 143 for SIGTERM (partial outputs are removed by
+    the ``finally`` blocks the interruption unwinds through)."""
+    try:
+        return action()
+    except KeyboardInterrupt as exc:
+        print(f'{prog}: error: {one_line(exc) if str(exc) else "interrupted"}', file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    except Exception as exc:  # noqa: BLE001 - one line for the user, whatever went wrong
+        report(prog, exc, debug)
+        return 2
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every ``finally`` removes its temporary files."""
 

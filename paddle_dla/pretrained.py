@@ -42,10 +42,15 @@ def unverified_allowed():
 
 
 def _lock_timeout_s():
+    """Seconds to wait for another process's download; always finite (a negative value
+    would make the lock wait forever)."""
     try:
-        return float(os.environ.get(LOCK_TIMEOUT_ENV) or DEFAULT_LOCK_TIMEOUT_S)
+        value = float(os.environ.get(LOCK_TIMEOUT_ENV) or DEFAULT_LOCK_TIMEOUT_S)
     except ValueError:
-        raise PaddleDLAError(f'{LOCK_TIMEOUT_ENV} must be a number of seconds') from None
+        value = float('nan')
+    if not 0 < value < float('inf'):
+        raise PaddleDLAError(f'{LOCK_TIMEOUT_ENV} must be a positive number of seconds')
+    return value
 
 
 def _fetch_and_convert(weights, source, target, keep_download):

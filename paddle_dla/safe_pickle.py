@@ -50,7 +50,7 @@ class _DtypeSpec(Placeholder):
 
     def build(self, state):
         # (version, byte order, subarray, names, fields, elsize, alignment, flags)
-        if not (isinstance(state, tuple) and len(state) >= 5 and state[1] in '<>|='
+        if not (isinstance(state, tuple) and len(state) >= 5 and state[1] in ('<', '>', '|', '=')
                 and state[2] is None and state[3] is None and state[4] is None):
             raise CheckpointReadError('unsupported NumPy dtype (structured or sub-array)')
         self.order = state[1]
@@ -165,6 +165,11 @@ def element_count(shape):
     return count
 
 
+# What one file may make the unpickler build beyond its own size: containers copied by
+# tuple()/OrderedDict() and arrays, counted in elements and bytes.
+BUILD_FACTOR, BUILD_SLACK = 4, 16 << 20
+
+
 class _BoundedFile:
     """A read-only view of a file that refuses any read past its real end, so a length
     field in the pickle cannot make the reader allocate more than the file holds."""
@@ -196,6 +201,22 @@ class _Unpickler(pickle._Unpickler):  # the Python implementation: its opcodes c
     def __init__(self, f, size, name, allowed, persistent_load=None):
         super().__init__(_BoundedFile(f, size), encoding='latin1')
         self._name, self._allowed, self._persistent = name, allowed, persistent_load
+        self._budget = BUILD_FACTOR * size + BUILD_SLACK
+
+    def _charge(self, amount):
+        """Count what a record builds; a file that reuses one stored object to build far
+        more than it holds (a list copied by a thousand tuple() calls) is refused."""
+        self._budget -= amount
+        if self._budget < 0:
+            raise CheckpointReadError(f'{self._name} is refused: it would build far more data '
+                                      f'than the file holds')
+
+    def load_reduce(self):
+        args = self.stack.pop()
+        func = self.stack[-1]
+        self._charge(sum(len(a) for a in args
+                         if isinstance(a, (list, tuple, dict, str, bytes, bytearray))))
+        self.stack[-1] = func(*args)
 
     def find_class(self, module, attr):
         found = self._allowed.get((module, attr))
@@ -213,6 +234,7 @@ class _Unpickler(pickle._Unpickler):  # the Python implementation: its opcodes c
         target = self.stack[-1]
         if isinstance(target, Placeholder):
             target.build(state)
+            self._charge(getattr(getattr(target, 'array', None), 'nbytes', 0))
         elif type(target) not in (dict, collections.OrderedDict):
             # Attributes of a plain dict (torch's ``_metadata``) carry no weights; setting
             # attributes on anything else is how a pickle changes live objects.
@@ -220,21 +242,54 @@ class _Unpickler(pickle._Unpickler):  # the Python implementation: its opcodes c
 
 
 _Unpickler.dispatch[pickle.BUILD[0]] = _Unpickler.load_build
+_Unpickler.dispatch[pickle.REDUCE[0]] = _Unpickler.load_reduce
 for _op in pickletools.opcodes:
     if _op.name in _REFUSED_OPCODES:
         _Unpickler.dispatch.pop(_op.code.encode('latin-1')[0], None)
 
 
-def load(f, name, allowed=NUMPY_GLOBALS, persistent_load=None, size=None, what='weights file'):
+def load(f, name, allowed=NUMPY_GLOBALS, persistent_load=None, size=None, what='weights file',
+         rebuild_tuple=tuple):
     """Unpickle one object from the open binary file ``f`` (at its current position) and
     return it with every :class:`Placeholder` resolved.
 
     ``allowed`` maps ``(module, name)`` to the function of ours that stands for it.
-    ``persistent_load`` handles external references (torch's storages). Anything
-    unexpected raises :class:`CheckpointReadError` naming ``name``.
+    ``persistent_load`` handles external references (torch's storages); see
+    :func:`materialise` for ``rebuild_tuple``. Anything unexpected raises
+    :class:`CheckpointReadError` naming ``name``.
     """
     raw = load_raw(f, name, allowed, persistent_load, size, what)
-    return materialise(raw, name)
+    return materialise(raw, name, rebuild_tuple=rebuild_tuple)
+
+
+def named_errors(name, what='weights file'):
+    """A context that turns any failure while reading ``name`` into one
+    :class:`CheckpointReadError` naming the file."""
+    return _NamedErrors(name, what)
+
+
+class _NamedErrors:
+    def __init__(self, name, what):
+        self.name, self.what = name, what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        if isinstance(exc, CheckpointReadError):
+            if self.name in str(exc):
+                return False
+            raise CheckpointReadError(f'{self.name}: {exc}') from None
+        if isinstance(exc, MemoryError):
+            raise CheckpointReadError(f'{self.name} is corrupt (a record asks for more memory '
+                                      f'than the machine has)') from None
+        if isinstance(exc, RecursionError):
+            raise CheckpointReadError(f'{self.name} is corrupt (nested too deeply)') from None
+        text = ' '.join(str(exc).split())[:120] or type(exc).__name__
+        raise CheckpointReadError(f'{self.name} is not a readable {self.what} (corrupt or '
+                                  f'truncated: {printable(text)})') from None
 
 
 def load_raw(f, name, allowed=NUMPY_GLOBALS, persistent_load=None, size=None,
@@ -245,37 +300,30 @@ def load_raw(f, name, allowed=NUMPY_GLOBALS, persistent_load=None, size=None,
         here = f.tell()
         size = os.fstat(f.fileno()).st_size - here if hasattr(f, 'fileno') else \
             len(f.getbuffer()) - here
-    try:
-        return _Unpickler(f, size, name, allowed, persistent_load).load()
-    except CheckpointReadError as exc:
-        if name in str(exc):
-            raise
-        raise CheckpointReadError(f'{name}: {exc}') from None
-    except MemoryError:
-        raise CheckpointReadError(f'{name} is corrupt (a record asks for more memory than '
-                                  f'the machine has)') from None
-    except RecursionError:
-        raise CheckpointReadError(f'{name} is corrupt (nested too deeply)') from None
-    except KeyError as exc:
-        code = exc.args[0] if exc.args else None
-        record = (f'opcode {bytes([code])!r}' if isinstance(code, int) and 0 <= code < 256
-                  else 'record')
-        raise CheckpointReadError(f'{name} is not a readable {what} (corrupt, or a pickle '
-                                  f'{record} that builds objects)') from None
-    except Exception as exc:  # noqa: BLE001 - a corrupt pickle raises many types
-        text = ' '.join(str(exc).split())[:120] or type(exc).__name__
-        raise CheckpointReadError(f'{name} is not a readable {what} (corrupt or '
-                                  f'truncated: {printable(text)})') from None
+    with named_errors(name, what):
+        try:
+            return _Unpickler(f, size, name, allowed, persistent_load).load()
+        except KeyError as exc:
+            code = exc.args[0] if exc.args else None
+            record = (f'opcode {bytes([code])!r}' if isinstance(code, int) and 0 <= code < 256
+                      else 'record')
+            raise CheckpointReadError(f'{name} is not a readable {what} (corrupt, or a pickle '
+                                      f'{record} that builds objects)') from None
 
 
-def materialise(root, name, resolve=None):
+def materialise(root, name, resolve=None, rebuild_tuple=tuple):
     """The loaded tree with placeholders replaced by data; refuses cycles and any type
     besides dict, list, tuple, str, bytes, numbers, None and numeric arrays.
+    ``rebuild_tuple`` makes each tuple from its rebuilt items (a format's own records).
 
     Iterative, so a deeply nested file cannot exhaust the stack; a shared sub-tree is
     rebuilt once, so repeated references cannot blow up the work.
     """
-    resolve = resolve or (lambda placeholder: placeholder.resolve())
+    with named_errors(name):
+        return _materialise(root, name, resolve or (lambda p: p.resolve()), rebuild_tuple)
+
+
+def _materialise(root, name, resolve, rebuild_tuple):
     done, expanding = {}, set()
     stack = [(root, False)]
     while stack:
@@ -309,7 +357,7 @@ def materialise(root, name, resolve=None):
                                           f'{type(bad).__name__}')
             done[key] = (obj, dict(zip(obj.keys(), built)))
         else:
-            done[key] = (obj, built if isinstance(obj, list) else tuple(built))
+            done[key] = (obj, built if isinstance(obj, list) else rebuild_tuple(built))
     return done[id(root)][1]
 
 

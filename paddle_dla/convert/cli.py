@@ -6,9 +6,9 @@ import sys
 from ..atomic import same_file
 from ..cache import cached_weights_path, weights_home
 from ..checkpoint import save_pdparams
-from ..cli_args import ArgumentParser
+from ..cli_args import ArgumentParser, variant_name
 from ..digests import file_digests
-from ..errors import UsageError, exit_cleanly_on_sigterm, one_line, printable, report
+from ..errors import UsageError, exit_cleanly_on_sigterm, one_line, printable, report, run_command
 from ..variants import VARIANTS
 from ..pretrained import ALLOW_UNVERIFIED_ENV, cache_report, load_pretrained_state
 from ..weights import list_weights
@@ -40,7 +40,7 @@ pretrained=True finds them; other files are written beside their source unless -
 
 def build_parser():
     parser = ArgumentParser(
-        prog='torch2paddle.py',
+        prog='torch2paddle',
         description='Convert PyTorch DLA checkpoints (official .pth, timm .pth, Hugging Face '
                     '.safetensors, training checkpoints) into Paddle .pdparams, strictly: every '
                     'key must map with the right shape. Never runs code from a checkpoint.',
@@ -59,7 +59,8 @@ def build_parser():
     parser.add_argument('--keep-downloads', action='store_true',
                         help='with --all: keep the raw downloaded checkpoints in '
                              '$PADDLE_DLA_HOME/downloads')
-    parser.add_argument('--model', help=f'variant (recognised from the keys when omitted): '
+    parser.add_argument('--model', type=variant_name,
+                        help=f'variant (recognised from the keys when omitted): '
                                         f'{", ".join(VARIANTS)}; timm names work too')
     parser.add_argument('--dst', help='output .pdparams file (a folder with a folder --src)')
     parser.add_argument('--verify', action='store_true',
@@ -157,25 +158,24 @@ def fetch_all(args):
 def main(argv=None):
     exit_cleanly_on_sigterm()
     args = build_parser().parse_args(argv)
+    return run_command('torch2paddle', lambda: _run(args), args.debug)
+
+
+def _run(args):
     if args.allow_unverified:
         os.environ[ALLOW_UNVERIFIED_ENV] = '1'
     if args.list_cache:
         return list_cache()
     if args.all:
-        try:
-            return fetch_all(args)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes one line
-            report('torch2paddle', exc, args.debug)
-            return 2
-    try:
-        if not os.path.isdir(args.src):
-            print(convert_one(args.src, args.dst, args))
-            return 0
-        files = checkpoints_in(args.src)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one line
-        report('torch2paddle', exc, args.debug)
-        return 2
+        return fetch_all(args)
+    if not os.path.isdir(args.src):
+        print(convert_one(args.src, args.dst, args))
+        return 0
+    return convert_folder(checkpoints_in(args.src), args)
 
+
+def convert_folder(files, args):
+    """Convert every file, going on past failures; one summary line for those."""
     failures = []
     for src in files:
         dst = os.path.join(args.dst, _pdparams_name(os.path.basename(src))) if args.dst else None
@@ -189,7 +189,8 @@ def main(argv=None):
           + (f' (cache: {weights_home()})' if not args.dst else ''))
     if failures:
         print(f'torch2paddle: error: {len(failures)} of {len(files)} checkpoints failed: '
-              + '; '.join(f'{printable(os.path.basename(s))}: {why}' for s, why in failures), file=sys.stderr)
+              + '; '.join(f'{printable(os.path.basename(s))}: {why}' for s, why in failures),
+              file=sys.stderr)
         return 1
     return 0
 

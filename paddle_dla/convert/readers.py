@@ -29,12 +29,16 @@ _SAFETENSORS_DTYPES = {
     'I64': np.int64, 'I32': np.int32, 'I16': np.int16, 'I8': np.int8, 'U8': np.uint8,
     'BOOL': np.bool_,
 }
-_MAX_HEADER = 100 << 20         # the reference library's limit
+_MAX_HEADER = 100_000_000      # the reference library's limit
+# JSON nesting costs memory: a real header has a few brackets per tensor.
+_MAX_HEADER_BRACKETS = 1_000_000
 # What a file may make the readers allocate beyond the tensor data it holds: views of one
 # storage (tied weights) may repeat it a few times, never more.
 OUTPUT_FACTOR, OUTPUT_SLACK = 4, 16 << 20
-# Zip members may be compressed (torch never does): at most this much expansion in all.
+# Zip members may be compressed (torch never does): at most this much expansion in all,
+# and only with deflate, whose reader stops at the declared size.
 ZIP_EXPANSION = 4
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
 def _bf16_to_f32(array):
@@ -62,6 +66,9 @@ def read_safetensors(path):
         raise CheckpointReadError(f'{name} is truncated or not a safetensors file '
                                   f'(header of {header_len} bytes in a {len(data)}-byte file)')
     raw_header = data[8:8 + header_len]
+    if raw_header.count(b'[') + raw_header.count(b'{') > _MAX_HEADER_BRACKETS:
+        raise CheckpointReadError(f'{name} has a corrupt safetensors header (more nesting than '
+                                  f'any tensor table needs)')
     try:
         if not raw_header.startswith(b'{'):
             raise ValueError('the header is not a JSON object')
@@ -107,9 +114,10 @@ def read_safetensors(path):
         raise CheckpointReadError(f'{name} is truncated or corrupt: the header describes '
                                   f'{position} bytes of data, the file holds {len(body)}')
     out = {}
-    for begin, end, key, dtype, shape, code in entries:
-        array = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape).copy()
-        out[key] = _bf16_to_f32(array) if code == 'BF16' else array
+    with safe_pickle.named_errors(name, 'safetensors file'):
+        for begin, end, key, dtype, shape, code in entries:
+            array = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape).copy()
+            out[key] = _bf16_to_f32(array) if code == 'BF16' else array
     return out
 
 
@@ -239,6 +247,11 @@ def _read_torch_zip(path, name):
     """``torch.load`` for the zip format, without torch and without running any code."""
     with zipfile.ZipFile(path) as archive:
         infos = {info.filename: info for info in archive.infolist()}
+        odd = next((i for i in infos.values() if i.compress_type not in _ZIP_METHODS
+                    or i.flag_bits & 0x1), None)
+        if odd is not None:
+            raise CheckpointReadError(f'{name} is refused: member {printable(odd.filename)} is '
+                                      f'encrypted or compressed in a way torch never writes')
         pickles = [n for n in infos if n.endswith('/data.pkl') or n == 'data.pkl']
         if len(pickles) != 1:
             raise CheckpointReadError(f'{name} is a zip file but not a PyTorch checkpoint')
@@ -306,7 +319,8 @@ def _read_torch_legacy(path, name):
                                       f'{printable(kind)!s:.20} (a module or other object), not '
                                       f'just tensors; save model.state_dict() instead')
         _, storage_type, key, _location, numel, view = pid
-        key = str(key)
+        if type(key) is not str:
+            raise CheckpointReadError(f'{name} is corrupt: a storage key is not a string')
         if view is not None:
             if not (isinstance(view, tuple) and len(view) == 3):
                 raise CheckpointReadError(f'{name}: corrupt storage view record')
@@ -332,11 +346,12 @@ def _read_torch_legacy(path, name):
         tree = safe_pickle.load_raw(f, name, _TORCH_GLOBALS, storage, size=size - f.tell(),
                                     what='PyTorch checkpoint')
         keys = header()
-        if not isinstance(keys, list) or sorted(map(str, keys)) != sorted(refs):
+        if not isinstance(keys, list) or not all(type(k) is str for k in keys) or \
+                sorted(keys) != sorted(refs):
             raise CheckpointReadError(f'{name} is corrupt: its storage list does not match '
                                       f'its tensors')
         builder = _TensorBuilder(name, size)
-        for key in map(str, keys):
+        for key in keys:
             ref = refs[key]
             head = f.read(8)
             nbytes = ref.numel * ref.dtype.itemsize
@@ -355,7 +370,8 @@ def read_torch_checkpoint(path):
     with open(path, 'rb') as f:
         head = f.read(len(_LEGACY_MAGIC))
     if head == _LEGACY_MAGIC:
-        return _read_torch_legacy(path, name)
+        with safe_pickle.named_errors(name, 'PyTorch checkpoint'):
+            return _read_torch_legacy(path, name)
     if head.startswith(b'PK\x03\x04'):
         try:
             is_zip = zipfile.is_zipfile(path)
@@ -364,14 +380,8 @@ def read_torch_checkpoint(path):
         if not is_zip:
             raise CheckpointReadError(f'{name} is truncated (an incomplete zip archive); '
                                       f'download it again')
-        try:
+        with safe_pickle.named_errors(name, 'PyTorch checkpoint (corrupt zip archive)'):
             return _read_torch_zip(path, name)
-        except CheckpointReadError:
-            raise
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
-                NotImplementedError) as exc:
-            raise CheckpointReadError(f'{name} is not a readable PyTorch checkpoint (corrupt '
-                                      f'zip archive: {printable(exc)})') from None
     with open(path, 'rb') as f:  # a bare pickle: only what a state dict holds
         return safe_pickle.load(f, name, _TORCH_GLOBALS, what='PyTorch checkpoint')
 

@@ -3,16 +3,16 @@ published numbers, with a verdict. Runs as is, or under ``paddle.distributed.lau
 import argparse
 import os
 import shutil
-import signal
 import tempfile
 
-from ..cli_args import ArgumentParser, float_range, image_size, int_range, positive_int
-from ..errors import Terminated, UsageError, exit_cleanly_on_sigterm, report
-from ..variants import get_config, list_models
+from ..cli_args import (ArgumentParser, float_range, image_size, int_range, positive_int,
+                        variant_list)
+from ..errors import UsageError, exit_cleanly_on_sigterm, run_command
 from ..weights import DEFAULT_TAG, WEIGHTS, get_weights
 from .report import format_table, result_row, write_results
 from ..preprocessing import DEFAULT as DEFAULT_PREPROCESSING
-from .transforms import BACKENDS, INTERPOLATIONS, MAX_RESIZED_PIXELS, Preprocess
+from ..preprocessing import INTERPOLATIONS
+from .transforms import BACKENDS, MAX_RESIZED_PIXELS, Preprocess
 
 EXAMPLES = """\
 examples:
@@ -61,7 +61,7 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Evaluate DLA models on the ILSVRC2012 validation set and compare top-1/'
                     'top-5 with the published numbers (PASS/FAIL within --tolerance).')
-    p.add_argument('--model', required=True,
+    p.add_argument('--model', required=True, type=variant_list,
                    help='variant (dla_34, ...), a comma list of variants, or "all"')
     p.add_argument('--data-dir', required=True, help='validation images (see layouts below)')
     p.add_argument('--label-file', help='list file or LOC_val_solution.csv (found next to the '
@@ -111,14 +111,6 @@ def build_parser():
     return p
 
 
-def _models(spec):
-    names = list_models() if spec.strip().lower() == 'all' else [
-        get_config(n).name for n in spec.split(',') if n.strip()]
-    if not names:
-        raise UsageError('--model names no variant')
-    return names
-
-
 def _distributed():
     """``(rank, world size)``; initialises the process group under paddle.distributed.launch."""
     world = int(os.environ.get('PADDLE_TRAINERS_NUM', '1'))
@@ -157,7 +149,7 @@ def _torch_predictor(model):
 def run(args):
     from .dataset import find_samples
 
-    names = _models(args.model)
+    names = args.model
     if args.weights and len(names) > 1:
         raise UsageError('--weights needs a single --model')
     samples, layout = find_samples(args.data_dir, args.label_file)
@@ -230,11 +222,4 @@ def _evaluate_model(name, args, shard, layout, rank, world, workdir):
 def main(argv=None):
     exit_cleanly_on_sigterm()  # temporary folders are removed on SIGTERM as on Ctrl-C
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt as exc:
-        report('imagenet_val', exc if str(exc) else 'interrupted')
-        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
-    except Exception as exc:  # noqa: BLE001 - one line for the user, whatever went wrong
-        report('imagenet_val', exc, debug=args.debug)
-        return 2
+    return run_command('imagenet_val', lambda: run(args), args.debug)

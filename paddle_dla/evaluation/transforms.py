@@ -8,16 +8,20 @@ The OpenCV backend is offered for comparison only; it is not the reference.
 Both backends refuse an image whose declared size, or the size the resize would produce,
 is out of bounds, before allocating it: such an image is a bad image like a truncated one.
 """
+import contextlib
 import dataclasses
+import os
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import one_line
-from ..preprocessing import INTERPOLATIONS, Preprocessing
+from ..preprocessing import Preprocessing
 
 BACKENDS = ('pil', 'cv2')
+# The image formats read (what cameras and datasets write), by Pillow's names.
+IMAGE_FORMATS = ('JPEG', 'PNG', 'BMP', 'GIF', 'WEBP', 'TIFF', 'PPM')
 
 # At most this many decoded pixels: 8192 x 8192, 192 MiB as RGB, room for any camera
 # photograph and below the 179M pixels at which Pillow itself refuses a file.
@@ -46,6 +50,8 @@ class Preprocess(Preprocessing):
 
     def __call__(self, path):
         """``path`` -> normalised float32 CHW array."""
+        if not os.path.isfile(path):  # a FIFO or device would block the reader for ever
+            raise ImageReadError(f'cannot decode {path}: not a regular file')
         if self.backend == 'cv2':
             pixels = _cv2_resized(path, self.resize, self.interpolation)
         else:
@@ -84,14 +90,22 @@ def _resize_target(path, width, height, size):
     return target
 
 
+@contextlib.contextmanager
+def _opened(path):
+    """The file opened by Pillow without decoding: only formats whose opening reads just the
+    header (an icon file, say, decodes its image when opened), and with Pillow's warnings
+    kept off the terminal (sizes are checked here; the bad ones become errors)."""
+    from PIL import Image
+    Image.init()  # registers every plugin, so that formats= can name them
+    with open(path, 'rb') as f, warnings.catch_warnings(record=True):
+        warnings.simplefilter('always')
+        yield Image.open(f, formats=[n for n in IMAGE_FORMATS if n in Image.OPEN])
+
+
 def _pil_decoded(path):
     """The image as RGB, its declared size checked before any pixel is decoded."""
-    from PIL import Image
     try:
-        with open(path, 'rb') as f, warnings.catch_warnings():
-            # The size is checked below; Pillow's own bomb warning would only add noise.
-            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-            image = Image.open(f)
+        with _opened(path) as image:
             _check_decoded_size(path, *image.size)
             return image.convert('RGB')
     except ImageReadError:
@@ -114,11 +128,9 @@ def _pil_resized(path, size, interpolation):
 
 def _declared_size(path):
     """``(width, height)`` from the file's header, read by Pillow without decoding."""
-    from PIL import Image
     try:
-        with open(path, 'rb') as f, warnings.catch_warnings():
-            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-            return Image.open(f).size
+        with _opened(path) as image:
+            return image.size
     except Exception as exc:
         raise ImageReadError(f'cannot decode {path}: {one_line(exc)}') from exc
 
