@@ -38,6 +38,7 @@ from paddle_dla.cli_args import (ArgumentParser, float_range, image_size, int_ra
 from paddle_dla.errors import (CheckpointReadError, PaddleDLAError,  # noqa: E402
                                exit_cleanly_on_sigterm, printable, run_command)
 from paddle_dla.evaluation.dataset import IMAGE_SUFFIXES  # noqa: E402
+from paddle_dla.evaluation.metrics import distributed_rank, topk_hits  # noqa: E402
 from paddle_dla.evaluation.transforms import Preprocess  # noqa: E402
 from paddle_dla.preprocessing import DEFAULT as DEFAULT_PREPROCESSING  # noqa: E402
 from paddle_dla.weights import get_weights  # noqa: E402
@@ -126,18 +127,16 @@ def train_transform(recipe):
     return load
 
 
-def evaluate(model, loader, num_classes):
+def evaluate(model, loader):
     model.eval()
     correct1 = correct5 = total = 0
-    k = min(5, num_classes)
     with paddle.no_grad():
         for images, labels in loader:
             labels = labels.numpy().reshape(-1)
             loader.dataset.check_labels(labels)
             logits = model(images).numpy()
-            topk = np.argsort(-logits, axis=1)[:, :k]
-            correct1 += int((topk[:, 0] == labels).sum())
-            correct5 += int((topk == labels[:, None]).any(axis=1).sum())
+            correct1 += topk_hits(logits, labels, 1)
+            correct5 += topk_hits(logits, labels, 5)
             total += len(labels)
     model.train()
     return 100.0 * correct1 / max(total, 1), 100.0 * correct5 / max(total, 1)
@@ -302,10 +301,7 @@ def run(args):
     paddle.seed(args.seed)
     random.seed(args.seed)  # the augmentations draw from Python's and NumPy's generators
     np.random.seed(args.seed)
-    world = int(os.environ.get('PADDLE_TRAINERS_NUM', '1'))
-    if world > 1:
-        paddle.distributed.init_parallel_env()
-    rank = paddle.distributed.get_rank() if world > 1 else 0
+    rank, world = distributed_rank()
 
     classes, train, val = splits(args.data_dir, args.val_split, args.seed)
     if not train or not val:
@@ -346,7 +342,7 @@ def run(args):
                   file=sys.stderr, disable=rank != 0) as progress:
             losses = train_epoch(net, train_loader, optimizer, schedule, scaler, use_amp,
                                  progress)
-        top1, top5 = evaluate(model, val_loader, len(classes))
+        top1, top5 = evaluate(model, val_loader)
         state['epoch'] = epoch
         state['history'].append({'epoch': epoch, 'train_loss': float(np.mean(losses)),
                                  'step_losses': losses, 'val_top1': top1, 'val_top5': top5})

@@ -24,6 +24,7 @@ from paddle_dla.evaluation import cli
 from paddle_dla.evaluation.dataset import DatasetError, find_samples
 from paddle_dla.evaluation.transforms import MAX_IMAGE_PIXELS, ImageReadError, Preprocess
 from paddle_dla.imagenet import synsets
+from helpers import child_env
 from hostile import REPO, assert_refused, hostile_pdparams, run_script
 
 VARIANT = 'dla_46_c'
@@ -97,6 +98,7 @@ def test_tall_png_stops_the_run_naming_the_file(env, tmp_path):
     assert '256x15360000' in line and 'MemoryError' not in proc.stderr
 
 
+@pytest.mark.full
 def test_tall_png_is_counted_as_bad_with_skip_bad(env, tmp_path):
     folder, tall = _with_image(env, tmp_path, _tall_png)
     results = tmp_path / 'results.json'
@@ -109,6 +111,7 @@ def test_tall_png_is_counted_as_bad_with_skip_bad(env, tmp_path):
     assert row['verdict'] == 'no verdict: 1 unreadable images skipped'
 
 
+@pytest.mark.full
 def test_huge_declared_png_is_refused_naming_the_file(env, tmp_path):
     folder, huge = _with_image(env, tmp_path, lambda p: _png(p, 100000, 100000))
     results = tmp_path / 'results.csv'
@@ -178,8 +181,9 @@ def _label_file(env, tmp_path, layout, extra_label):
     return path, len(entries) + 1
 
 
-@pytest.mark.parametrize('layout', ['list file', 'Kaggle CSV'])
-@pytest.mark.parametrize('case', ['duplicate', 'conflicting'])
+@pytest.mark.parametrize('layout', ['list file',
+                                    pytest.param('Kaggle CSV', marks=pytest.mark.full)])
+@pytest.mark.parametrize('case', [pytest.param('duplicate', marks=pytest.mark.full), 'conflicting'])
 def test_image_listed_twice_is_refused_with_file_and_line(env, tmp_path, layout, case):
     extra = env['labels'][0] if case == 'duplicate' else env['labels'][0] + 7
     labels, line = _label_file(env, tmp_path, layout, extra)
@@ -190,6 +194,7 @@ def test_image_listed_twice_is_refused_with_file_and_line(env, tmp_path, layout,
     assert ('listed twice' if case == 'duplicate' else f'has label {extra} here') in message
 
 
+@pytest.mark.full
 def test_label_file_not_utf8_is_refused_with_its_offset(env, tmp_path):
     labels = tmp_path / 'val.txt'
     first = f'{env["names"][0]} 0\n'
@@ -250,10 +255,11 @@ def test_bad_option_is_one_line_at_parse_time(option, value, capsys):
         cli.build_parser().parse_args(['--model', VARIANT, '--data-dir', '.', option, value])
     assert exited.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith('imagenet_val.py: error: argument '
+    assert len(lines) == 1 and lines[0].startswith('imagenet_val: error: argument '
                                                    f'{option}:'), lines
 
 
+@pytest.mark.full
 def test_bad_option_from_the_script(env):
     proc = run_script(SCRIPT, '--model', VARIANT, '--data-dir', env['synsets'],
                       '--img-size', '8')
@@ -274,6 +280,7 @@ def _workdirs(folder):
     return [name for name in os.listdir(folder) if name.startswith('paddle_dla_eval_')]
 
 
+@pytest.mark.full
 def test_sigterm_removes_the_temporary_folder(env, tmp_path):
     """SIGTERM mid-run unwinds like Ctrl-C: the export folder is removed, workers exit
     quietly, and the user sees one line."""
@@ -288,8 +295,7 @@ def test_sigterm_removes_the_temporary_folder(env, tmp_path):
             env['weights'], '--data-dir', str(folder.parent), '--batch-size', '1',
             '--workers', '1', '--no-progress']
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=REPO, env=dict(os.environ, TMPDIR=str(scratch),
-                                               PYTHONPATH=REPO))
+                            cwd=REPO, env=child_env(TMPDIR=str(scratch)))
     try:
         deadline = time.monotonic() + 60
         while not _workdirs(scratch) and time.monotonic() < deadline and proc.poll() is None:

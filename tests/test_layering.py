@@ -15,7 +15,7 @@ LAYERS = [
      'convert.verify'},
     {'download', 'pretrained'},
     {'factory', 'inference', 'model_table', 'evaluation', 'evaluation.transforms',
-     'evaluation.dataset', 'evaluation.runner', 'evaluation.report'},
+     'evaluation.dataset', 'evaluation.runner', 'evaluation.report', 'evaluation.metrics'},
     {'cli', 'convert.cli', 'evaluation.cli', '__main__', ''},
 ]
 COMMAND_LINE = {'cli', 'convert.cli', 'evaluation.cli', '__main__'}

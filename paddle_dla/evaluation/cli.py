@@ -9,6 +9,7 @@ from ..cli_args import (ArgumentParser, float_range, image_size, int_range, posi
                         variant_list)
 from ..errors import UsageError, exit_cleanly_on_sigterm, run_command
 from ..weights import DEFAULT_TAG, WEIGHTS, get_weights
+from .metrics import distributed_rank
 from .report import format_table, result_row, write_results
 from ..preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..preprocessing import INTERPOLATIONS
@@ -57,7 +58,7 @@ def results_file(text):
 
 def build_parser():
     p = ArgumentParser(
-        prog='imagenet_val.py', epilog=EXAMPLES,
+        prog='imagenet_val', epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Evaluate DLA models on the ILSVRC2012 validation set and compare top-1/'
                     'top-5 with the published numbers (PASS/FAIL within --tolerance).')
@@ -111,16 +112,6 @@ def build_parser():
     return p
 
 
-def _distributed():
-    """``(rank, world size)``; initialises the process group under paddle.distributed.launch."""
-    world = int(os.environ.get('PADDLE_TRAINERS_NUM', '1'))
-    if world <= 1:
-        return 0, 1
-    import paddle.distributed as dist
-    dist.init_parallel_env()
-    return dist.get_rank(), dist.get_world_size()
-
-
 def _gather(tally, world):
     if world == 1:
         return tally
@@ -155,7 +146,7 @@ def run(args):
     samples, layout = find_samples(args.data_dir, args.label_file)
     if args.limit:
         samples = samples[:args.limit]
-    rank, world = _distributed()
+    rank, world = distributed_rank()
     shard = samples[rank::world]
 
     rows, strict_failed = [], False

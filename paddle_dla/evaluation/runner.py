@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .metrics import topk_hits
 from .transforms import ImageReadError
 
 
@@ -27,11 +28,9 @@ class Tally:
     wall_s: float = 0.0
 
     def add_batch(self, logits, labels):
-        labels = np.asarray(labels)
-        top5 = np.argpartition(-logits, 5, axis=1)[:, :5]
         self.images += len(labels)
-        self.top1 += int(np.sum(logits.argmax(1) == labels))
-        self.top5 += int(np.sum(np.any(top5 == labels[:, None], axis=1)))
+        self.top1 += topk_hits(logits, labels, 1)
+        self.top5 += topk_hits(logits, labels, 5)
 
     def add_comparison(self, ours, theirs):
         self.compared += len(ours)
