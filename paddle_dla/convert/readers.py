@@ -59,20 +59,33 @@ def read_safetensors(path):
     name = printable(os.fspath(path))
     with open(path, 'rb') as f:
         data = f.read()
+    header, body = _safetensors_header(data, name)
+    entries = _safetensors_entries(header, name)
+    _check_tiling(entries, len(body), name)
+    out = {}
+    with safe_pickle.named_errors(name, 'safetensors file'):
+        for begin, end, key, dtype, shape, code in entries:
+            array = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape).copy()
+            out[key] = _bf16_to_f32(array) if code == 'BF16' else array
+    return out
+
+
+def _safetensors_header(data, name):
+    """``(header dict, data bytes)``: a bounded, flat enough, duplicate-free JSON header."""
     if len(data) < 8:
         raise CheckpointReadError(f'{name} is truncated: not a safetensors file')
     (header_len,) = struct.unpack('<Q', data[:8])
     if header_len > min(_MAX_HEADER, len(data) - 8):
         raise CheckpointReadError(f'{name} is truncated or not a safetensors file '
                                   f'(header of {header_len} bytes in a {len(data)}-byte file)')
-    raw_header = data[8:8 + header_len]
-    if raw_header.count(b'[') + raw_header.count(b'{') > _MAX_HEADER_BRACKETS:
+    raw = data[8:8 + header_len]
+    if raw.count(b'[') + raw.count(b'{') > _MAX_HEADER_BRACKETS:
         raise CheckpointReadError(f'{name} has a corrupt safetensors header (more nesting than '
                                   f'any tensor table needs)')
     try:
-        if not raw_header.startswith(b'{'):
+        if not raw.startswith(b'{'):
             raise ValueError('the header is not a JSON object')
-        header = json.loads(raw_header.decode('utf-8'), object_pairs_hook=_no_duplicates)
+        header = json.loads(raw.decode('utf-8'), object_pairs_hook=_no_duplicates)
     except CheckpointReadError as exc:
         raise CheckpointReadError(f'{name} is corrupt: {exc}') from None
     except RecursionError:
@@ -81,7 +94,11 @@ def read_safetensors(path):
     except (UnicodeDecodeError, ValueError) as exc:
         raise CheckpointReadError(f'{name} has a corrupt safetensors header: '
                                   f'{printable(" ".join(str(exc).split()))[:100]}') from None
-    body = memoryview(data)[8 + header_len:]
+    return header, memoryview(data)[8 + header_len:]
+
+
+def _safetensors_entries(header, name):
+    """``[(begin, end, key, dtype, shape, dtype code)]`` sorted by offset, each consistent."""
     entries = []
     for key, info in header.items():
         if key == '__metadata__':
@@ -102,23 +119,21 @@ def read_safetensors(path):
             raise CheckpointReadError(f'{name}: entry {printable(key)!r} has shape '
                                       f'{list(shape)} but {end - begin} bytes of data')
         entries.append((begin, end, key, dtype, shape, info['dtype']))
-    entries.sort(key=lambda e: (e[0], e[1]))
+    return sorted(entries, key=lambda e: (e[0], e[1]))
+
+
+def _check_tiling(entries, size, name):
+    """The tensors cover the data exactly, without overlaps or gaps, as the library requires."""
     position = 0
-    for begin, end, key, *_ in entries:  # tensors tile the data exactly, as the library requires
+    for begin, end, key, *_ in entries:
         if begin != position:
             raise CheckpointReadError(f'{name} is corrupt: entry {printable(key)!r} '
                                       + ('overlaps another' if begin < position else
                                          'leaves a gap before it'))
         position = end
-    if position != len(body):
+    if position != size:
         raise CheckpointReadError(f'{name} is truncated or corrupt: the header describes '
-                                  f'{position} bytes of data, the file holds {len(body)}')
-    out = {}
-    with safe_pickle.named_errors(name, 'safetensors file'):
-        for begin, end, key, dtype, shape, code in entries:
-            array = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape).copy()
-            out[key] = _bf16_to_f32(array) if code == 'BF16' else array
-    return out
+                                  f'{position} bytes of data, the file holds {size}')
 
 
 def write_safetensors(state, path):
