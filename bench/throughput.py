@@ -41,6 +41,7 @@ from paddle_dla.atomic import atomic_output  # noqa: E402
 from paddle_dla.cli_args import (ArgumentParser, image_size, non_negative_int,  # noqa: E402
                                  positive_int)
 from paddle_dla.errors import exit_cleanly_on_sigterm  # noqa: E402
+from paddle_dla.layers import BN_MOMENTUM  # noqa: E402
 from paddle_dla.evaluation.transforms import Preprocess  # noqa: E402
 from paddle_dla.preprocessing import DEFAULT as DEFAULT_PREPROCESSING  # noqa: E402
 from paddle_dla.convert.verify import timm_available, timm_holding, torch_predictor  # noqa: E402
@@ -105,7 +106,7 @@ def calibrated_model(name, seed=0):
     with paddle.no_grad():
         model(paddle.randn([8, 3, 64, 64]))
     for bn in bns:
-        bn._momentum = 0.9
+        bn._momentum = BN_MOMENTUM
     model.eval()
     return model
 

@@ -33,14 +33,14 @@ def same_file(a, b):
 
 
 @contextlib.contextmanager
-def atomic_output(path):
-    """Yield a temporary path to write; on success it replaces ``path`` in one step, on
-    failure (an exception, Ctrl-C, SIGTERM in our command line tools) it is removed, so
-    readers never see a partial file."""
+def atomic_output(path, suffix='.tmp'):
+    """Yield a temporary path to write, ``.<name>.<random><suffix>`` beside ``path``; on
+    success it replaces ``path`` in one step, on failure (an exception, Ctrl-C, SIGTERM in
+    our command line tools) it is removed, so readers never see a partial file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix=suffix,
                                dir=folder)
     os.close(fd)
     try:

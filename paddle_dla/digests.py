@@ -9,11 +9,13 @@ import hashlib
 from dataclasses import dataclass
 from typing import Optional
 
+from .errors import PaddleDLAError
+
 CHUNK = 1 << 20
 FULL, PREFIX = 'SHA-384', 'sha256 prefix'
 
 
-class DigestMismatch(ValueError):
+class DigestMismatch(PaddleDLAError, ValueError):
     """A file's content is not the one expected."""
 
 

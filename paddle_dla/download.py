@@ -8,15 +8,14 @@ import os
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
 
-from .atomic import new_file_mode
+from .atomic import atomic_output
 from .digests import DigestMismatch, Expected, Hasher
-from .errors import one_line
+from .errors import PaddleDLAError, one_line
 
 DEFAULT_TIMEOUT_S = 20.0
 DEFAULT_DEADLINE_S = 1800.0
@@ -26,7 +25,7 @@ MAX_REDIRECTS = 5
 MAX_UNKNOWN_SIZE = 2 << 30   # no DLA checkpoint is near this; a server may not fill the disk
 
 
-class DownloadError(Exception):
+class DownloadError(PaddleDLAError):
     """A source could not be fetched; ``str()`` says why in a few words."""
 
     def __init__(self, message, transient=False):
@@ -231,22 +230,17 @@ def _transient(exc):
 def download(url, dst, expected=Expected(), attempts=ATTEMPTS):
     """Fetch ``url`` to ``dst`` atomically, checking ``expected``; returns the digests found.
     Nothing is left behind on failure, and the whole fetch ends within the deadline."""
-    folder = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
     label = os.path.basename(dst)
     watchdog = _Watchdog(time.monotonic() + deadline_s())
     try:
         for attempt in range(1, attempts + 1):
-            fd, tmp = tempfile.mkstemp(prefix=f'.{label}.', suffix='.part', dir=folder)
-            os.close(fd)
             try:
-                found = _fetch_once(url, tmp, label, expected, watchdog)
-                try:
-                    expected.check(found, 'downloaded file')
-                except DigestMismatch as exc:
-                    raise DownloadError(str(exc).replace('downloaded file: ', '')) from None
-                os.chmod(tmp, new_file_mode())
-                os.replace(tmp, dst)
+                with atomic_output(dst, suffix='.part') as tmp:
+                    found = _fetch_once(url, tmp, label, expected, watchdog)
+                    try:
+                        expected.check(found, 'downloaded file')
+                    except DigestMismatch as exc:
+                        raise DownloadError(str(exc).replace('downloaded file: ', '')) from None
                 return found
             except Exception as exc:  # noqa: BLE001 - classified below
                 if watchdog.expired or attempt == attempts or not _transient(exc):
@@ -254,9 +248,6 @@ def download(url, dst, expected=Expected(), attempts=ATTEMPTS):
                         raise
                     raise DownloadError(_why(exc, watchdog)) from exc
                 time.sleep(min(0.5 * attempt, max(0.0, watchdog.left())))
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
     finally:
         watchdog.cancel()
     raise AssertionError('unreachable')

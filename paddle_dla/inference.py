@@ -33,7 +33,7 @@ _MAX_META_BYTES = 1 << 20  # what export writes is a few hundred bytes
 _PADDLE_EXPORT_NOISE = 'not support input out tensor'
 
 
-class ExportedModelError(FileNotFoundError):
+class ExportedModelError(PaddleDLAError, FileNotFoundError):
     """No exported model where one was expected."""
 
 

@@ -1,5 +1,5 @@
 """Checkpoint layouts: wrappers, DataParallel prefixes, and the official files' dead keys."""
-from ..errors import printable
+from ..errors import PaddleDLAError, printable
 from ..variants import get_config
 
 WRAPPER_KEYS = ('state_dict', 'model', 'model_state', 'model_state_dict', 'params')
@@ -8,7 +8,7 @@ PROJECT_LEAVES = ('0.weight', '1.weight', '1.bias', '1.running_mean', '1.running
                   '1.num_batches_tracked')
 
 
-class UnsupportedLayout(ValueError):
+class UnsupportedLayout(PaddleDLAError, ValueError):
     """The file holds something other than a (wrapped) DLA state dict."""
 
 

@@ -7,7 +7,7 @@ from ..variants import get_config
 from .detect import detect_variants
 from ..digests import file_digests
 from ..dla import state_num_classes
-from ..errors import printable
+from ..errors import PaddleDLAError, printable
 from .identify import check_name_hash, identify
 from .layouts import drop_dead_keys, unwrap_state_dict
 from ..checkpoint import to_numpy
@@ -15,7 +15,7 @@ from .mapping import TORCH_ONLY_LEAVES, convert_state_dict
 from .readers import read_checkpoint
 
 
-class VariantUnknown(ValueError):
+class VariantUnknown(PaddleDLAError, ValueError):
     """No variant, or more than one, fits the checkpoint."""
 
 

@@ -12,6 +12,7 @@ import io
 import os
 import re
 
+from ..errors import PaddleDLAError
 from ..imagenet import NUM_CLASSES, synset_index
 
 IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
@@ -23,7 +24,7 @@ _SYNSET = re.compile(r'^n\d{8}$')
 MAX_LABEL_FILE_BYTES = 64 << 20
 
 
-class DatasetError(ValueError):
+class DatasetError(PaddleDLAError, ValueError):
     """The data folder or label file cannot be used; the message says how to fix it."""
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import one_line
+from ..errors import PaddleDLAError, one_line
 from ..preprocessing import Preprocessing
 
 BACKENDS = ('pil', 'cv2')
@@ -31,7 +31,7 @@ MAX_IMAGE_PIXELS = 2 ** 26
 MAX_RESIZED_PIXELS = 2 ** 26
 
 
-class ImageReadError(ValueError):
+class ImageReadError(PaddleDLAError, ValueError):
     """An image file could not be decoded."""
 
 
