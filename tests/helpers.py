@@ -1,50 +1,64 @@
-"""Shared test helpers: running our CLIs as a user would, and building converted models."""
+"""Shared test helpers that need neither torch nor timm: running the repository's scripts as
+a user would, and feeding a batch through a Paddle model. (The timm oracle and everything
+built from it live in ``oracle.py`` and ``checkpoint_files.py``, which import torch.)"""
+import functools
 import os
 import subprocess
 import sys
 
 import numpy as np
 import paddle
-import torch
 
 import paddle_dla
-from paddle_dla.convert import convert_state_dict
-from oracle import oracle_state_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child_env(**extra):
+    """``os.environ`` for a child Python: this checkout first on ``PYTHONPATH``, keeping what
+    the test run put there (the torch blocker of ``PADDLE_DLA_TESTS_WITHOUT_TORCH=1``)."""
+    path = os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH')) if p)
+    return dict(os.environ, PYTHONPATH=path, **extra)
+
+
+@functools.lru_cache(maxsize=None)
+def inspected_model(name):
+    """A freshly initialised ``name``, built once per run for the tests that only count or
+    inspect it: do not train, convert or load weights into it."""
+    return paddle_dla.create_model(name)
 
 
 def run_cli(script, *args, timeout=300):
     """Run one of the repository's scripts in a subprocess; returns CompletedProcess."""
     return subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env=child_env())
 
 
 def stderr_lines(proc):
     return [line for line in proc.stderr.splitlines() if line.strip()]
 
 
-def paddle_model_from_oracle(variant, dtype='float64', num_classes=1000, **kwargs):
-    """Our model in eval mode with the oracle's weights converted in memory."""
-    model = paddle_dla.create_model(variant, num_classes=num_classes, **kwargs)
-    if dtype == 'float64':
-        model.to(dtype='float64')
-    state = convert_state_dict(
-        oracle_state_dict(variant, num_classes=num_classes,
-                          dtype=torch.float64 if dtype == 'float64' else torch.float32),
-        variant, dtype=dtype)
-    if kwargs.get('features_only'):
-        state = {k: v for k, v in state.items() if not k.startswith(model.unused_checkpoint_prefixes())}
-    paddle_dla.load_state_dict_strict(model, state)
-    model.eval()
-    return model
+def relative_error(ours, reference):
+    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
+    return float(np.max(np.abs(ours - reference)) / max(1.0, np.max(np.abs(reference))))
+
+
+def top1_agrees(ours, reference, min_gap=1e-2):
+    """Same top-1 on every row whose reference top-2 gap exceeds ``min_gap``; false when no
+    row is that clear (the comparison would say nothing)."""
+    ours, reference = np.asarray(ours), np.asarray(reference)
+    ours, reference = ours.reshape(len(ours), -1), reference.reshape(len(reference), -1)
+    top2 = np.sort(reference, axis=1)[:, -2:]
+    decided = (top2[:, 1] - top2[:, 0]) > min_gap
+    return bool(decided.any() and np.all(ours.argmax(1)[decided] == reference.argmax(1)[decided]))
 
 
 def run_paddle(model, images):
-    """Forward a float64 torch batch through a Paddle model in the model's dtype."""
+    """Forward a float64 batch (NumPy or torch) through a Paddle model in the model's dtype."""
     dtype = str(model.base_layer[0].weight.dtype).replace('paddle.', '')
     with paddle.no_grad():
-        out = model(paddle.to_tensor(images.numpy().astype(dtype)))
+        out = model(paddle.to_tensor(np.asarray(images).astype(dtype)))
     if isinstance(out, (list, tuple)):
         return [o.numpy().astype(np.float64) for o in out]
     return out.numpy().astype(np.float64)

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import REPO, child_env, stderr_lines
 # Paddle and torch together map about 4 GiB of address space at start; a hostile file that
 # made a reader allocate gigabytes would cross this bound and fail the test.
 MEMORY_LIMIT = 5 << 30
@@ -49,9 +49,8 @@ def _limit_memory(limit):
 
 def run_bounded(argv, env=None, cwd=REPO, timeout=180, memory=MEMORY_LIMIT, stdin=None):
     """Run ``argv`` with its address space capped at ``memory`` bytes."""
-    full_env = dict(os.environ, PYTHONPATH=REPO, **(env or {}))
-    return subprocess.run(argv, capture_output=True, text=True, env=full_env, cwd=cwd,
-                          timeout=timeout, preexec_fn=_limit_memory(memory),
+    return subprocess.run(argv, capture_output=True, text=True, env=child_env(**(env or {})),
+                          cwd=cwd, timeout=timeout, preexec_fn=_limit_memory(memory),
                           stdin=subprocess.DEVNULL if stdin is None else stdin)
 
 
@@ -68,10 +67,6 @@ def run_module(*args, **kwargs):
 def run_python(code, *args, **kwargs):
     """A short program using the public API, e.g. ``create_model(pretrained=...)``."""
     return run_bounded([sys.executable, '-c', code, *map(str, args)], **kwargs)
-
-
-def stderr_lines(proc):
-    return [line for line in proc.stderr.splitlines() if line.strip()]
 
 
 def assert_refused(proc, *phrases, absent=()):

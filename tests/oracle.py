@@ -1,4 +1,5 @@
 """timm's PyTorch DLA with random weights: the independent reference our models must match.
+Needs torch and timm: import it only in tests marked ``torch``.
 
 Random weights alone make activations explode through 100+ layers, so every
 BatchNorm gets random affine parameters and then has its running statistics
@@ -6,25 +7,12 @@ re-estimated on random batches (cumulative average, train-mode forwards).
 """
 import functools
 
-import numpy as np
 import timm
 import torch
 
+import paddle_dla
 from paddle_dla import get_config
-
-
-def relative_error(ours, reference):
-    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
-    return float(np.max(np.abs(ours - reference)) / max(1.0, np.max(np.abs(reference))))
-
-
-def top1_agrees(ours, reference, min_gap=1e-2):
-    """Same top-1 on every row whose reference top-2 gap exceeds ``min_gap``."""
-    ours, reference = np.asarray(ours), np.asarray(reference)
-    ours, reference = ours.reshape(len(ours), -1), reference.reshape(len(reference), -1)
-    top2 = np.sort(reference, axis=1)[:, -2:]
-    decided = (top2[:, 1] - top2[:, 0]) > min_gap
-    return bool(np.all(ours.argmax(1)[decided] == reference.argmax(1)[decided]))
+from paddle_dla.convert import convert_state_dict
 
 
 @torch.no_grad()
@@ -82,3 +70,20 @@ def random_images(shape, seed=1):
 @torch.no_grad()
 def reference_logits(model, images):
     return model(images.to(next(model.parameters()).dtype)).double().numpy()
+
+
+def paddle_model_from_oracle(variant, dtype='float64', num_classes=1000, **kwargs):
+    """Our model in eval mode with the oracle's weights converted in memory."""
+    model = paddle_dla.create_model(variant, num_classes=num_classes, **kwargs)
+    if dtype == 'float64':
+        model.to(dtype='float64')
+    state = convert_state_dict(
+        oracle_state_dict(variant, num_classes=num_classes,
+                          dtype=torch.float64 if dtype == 'float64' else torch.float32),
+        variant, dtype=dtype)
+    if kwargs.get('features_only'):
+        unused = model.unused_checkpoint_prefixes()
+        state = {k: v for k, v in state.items() if not k.startswith(unused)}
+    paddle_dla.load_state_dict_strict(model, state)
+    model.eval()
+    return model

@@ -2,11 +2,9 @@
 import numpy as np
 import paddle
 import pytest
-import torch
 
 import paddle_dla
-from helpers import paddle_model_from_oracle, run_paddle
-from oracle import oracle, random_images, relative_error
+from helpers import relative_error, run_paddle
 
 
 def test_list_models_and_factories():
@@ -43,7 +41,9 @@ def test_num_classes_class_dim_and_reset_classifier():
     assert model.get_classifier() is None and model(x).shape == [2, model.num_features]
 
 
+@pytest.mark.torch
 def test_num_classes_zero_returns_pooled_features_equal_to_pre_logits():
+    from oracle import paddle_model_from_oracle
     reference = paddle_model_from_oracle('dla_34', 'float64')
     headless = paddle_dla.dla_34(num_classes=0)
     headless.to(dtype='float64')
@@ -71,15 +71,27 @@ def test_without_pool_the_classifier_is_dense():
 
 
 def test_drop_rate_only_in_training():
-    model = paddle_dla.dla_46_c(drop_rate=0.5)
+    """Dropout makes two training-mode forwards of one batch differ; without it (or in eval
+    mode) they are equal, so the difference is the dropout's (BatchNorm in training mode
+    normalises with the batch's own statistics, the same both times)."""
+    paddle.seed(0)
     x = paddle.randn([2, 3, 32, 32])
-    model.eval()
-    with paddle.no_grad():
-        np.testing.assert_array_equal(model(x).numpy(), model(x).numpy())
+    model = paddle_dla.dla_46_c(drop_rate=0.5)
     assert isinstance(model.head_drop, paddle.nn.Dropout)
+    plain = paddle_dla.dla_46_c(drop_rate=0.0)
+    plain.set_state_dict(model.state_dict())
+    with paddle.no_grad():
+        model.train()
+        assert not np.array_equal(model(x).numpy(), model(x).numpy())
+        plain.train()
+        np.testing.assert_array_equal(plain(x).numpy(), plain(x).numpy())
+        model.eval()
+        np.testing.assert_array_equal(model(x).numpy(), model(x).numpy())
 
 
+@pytest.mark.torch
 def test_adaptive_pool_equals_official_avgpool7_at_224_and_small_inputs_work():
+    from oracle import paddle_model_from_oracle
     model = paddle_model_from_oracle('dla_46_c', 'float64')
     x = paddle.randn([1, 3, 224, 224], dtype='float64')
     with paddle.no_grad():
@@ -92,8 +104,11 @@ def test_adaptive_pool_equals_official_avgpool7_at_224_and_small_inputs_work():
             assert model(paddle.randn([1, 3, *size], dtype='float64')).shape == [1, 1000]
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize('name', ['dla_34', 'dla_60x_c', 'dla_169', 'dla_60_res2net'])
 def test_features_only_equals_timm(name):
+    import torch
+    from oracle import oracle, paddle_model_from_oracle, random_images
     reference = oracle(name, features_only=True)
     ours = paddle_model_from_oracle(name, 'float64', features_only=True)
     assert ours.feature_info.channels() == reference.feature_info.channels()

@@ -7,6 +7,8 @@ import paddle_dla
 from paddle_dla import StateDictMismatch
 from paddle_dla.checkpoint import load_pdparams, save_pdparams
 
+pytestmark = pytest.mark.paddle_compat
+
 
 @pytest.fixture(scope='module')
 def good_state():

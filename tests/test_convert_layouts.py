@@ -1,4 +1,9 @@
-"""torch2paddle.py on every checkpoint layout, in one batch run, against the oracle."""
+"""torch2paddle.py on every checkpoint layout, in one batch run, against the oracle.
+
+The fast tier converts one file of each layout users bring (official with its dead keys,
+the official release's legacy pre-1.6 format, timm .pth, Hugging Face .safetensors, a
+training checkpoint with ``module.`` keys and another class count); the full tier converts
+every variant in every layout."""
 
 import shutil
 
@@ -9,30 +14,36 @@ import pytest
 import paddle_dla
 import paddle_dla.complexity
 import paddle_dla.convert
-from checkpoint_files import (save_official, save_official_legacy, save_safetensors, save_timm,
-                              save_training_checkpoint)
-from helpers import run_cli, run_paddle
-from oracle import oracle, random_images, reference_logits, relative_error, top1_agrees
+from helpers import inspected_model, relative_error, run_cli, run_paddle, top1_agrees
 
 ALL = paddle_dla.list_models()
 OFFICIAL = [n for n in ALL if 'res2' not in n]  # the ten files of the official release
 
-# file name -> (variant, classes, layout)
+# file name -> (variant, classes, layout); layouts are the writers of checkpoint_files.py.
+FAST_CASES = {
+    'dla_46_c_official.pth': ('dla_46_c', 1000, 'save_official'),
+    'dla_46_c_timm.pth': ('dla_46_c', 1000, 'save_timm'),
+    'dla_46_c_hf.safetensors': ('dla_46_c', 1000, 'save_safetensors'),
+    'dla_60x_c_official_legacy.pth': ('dla_60x_c', 1000, 'save_official_legacy'),
+    'dla_60x_c_finetuned10.pth': ('dla_60x_c', 10, 'save_training_checkpoint'),
+}
 CASES = {}
 for _name in OFFICIAL:
-    CASES[f'{_name}_official.pth'] = (_name, 1000, save_official)
+    CASES[f'{_name}_official.pth'] = (_name, 1000, 'save_official')
 for _name in ALL:
-    CASES[f'{_name}_timm.pth'] = (_name, 1000, save_timm)
-    CASES[f'{_name}_hf.safetensors'] = (_name, 1000, save_safetensors)
-CASES['dla_102_official_legacy.pth'] = ('dla_102', 1000, save_official_legacy)
-CASES['dla_34_finetuned10.pth'] = ('dla_34', 10, save_training_checkpoint)
-CASES['dla_60x_c_finetuned10.pth'] = ('dla_60x_c', 10, save_training_checkpoint)
+    CASES[f'{_name}_timm.pth'] = (_name, 1000, 'save_timm')
+    CASES[f'{_name}_hf.safetensors'] = (_name, 1000, 'save_safetensors')
+CASES['dla_102_official_legacy.pth'] = ('dla_102', 1000, 'save_official_legacy')
+CASES['dla_34_finetuned10.pth'] = ('dla_34', 10, 'save_training_checkpoint')
+CASES['dla_60x_c_finetuned10.pth'] = ('dla_60x_c', 10, 'save_training_checkpoint')
+TIERS = {'fast': FAST_CASES, 'full': CASES}
 
 
-@pytest.fixture(scope='module')
-def batch_run(tmp_path_factory):
+def _batch_run(tmp_path_factory, cases):
+    import checkpoint_files
     src, dst = tmp_path_factory.mktemp('src'), tmp_path_factory.mktemp('dst')
-    for filename, (variant, classes, save) in CASES.items():
+    for filename, (variant, classes, layout) in cases.items():
+        save = getattr(checkpoint_files, layout)
         if classes == 1000:
             save(variant, src / filename)
         else:
@@ -42,11 +53,34 @@ def batch_run(tmp_path_factory):
     return proc, dst
 
 
-def test_batch_converts_every_layout_without_model(batch_run):
-    proc, dst = batch_run
+@pytest.fixture(scope='module')
+def fast_batch(tmp_path_factory):
+    return _batch_run(tmp_path_factory, FAST_CASES)
+
+
+@pytest.fixture(scope='module')
+def full_batch(tmp_path_factory):
+    return _batch_run(tmp_path_factory, CASES)
+
+
+def _tier(tier):
+    return pytest.param(tier, marks=(pytest.mark.full,) if tier == 'full' else ())
+
+
+def _tier_files():
+    for tier, cases in TIERS.items():
+        for filename in cases:
+            yield pytest.param(tier, filename, marks=_tier(tier).marks, id=f'{tier}-{filename}')
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize('tier', [_tier('fast'), _tier('full')])
+def test_batch_converts_every_layout_without_model(tier, request):
+    proc, dst = request.getfixturevalue(f'{tier}_batch')
+    cases = TIERS[tier]
     assert proc.returncode == 0, proc.stderr
-    assert f'converted {len(CASES)} of {len(CASES)} checkpoints' in proc.stdout
-    for filename, (variant, classes, _) in CASES.items():
+    assert f'converted {len(cases)} of {len(cases)} checkpoints' in proc.stdout
+    for filename, (variant, classes, _) in cases.items():
         line = next(l for l in proc.stdout.splitlines() if l.split(': ')[0].endswith(filename))
         assert f'-> {variant}, ' in line and f'{classes} classes' in line
         dead = sum(1 for k in paddle_dla.convert.dead_key_shapes(variant)
@@ -56,10 +90,12 @@ def test_batch_converts_every_layout_without_model(batch_run):
         assert 'sha256 ' in line
 
 
-@pytest.mark.parametrize('filename', list(CASES))
-def test_converted_file_matches_oracle(filename, batch_run):
-    _, dst = batch_run
-    variant, classes, _ = CASES[filename]
+@pytest.mark.torch
+@pytest.mark.parametrize('tier,filename', list(_tier_files()))
+def test_converted_file_matches_oracle(tier, filename, request):
+    from oracle import oracle, random_images, reference_logits
+    _, dst = request.getfixturevalue(f'{tier}_batch')
+    variant, classes, _ = TIERS[tier][filename]
     path = dst / (filename.rsplit('.', 1)[0] + '.pdparams')
     model = paddle_dla.create_model(variant, num_classes=classes, pretrained=str(path))
     model.eval()
@@ -72,15 +108,20 @@ def test_converted_file_matches_oracle(filename, batch_run):
     assert top1_agrees(ours, reference)
 
 
-def test_same_weights_give_the_same_bytes_whatever_the_layout(batch_run):
-    _, dst = batch_run
-    digests = {open(dst / f'dla_60{s}.pdparams', 'rb').read() for s in
+@pytest.mark.torch
+@pytest.mark.parametrize('tier,variant', [('fast', 'dla_46_c'),
+                                          pytest.param('full', 'dla_60', marks=pytest.mark.full)])
+def test_same_weights_give_the_same_bytes_whatever_the_layout(tier, variant, request):
+    _, dst = request.getfixturevalue(f'{tier}_batch')
+    digests = {open(dst / f'{variant}{s}.pdparams', 'rb').read() for s in
                ('_official', '_timm', '_hf')}
     assert len(digests) == 1
 
 
 def test_dead_keys_are_what_the_official_files_carry():
-    """REFERENCE §2: the official code's unused `project` layers, per variant."""
+    """The official code's unused ``project`` layers, per variant: it builds a ``project``
+    in every Tree whose input and output widths differ, also where the Tree has sub-Trees
+    and forward never uses it, so the official files carry these entries."""
     expected = {
         'dla_34': ['level3', 'level4'],
         'dla_46_c': ['level4'], 'dla_46x_c': ['level4'],
@@ -103,8 +144,9 @@ def test_dead_keys_are_what_the_official_files_carry():
     ('dla_60', 22.334), ('dla_60x', 17.650), ('dla_102', 33.732), ('dla_102x', 26.772),
     ('dla_102x2', 41.745), ('dla_169', 53.989)])
 def test_official_file_parameter_counts(name, millions):
-    """Trainable parameters plus the dead projections equal what the official files hold."""
+    """Trainable parameters plus the dead projections equal what the official release's
+    files hold (counted in those files, in millions)."""
     dead = sum(int(np.prod(s)) for k, s in paddle_dla.convert.dead_key_shapes(name).items()
                if k.endswith(('0.weight', '1.weight', '1.bias')))
-    total = paddle_dla.complexity.count_params(paddle_dla.create_model(name)) + dead
+    total = paddle_dla.complexity.count_params(inspected_model(name)) + dead
     assert round(total / 1e6, 3) == millions

@@ -12,15 +12,19 @@ from paddle_dla.checkpoint import save_pdparams
 from paddle_dla.convert import convert_state_dict
 from paddle_dla.evaluation.report import RESULT_FIELDS, verdict
 from paddle_dla.evaluation.transforms import Preprocess
-from helpers import REPO, run_cli, stderr_lines
-from oracle import oracle_state_dict
-import valset
+from helpers import REPO, child_env, run_cli, stderr_lines
+
+pytestmark = pytest.mark.paddle_compat
 
 VARIANT = 'dla_46_c'
+# The tests below run on a set labelled by the timm oracle (valset.py): they need torch.
+oracle_data = pytest.mark.torch
 
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
+    import valset
+    from oracle import oracle_state_dict
     root = tmp_path_factory.mktemp('imagenet')
     info = valset.build(str(root), VARIANT)
     info['weights'] = str(root / 'weights.pdparams')
@@ -35,7 +39,8 @@ def _evaluate(data, tmp_path, *extra, script=None):
     proc = subprocess.run(command + ['--model', VARIANT, '--weights', data['weights'],
                                      '--batch-size', '4', '--workers', '2', '--results-file',
                                      str(results), *map(str, extra)],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)
+                          capture_output=True, text=True, cwd=REPO, timeout=600,
+                          env=child_env())
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(results.read_text())
     return proc, row
@@ -45,14 +50,18 @@ def _expected_percent(count, data):
     return round(100.0 * count / len(data['paths']), 3)
 
 
+@oracle_data
 def test_preprocessing_equals_torchvision(data):
+    import valset
     reference, ours = valset.reference_transform(), Preprocess()
     for path in data['paths']:
         expected = reference(Image.open(path).convert('RGB')).numpy()
         assert np.abs(ours(path) - expected).max() <= 1e-6, path
 
 
-@pytest.mark.parametrize('layout', ['list file', 'Kaggle CSV', 'synset folders'])
+@oracle_data
+@pytest.mark.parametrize('layout', ['list file', pytest.param('Kaggle CSV', marks=pytest.mark.full),
+                                    pytest.param('synset folders', marks=pytest.mark.full)])
 def test_each_layout_reproduces_the_expected_scores(data, tmp_path, layout):
     args = {'list file': ['--data-dir', data['flat'], '--label-file', data['list_file']],
             'Kaggle CSV': ['--data-dir', data['flat'], '--label-file', data['kaggle']],
@@ -69,12 +78,16 @@ def test_each_layout_reproduces_the_expected_scores(data, tmp_path, layout):
     assert 'published by: timm results table' in proc.stdout
 
 
+@pytest.mark.full
+@oracle_data
 def test_label_file_found_next_to_the_images(data, tmp_path):
     """The list file sits in the parent of the flat folder and is found without --label-file."""
     _, row = _evaluate(data, tmp_path, '--data-dir', data['flat'], '--no-progress')
     assert row['top5'] == _expected_percent(data['top5'], data)
 
 
+@pytest.mark.full
+@oracle_data
 def test_two_cpu_processes_count_every_image_once(data, tmp_path):
     launch = [sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2',
               '--log_dir', str(tmp_path / 'logs'), os.path.join(REPO, 'eval/imagenet_val.py')]
@@ -86,6 +99,8 @@ def test_two_cpu_processes_count_every_image_once(data, tmp_path):
     assert row['top5'] == _expected_percent(data['top5'], data)
 
 
+@pytest.mark.full
+@oracle_data
 def test_compare_torch_agrees_fully(data, tmp_path):
     proc, _ = _evaluate(data, tmp_path, '--data-dir', data['synsets'], '--compare-torch')
     n = len(data['paths'])
@@ -93,6 +108,8 @@ def test_compare_torch_agrees_fully(data, tmp_path):
     assert 'top1=' in proc.stderr and 'img' in proc.stderr  # the progress bar
 
 
+@pytest.mark.full
+@oracle_data
 def test_csv_results_in_timm_schema(data, tmp_path):
     out = tmp_path / 'r.csv'
     proc = run_cli('eval/imagenet_val.py', '--model', VARIANT, '--weights', data['weights'],
@@ -115,6 +132,8 @@ def _run(data, *args):
                    '--no-progress', *args)
 
 
+@pytest.mark.full
+@oracle_data
 def test_listed_file_missing(data, tmp_path):
     labels = tmp_path / 'val.txt'
     labels.write_text(open(data['list_file']).read() + 'ILSVRC2012_val_00049999.JPEG 3\n')
@@ -122,6 +141,8 @@ def test_listed_file_missing(data, tmp_path):
                 'lists ILSVRC2012_val_00049999.JPEG, which is not in')
 
 
+@pytest.mark.full
+@oracle_data
 def test_label_out_of_range(data, tmp_path):
     labels = tmp_path / 'val.txt'
     labels.write_text(f'{os.path.basename(data["paths"][0])} 1000\n')
@@ -129,12 +150,16 @@ def test_label_out_of_range(data, tmp_path):
                 'val.txt:1: label 1000 is outside 0..999')
 
 
+@pytest.mark.full
+@oracle_data
 def test_empty_folder(data, tmp_path):
     empty = tmp_path / 'empty'
     empty.mkdir()
     _fails_with(_run(data, '--data-dir', empty), 'holds no images')
 
 
+@pytest.mark.full
+@oracle_data
 def test_devkit_ground_truth_is_explained(data, tmp_path):
     devkit = tmp_path / 'ILSVRC2012_validation_ground_truth.txt'
     devkit.write_text('490\n361\n171\n')
@@ -142,6 +167,8 @@ def test_devkit_ground_truth_is_explained(data, tmp_path):
                 '1-based ILSVRC2012_ID', 'sorted-synset')
 
 
+@pytest.mark.full
+@oracle_data
 def test_unreadable_image_stops_the_run_or_is_skipped(data, tmp_path):
     folder = tmp_path / 'synsets'
     import shutil
@@ -157,11 +184,15 @@ def test_unreadable_image_stops_the_run_or_is_skipped(data, tmp_path):
     assert f'{len(data["paths"])} images' in proc.stdout
 
 
+@pytest.mark.full
+@oracle_data
 def test_unknown_model(data):
     proc = run_cli('eval/imagenet_val.py', '--model', 'dla_7', '--data-dir', data['synsets'])
     _fails_with(proc, "unknown DLA variant 'dla_7'")
 
 
+@pytest.mark.full
+@oracle_data
 def test_cv2_backend_without_opencv_says_how_to_install_it(data):
     try:
         import cv2  # noqa: F401

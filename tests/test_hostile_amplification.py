@@ -131,6 +131,7 @@ def test_zip_methods_torch_never_writes_are_refused_before_reading(tmp_path, met
     _timed_refusal(path, 'compressed in a way torch never writes')
 
 
+@pytest.mark.full
 def test_a_bzip2_bomb_is_not_decompressed(tmp_path):
     """1 GiB of zeros in under a kilobyte, declared as a 6-byte member."""
     compressor = bz2.BZ2Compressor(9)
@@ -187,6 +188,7 @@ def test_an_icon_named_jpg_is_not_decoded_while_opening(tmp_path):
         Preprocess()(str(path))
 
 
+@pytest.mark.full
 def test_predict_refuses_a_fifo_instead_of_hanging(tmp_path):
     fifo = tmp_path / 'photo.jpg'
     os.mkfifo(fifo)
@@ -198,7 +200,9 @@ def test_predict_refuses_a_fifo_instead_of_hanging(tmp_path):
     assert_refused(proc, 'photo.jpg', 'not a regular file')
 
 
-@pytest.mark.parametrize('value', ['-1', '0', 'inf', 'soon'])
+@pytest.mark.parametrize('value', [
+    pytest.param(value, marks=() if value == '-1' else pytest.mark.full)
+    for value in ('-1', '0', 'inf', 'soon')])
 def test_the_lock_wait_cannot_be_made_unbounded(tmp_path, value):
     code = ('import paddle_dla\ntry:\n    paddle_dla.dla_46_c(pretrained=True)\n'
             'except paddle_dla.errors.PaddleDLAError as e:\n    print(e)')
@@ -224,6 +228,8 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.full
+@pytest.mark.torch
 def test_a_converter_interrupted_by_sigterm_says_so_in_one_line(tmp_path):
     """SIGTERM while the output is written: one line, exit 143, no partial or temporary
     file (the signal is sent from inside the write, so the timing is exact)."""

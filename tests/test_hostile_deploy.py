@@ -19,6 +19,7 @@ import paddle_dla
 from paddle_dla import cli
 from paddle_dla.checkpoint import save_pdparams
 from paddle_dla.inference import ExportError, ModelFileError, Predictor, export, tensor_shapes
+from helpers import child_env
 from hostile import (REPO, assert_refused, hostile_pdparams, leftovers, run_module,
                      run_python, run_script, stderr_lines)
 
@@ -87,6 +88,7 @@ def test_export_refuses_hostile_weights_and_writes_nothing(tmp_path):
     _nothing_written(out)
 
 
+@pytest.mark.full
 def test_predict_refuses_hostile_weights(tmp_path, work):
     weights = hostile_pdparams(tmp_path / 'evil.pdparams', tmp_path / 'marker')
     proc = run_module('predict', work / 'cat.png', '--model', 'dla_46_c', '--weights', weights)
@@ -94,7 +96,7 @@ def test_predict_refuses_hostile_weights(tmp_path, work):
     assert proc.stdout == ''
 
 
-@pytest.mark.parametrize('suffix', ['.pdparams', '.pdopt'])
+@pytest.mark.parametrize('suffix', [pytest.param('.pdparams', marks=pytest.mark.full), '.pdopt'])
 def test_finetune_resume_refuses_a_hostile_checkpoint(tmp_path, work, suffix):
     prefix = tmp_path / 'run' / 'last'
     prefix.parent.mkdir()
@@ -116,8 +118,10 @@ def _empty_folder(tmp_path):
     return tmp_path / 'empty'
 
 
-@pytest.mark.parametrize('case', ['missing checkpoint', 'missing data folder',
-                                  'data folder without images', 'bad option'])
+@pytest.mark.parametrize('case', [
+    pytest.param(case, marks=() if case == 'data folder without images' else pytest.mark.full)
+    for case in ('missing checkpoint', 'missing data folder', 'data folder without images',
+                 'bad option')])
 def test_finetune_expected_failures_are_one_line(tmp_path, work, case):
     args = {
         'missing checkpoint': ('--data-dir', work / 'data', '--resume', tmp_path / 'no' / 'last'),
@@ -134,6 +138,7 @@ def test_finetune_expected_failures_are_one_line(tmp_path, work, case):
     assert_refused(proc, 'finetune.py: error:', named, absent=[tmp_path / 'out'])
 
 
+@pytest.mark.full
 def test_finetune_unreadable_image_fails_naming_it_instead_of_hanging(tmp_path, work):
     data = tmp_path / 'data'
     shutil.copytree(work / 'data', data)
@@ -150,6 +155,7 @@ def test_finetune_unreadable_image_fails_naming_it_instead_of_hanging(tmp_path, 
 
 # --- exported models: written whole, or not at all -----------------------------------------
 
+@pytest.mark.full
 @pytest.mark.parametrize('limit', [100_000, 1_000_000], ids=['model-file', 'params-file'])
 def test_export_on_a_full_disk_fails_and_leaves_nothing(tmp_path, work, limit):
     out = tmp_path / 'out'
@@ -160,12 +166,13 @@ def test_export_on_a_full_disk_fails_and_leaves_nothing(tmp_path, work, limit):
     _nothing_written(out)
 
 
+@pytest.mark.full
 def test_sigterm_during_export_leaves_no_temporary_files(tmp_path, work):
     out = tmp_path / 'out'
     proc = subprocess.Popen(
         [sys.executable, '-m', 'paddle_dla', 'export', '--model', 'dla_46_c', '--weights',
          str(work / 'dla_46_c.pdparams'), '--out', str(out)],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
+        cwd=REPO, env=child_env(), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -183,6 +190,7 @@ def test_sigterm_during_export_leaves_no_temporary_files(tmp_path, work):
     _nothing_written(out)
 
 
+@pytest.mark.full  # the fast tier checks output permissions in test_hostile_weights.py
 @pytest.mark.parametrize('umask', [0o022, 0o077], ids=['022', '077'])
 def test_exported_files_get_the_umask_permissions(tmp_path, umask):
     old = os.umask(umask)
@@ -267,6 +275,7 @@ def test_paddle_failing_to_load_a_model_file_names_it(tmp_path, work):
     assert model in str(info.value) and '\n' not in str(info.value)
 
 
+@pytest.mark.full
 def test_predict_with_a_damaged_export_is_one_line(tmp_path, work):
     prefix = _exported_copy(work, tmp_path)
     params = str(prefix) + '.pdiparams'
@@ -313,6 +322,7 @@ def test_every_option_has_help_with_its_default(command):
         assert re.search(r'\((default|required)\b', action.help or ''), action.option_strings
 
 
+@pytest.mark.full
 def test_topk_above_the_classes_shows_them_all(tmp_path, work):
     """A fine-tuned export with 3 classes and --topk 10: three rows, no error."""
     paddle.seed(0)

@@ -231,6 +231,7 @@ def test_pipe_named_like_an_image_is_not_listed(env, tmp_path):
 
 # Weights --------------------------------------------------------------------------------
 
+@pytest.mark.full
 def test_hostile_pdparams_is_refused_and_runs_nothing(env, tmp_path):
     marker = tmp_path / 'pwned'
     evil = hostile_pdparams(tmp_path / 'evil.pdparams', marker)

@@ -2,7 +2,6 @@
 executes, memory stays bounded, the refusal is one line naming the file, nothing is left."""
 import ast
 import collections
-import io
 import json
 import os
 import pickle
@@ -12,60 +11,17 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
 
 import paddle_dla
 from paddle_dla.checkpoint import load_pdparams, save_pdparams
 from paddle_dla.convert import read_checkpoint
 from paddle_dla.errors import CheckpointReadError
-from checkpoint_files import save_timm
 from hostile import (MEMORY_LIMIT, REPO, OpenPayload, Payload, assert_refused, hostile_pdparams,
                      leftovers, run_python, run_script)
-from oracle import oracle_state_dict
+# torch's zip format, written without torch
+from torch_files import Storage, View, official_layout, save_state_dict, torch_zip
 
 TORCH2PADDLE, PADDLE2TORCH = 'convert/torch2paddle.py', 'convert/paddle2torch.py'
-
-
-# ---------------------------------------------------------------------------------------------
-# Crafting PyTorch zip checkpoints record by record (torch.save refuses to write these).
-
-class Storage:
-    def __init__(self, data, key='0', kind=torch.FloatStorage, numel=None):
-        self.data, self.key, self.kind = data, key, kind
-        self.numel = len(data) // 4 if numel is None else numel
-
-
-class View:
-    def __init__(self, storage, offset, size, stride):
-        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
-
-
-class _Writer(pickle.Pickler):
-    def persistent_id(self, obj):
-        if isinstance(obj, Storage):
-            return ('storage', obj.kind, obj.key, 'cpu', obj.numel)
-        return None
-
-    def reducer_override(self, obj):
-        if isinstance(obj, View):
-            return (torch._utils._rebuild_tensor_v2,
-                    (obj.storage, obj.offset, tuple(obj.size), tuple(obj.stride), False,
-                     collections.OrderedDict()))
-        return NotImplemented
-
-
-def torch_zip(path, obj, storages, compress=False):
-    """Write ``obj`` as torch's zip format would, with ``storages`` as its data members."""
-    buffer = io.BytesIO()
-    _Writer(buffer, protocol=2).dump(obj)
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with zipfile.ZipFile(path, 'w', method) as archive:
-        archive.writestr('archive/data.pkl', buffer.getvalue())
-        archive.writestr('archive/byteorder', 'little')
-        archive.writestr('archive/version', '3\n')
-        for storage in storages:
-            archive.writestr(f'archive/data/{storage.key}', storage.data)
-    return path
 
 
 def _read_refused(path, *phrases):
@@ -78,9 +34,11 @@ def _read_refused(path, *phrases):
     return message
 
 
+@pytest.mark.torch
 def test_a_crafted_file_reads_back_exactly(tmp_path):
-    """The crafting helper writes what the reader understands (so refusals below are for
-    the reason given, not a malformed helper file)."""
+    """The crafting helper writes what torch and the reader understand (so refusals below
+    are for the reason given, not a malformed helper file)."""
+    import torch
     data = np.arange(12, dtype=np.float32)
     storage = Storage(data.tobytes())
     path = torch_zip(tmp_path / 'ok.pth', {'a': View(storage, 2, (2, 3), (3, 1)),
@@ -89,6 +47,14 @@ def test_a_crafted_file_reads_back_exactly(tmp_path):
     np.testing.assert_array_equal(out['a'], data[2:8].reshape(2, 3))
     np.testing.assert_array_equal(out['b'], data[0:12:3])
     assert torch.load(path, weights_only=True)['a'].tolist() == out['a'].tolist()
+    state = official_layout('dla_46_c')
+    save_state_dict(state, tmp_path / 'state.pth')
+    theirs = torch.load(tmp_path / 'state.pth', weights_only=True)
+    ours = read_checkpoint(tmp_path / 'state.pth')
+    assert list(theirs) == list(ours) == list(state)
+    for key, value in state.items():
+        assert theirs[key].numpy().dtype == value.dtype, key
+        assert np.array_equal(theirs[key].numpy(), value), key
 
 
 @pytest.mark.parametrize('size, stride, offset, phrase', [
@@ -118,6 +84,7 @@ def test_a_stride_zero_view_cannot_blow_up_memory(tmp_path):
     assert leftovers(tmp_path) == [str(path)]
 
 
+@pytest.mark.full
 def test_a_compressed_member_cannot_expand_without_bound(tmp_path):
     """A 1.5 GB run of zeros deflates to about 1.5 MB; referenced four times it used to be
     decompressed four times. Now the expansion is refused before anything is read."""
@@ -147,16 +114,17 @@ def test_each_zip_member_is_read_once(tmp_path, monkeypatch):
     assert len(out) == 4 and opened['archive/data/0'] == 1
 
 
+@pytest.mark.full
 def test_a_self_referencing_wrapper_is_refused_not_looped(tmp_path):
     loop = {}
     loop['state_dict'] = loop
-    path = tmp_path / 'loop.pth'
-    torch.save(loop, path)
+    path = torch_zip(tmp_path / 'loop.pth', loop, [])
     _read_refused(path, 'refers to itself')
     proc = run_script(TORCH2PADDLE, '--src', path, '--dst', tmp_path / 'o.pdparams', timeout=60)
     assert_refused(proc, 'loop.pth', 'refers to itself', absent=[tmp_path / 'o.pdparams'])
 
 
+@pytest.mark.full
 def test_deep_nesting_is_a_clean_refusal(tmp_path):
     depth = 100000  # lists in lists, written opcode by opcode (pickle.dump would recurse)
     path = tmp_path / 'deep.pth'
@@ -166,16 +134,27 @@ def test_deep_nesting_is_a_clean_refusal(tmp_path):
     assert_refused(proc, 'deep.pth', 'not a state dict', absent=[tmp_path / 'o.pdparams'])
 
 
-@pytest.mark.parametrize('container', ['zip', 'legacy', 'bare'])
-@pytest.mark.parametrize('payload', [Payload, OpenPayload])
+def _pth_cases():
+    """Each container with each payload; one case in the fast tier (written without torch)."""
+    for container in ('zip', 'legacy', 'bare'):
+        for payload in (Payload, OpenPayload):
+            marks = [pytest.mark.torch] if container != 'bare' else []
+            if (container, payload) != ('bare', Payload):
+                marks.append(pytest.mark.full)
+            yield pytest.param(container, payload, marks=marks,
+                               id=f'{payload.__name__}-{container}')
+
+
+@pytest.mark.parametrize('container, payload', list(_pth_cases()))
 def test_code_in_a_pth_never_runs(tmp_path, container, payload):
     marker = tmp_path / 'pwned'
     src, dst = tmp_path / 'evil.pth', tmp_path / 'out.pdparams'
-    weight = np.zeros(1, np.float32) if container == 'bare' else torch.zeros(1)
-    state = {'state_dict': {'fc.weight': weight}, 'trap': payload(marker)}
     if container == 'bare':
+        state = {'state_dict': {'fc.weight': np.zeros(1, np.float32)}, 'trap': payload(marker)}
         src.write_bytes(pickle.dumps(state, protocol=2))
     else:
+        import torch
+        state = {'state_dict': {'fc.weight': torch.zeros(1)}, 'trap': payload(marker)}
         torch.save(state, src, _use_new_zipfile_serialization=container == 'zip')
     assert not marker.exists()
     proc = run_script(TORCH2PADDLE, '--src', src, '--dst', dst)
@@ -184,7 +163,11 @@ def test_code_in_a_pth_never_runs(tmp_path, container, payload):
     assert f'{function.__module__}.{function.__name__}' in proc.stderr
 
 
+@pytest.mark.full
+@pytest.mark.torch
 def test_non_string_keys_and_control_characters_are_named_safely(tmp_path):
+    import torch
+    from oracle import oracle_state_dict
     path = tmp_path / 'intkeys.pth'
     torch.save({1: torch.zeros(2), 'fc.weight': torch.zeros(2)}, path)
     proc = run_script(TORCH2PADDLE, '--src', path, '--dst', tmp_path / 'o.pdparams')
@@ -199,7 +182,11 @@ def test_non_string_keys_and_control_characters_are_named_safely(tmp_path):
     assert '\x1b' not in proc.stderr and '\x07' not in proc.stderr, line
 
 
+@pytest.mark.full
+@pytest.mark.torch
 def test_integer_tensors_where_parameters_belong_are_refused_by_name(tmp_path):
+    import torch
+    from oracle import oracle_state_dict
     state = dict(oracle_state_dict('dla_46_c'))
     state['fc.bias'] = state['fc.bias'].to(torch.int64)
     state['base_layer.1.weight'] = state['base_layer.1.weight'] > 0
@@ -210,8 +197,13 @@ def test_integer_tensors_where_parameters_belong_are_refused_by_name(tmp_path):
     assert_refused(proc, 'fc.bias (int64)', 'base_layer.1.weight (bool)', absent=[dst])
 
 
-@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.torch
+@pytest.mark.full
+@pytest.mark.parametrize('dtype', ['float16', 'bfloat16', 'float64'])
 def test_other_float_types_become_float32(tmp_path, dtype):
+    import torch
+    from oracle import oracle_state_dict
+    dtype = getattr(torch, dtype)
     state = {k: (v.to(dtype) if v.is_floating_point() else v)
              for k, v in oracle_state_dict('dla_46_c').items()}
     src, dst = tmp_path / 'half.pth', tmp_path / 'o.pdparams'
@@ -265,6 +257,7 @@ def test_safetensors_library_files_still_read(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # .pdparams: every entry point of the runtime reads them without running code.
 
+@pytest.mark.paddle_compat
 def test_pdparams_written_by_paddle_read_safely_and_exactly(tmp_path):
     import paddle
     model = paddle_dla.dla_46_c()
@@ -285,6 +278,7 @@ def test_pdparams_written_by_paddle_read_safely_and_exactly(tmp_path):
     assert any(k.endswith('moment1_0') for k in optimizer_state)
 
 
+@pytest.mark.paddle_compat
 def test_pdparams_split_tensors_are_joined(tmp_path):
     """paddle.save splits tensors over 1 GiB into slices under pickle protocols 2 and 3;
     the table of slices is rebuilt here at a small scale, with Paddle's own key names."""
@@ -301,7 +295,8 @@ def test_pdparams_split_tensors_are_joined(tmp_path):
     assert np.array_equal(paddle.load(str(path), return_numpy=True)['w'], whole)
 
 
-@pytest.mark.parametrize('protocol', [2, 4])
+@pytest.mark.paddle_compat
+@pytest.mark.parametrize('protocol', [pytest.param(2, marks=pytest.mark.full), 4])
 def test_code_in_a_pdparams_never_runs_through_the_api(tmp_path, protocol):
     marker = tmp_path / 'pwned'
     path = hostile_pdparams(tmp_path / 'evil.pdparams', marker, protocol)
@@ -313,6 +308,7 @@ def test_code_in_a_pdparams_never_runs_through_the_api(tmp_path, protocol):
     assert_refused(proc, 'evil.pdparams', 'posix.system', 'could run code', absent=[marker])
 
 
+@pytest.mark.full
 def test_a_planted_cache_file_never_runs(tmp_path):
     """A .pdparams planted in $PADDLE_DLA_HOME is read by every pretrained=True."""
     marker = tmp_path / 'pwned'
@@ -327,6 +323,8 @@ def test_a_planted_cache_file_never_runs(tmp_path):
     assert_refused(proc, 'dla_46_c-official.pdparams', 'could run code', absent=[marker])
 
 
+@pytest.mark.full
+@pytest.mark.paddle_compat
 def test_code_in_a_pdparams_never_runs_in_paddle2torch(tmp_path):
     marker = tmp_path / 'pwned'
     path = hostile_pdparams(tmp_path / 'evil.pdparams', marker)
@@ -336,6 +334,7 @@ def test_code_in_a_pdparams_never_runs_in_paddle2torch(tmp_path):
                    absent=[dst, marker])
 
 
+@pytest.mark.paddle_compat
 def test_object_arrays_in_a_pdparams_are_refused(tmp_path):
     path = tmp_path / 'objects.pdparams'
     path.write_bytes(pickle.dumps({'w': np.array([1, 'a', None], dtype=object)}, protocol=4))
@@ -343,10 +342,34 @@ def test_object_arrays_in_a_pdparams_are_refused(tmp_path):
         load_pdparams(path)
 
 
+def _unsafe_calls(source):
+    """``(line, call)`` of each pickle.load(s), pickle.Unpickler, paddle.load, and torch.load
+    without ``weights_only=True`` in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        owner = node.func.value.id if isinstance(node.func.value, ast.Name) else ''
+        call = f'{owner}.{node.func.attr}'
+        safe = any(k.arg == 'weights_only' and getattr(k.value, 'value', None) is True
+                   for k in node.keywords)
+        if call in ('pickle.load', 'pickle.loads', 'pickle.Unpickler',
+                    'paddle.load') or (call == 'torch.load' and not safe):
+            found.append((node.lineno, call))
+    return found
+
+
+def test_the_unpickling_scan_finds_what_it_looks_for():
+    source = ('import pickle, paddle, torch\npickle.loads(b)\npaddle.load(p)\n'
+              'torch.load(f)\ntorch.load(f, weights_only=True)\npickle.Unpickler(f).load()\n')
+    assert _unsafe_calls(source) == [(2, 'pickle.loads'), (3, 'paddle.load'),
+                                     (4, 'torch.load'), (6, 'pickle.Unpickler')]
+
+
 def test_no_runtime_module_unpickles_unsafely():
     """Nothing in the package calls pickle.load(s), paddle.load or torch.load (without
     weights_only), or builds a pickle.Unpickler, outside the safe reader."""
-    found = []
+    found, scanned = [], []
     package = os.path.join(REPO, 'paddle_dla')
     scripts = [os.path.join(REPO, d) for d in ('convert', 'eval', 'bench', 'examples')]
     for folder in [package] + scripts:
@@ -355,25 +378,25 @@ def test_no_runtime_module_unpickles_unsafely():
                 if not name.endswith('.py') or name == 'safe_pickle.py':
                     continue
                 path = os.path.join(root, name)
-                tree = ast.parse(open(path, encoding='utf-8').read())
-                for node in ast.walk(tree):
-                    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
-                        continue
-                    owner = node.func.value.id if isinstance(node.func.value, ast.Name) else ''
-                    call = f'{owner}.{node.func.attr}'
-                    safe = any(k.arg == 'weights_only' and getattr(k.value, 'value', None) is True
-                               for k in node.keywords)
-                    if call in ('pickle.load', 'pickle.loads', 'pickle.Unpickler',
-                                'paddle.load') or (call == 'torch.load' and not safe):
-                        found.append(f'{os.path.relpath(path, REPO)}:{node.lineno} {call}')
+                scanned.append(os.path.relpath(path, REPO))
+                with open(path, encoding='utf-8') as f:
+                    found += [f'{scanned[-1]}:{line} {call}'
+                              for line, call in _unsafe_calls(f.read())]
+    # Every folder was there to scan (a moved folder would make this pass on nothing).
+    assert {p.split(os.sep)[0] for p in scanned} == {'paddle_dla', 'convert', 'eval', 'bench',
+                                                     'examples'}
+    assert len(scanned) > 20
     assert found == []
 
 
 # ---------------------------------------------------------------------------------------------
 # Outputs.
 
+@pytest.mark.torch
+@pytest.mark.full  # the fast tier checks outputs with the umask test below
 @pytest.mark.parametrize('how', ['same', 'spelling', 'symlink', 'hardlink'])
 def test_the_destination_may_not_be_the_source(tmp_path, how):
+    from checkpoint_files import save_timm
     src = tmp_path / 'w.pth'
     save_timm('dla_46_c', src)
     before = src.read_bytes()
@@ -395,10 +418,11 @@ def test_the_destination_may_not_be_the_source(tmp_path, how):
     assert pdparams.read_bytes() == before
 
 
-@pytest.mark.parametrize('umask, mode', [(0o022, 0o644), (0o077, 0o600)])
+@pytest.mark.parametrize('umask, mode', [pytest.param(0o022, 0o644, marks=pytest.mark.full),
+                                         (0o077, 0o600)])
 def test_outputs_get_the_umask_permissions(tmp_path, umask, mode):
     src, dst = tmp_path / 'w.pth', tmp_path / 'out.pdparams'
-    save_timm('dla_46_c', src)
+    save_state_dict(official_layout('dla_46_c', dead_keys=False), src)
     old = os.umask(umask)
     try:
         proc = run_script(TORCH2PADDLE, '--src', src, '--dst', dst)
@@ -447,7 +471,7 @@ def test_a_local_file_counts_as_published_only_at_the_strength_the_registry_know
     from paddle_dla.weights import WEIGHTS
 
     staging = tmp_path / 'staging.pth'
-    save_timm('dla_34', staging)
+    save_state_dict(official_layout('dla_34', dead_keys=False), staging)
     prefix = file_digests(staging).sha256[:8]
     official = WEIGHTS[('dla_34', 'official')]
     published = next(s for s in official.sources if s.sha384)
@@ -473,6 +497,7 @@ def test_a_local_file_counts_as_published_only_at_the_strength_the_registry_know
 
 
 @pytest.mark.full
+@pytest.mark.paddle_compat
 def test_pdparams_that_paddle_split_are_read_whole(tmp_path):
     """paddle.save (protocols 2 and 3) splits a tensor over 1 GiB into slices; a real one is
     read back whole, in a child whose memory is bounded to a few times the file."""

@@ -1,11 +1,10 @@
 """Every variant against the timm oracle: float64 structure and converted float32 weights."""
 import pytest
-import torch
 
 import paddle_dla
-from helpers import paddle_model_from_oracle, run_cli, run_paddle
-from oracle import (oracle, oracle_state_dict, random_images, reference_logits, relative_error,
-                    top1_agrees)
+from helpers import relative_error, run_cli, run_paddle, top1_agrees
+
+pytestmark = pytest.mark.torch
 
 ALL = paddle_dla.list_models()
 LARGE_SHAPE_VARIANTS = ['dla_34', 'dla_102x2', 'dla_60_res2next']
@@ -16,16 +15,18 @@ STRUCTURE_TOL = 1e-7
 FLOAT32_TOL = 1e-3
 
 
-def _cases():
+def _cases(*marks):
+    """Every variant at 64 px (fast tier); three of them at the larger shapes too (full)."""
     for name in ALL:
-        yield name, SHAPES[0]
+        yield pytest.param(name, SHAPES[0], marks=marks)
         if name in LARGE_SHAPE_VARIANTS:
             for shape in EXTRA_SHAPES:
-                yield name, shape
+                yield pytest.param(name, shape, marks=(pytest.mark.full, *marks))
 
 
-@pytest.mark.parametrize('name,shape', list(_cases()))
+@pytest.mark.parametrize('name,shape', list(_cases(pytest.mark.paddle_compat)))
 def test_float64_structure_matches_oracle(name, shape):
+    from oracle import oracle, paddle_model_from_oracle, random_images, reference_logits
     images = random_images(shape)
     reference = reference_logits(oracle(name), images)
     ours = run_paddle(paddle_model_from_oracle(name, 'float64'), images)
@@ -36,6 +37,8 @@ def test_float64_structure_matches_oracle(name, shape):
 @pytest.fixture(scope='module')
 def converted_by_cli(tmp_path_factory):
     """Each variant's oracle saved as a timm-layout .pth and converted with the CLI."""
+    import torch
+    from oracle import oracle_state_dict
     folder = tmp_path_factory.mktemp('converted')
     cache = {}
 
@@ -52,8 +55,10 @@ def converted_by_cli(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize('name,shape', list(_cases()))
+@pytest.mark.full  # one command line conversion per variant; the fast tier converts one
+@pytest.mark.parametrize('name,shape', list(_cases()))  # file per layout in test_convert_layouts
 def test_cli_converted_float32_matches_oracle(name, shape, converted_by_cli):
+    from oracle import oracle, random_images, reference_logits
     model = paddle_dla.create_model(name, pretrained=str(converted_by_cli(name)))
     model.eval()
     images = random_images(shape)
@@ -65,6 +70,7 @@ def test_cli_converted_float32_matches_oracle(name, shape, converted_by_cli):
 
 def test_tolerances_detect_a_real_mistake():
     """A plausible porting slip (one BN bias zeroed) must fail both tolerances by far."""
+    from oracle import oracle, paddle_model_from_oracle, random_images, reference_logits
     name = 'dla_34'
     images = random_images(SHAPES[0])
     reference = reference_logits(oracle(name), images)

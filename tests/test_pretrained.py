@@ -237,6 +237,7 @@ def test_no_network_fails_fast_with_the_way_out(cache, monkeypatch):
     assert _cache_files(cache) == []
 
 
+@pytest.mark.full
 @pytest.mark.torch
 def test_a_stalled_server_times_out(cache, tmp_path, monkeypatch):
     monkeypatch.setenv('PADDLE_DLA_TIMEOUT', '0.5')
@@ -268,6 +269,7 @@ CONCURRENT = ("import paddle_dla, sys; m = paddle_dla.dla_46_c(pretrained=True);
               "print('ok', m.num_classes)")
 
 
+@pytest.mark.full
 @pytest.mark.torch
 def test_two_processes_share_one_download(cache, tmp_path, monkeypatch):
     with MirrorServer() as server:
@@ -289,7 +291,7 @@ NO_TORCH_PRETRAINED = ("import sys; sys.modules['torch'] = None; import paddle_d
 
 
 @pytest.mark.torch  # torch writes the served file; the reading child has none
-@pytest.mark.parametrize('legacy', [False, True])
+@pytest.mark.parametrize('legacy', [pytest.param(False, marks=pytest.mark.full), True])
 def test_pth_source_without_torch(cache, tmp_path, monkeypatch, legacy):
     """Neither zip-format nor legacy .pth files need torch."""
     with MirrorServer() as server:
@@ -311,6 +313,7 @@ def test_pretrained_path_to_pth_and_safetensors_converts_in_memory(tmp_path):
         paddle_dla.dla_34(pretrained='imagenet')
 
 
+@pytest.mark.full
 @pytest.mark.torch
 def test_all_and_list_cache_commands(cache, tmp_path, monkeypatch):
     proc = run_cli('convert/torch2paddle.py', '--list-cache')

@@ -2,11 +2,12 @@
 import numpy as np
 import paddle
 import paddle.nn.functional as F
-import torch
+import pytest
 
 import paddle_dla
-from helpers import paddle_model_from_oracle
-from oracle import oracle, random_images, relative_error
+from helpers import relative_error
+
+pytestmark = pytest.mark.paddle_compat
 
 STRUCTURE_TOL = 1e-7  # the float64 parity standard
 NAME = 'dla_60_res2next'  # bottleneck, grouped convs, res2net splits and an avg-pool branch
@@ -21,7 +22,10 @@ def _bn_pairs(torch_model, paddle_model):
             yield key, value.numpy(), theirs[torch_key].numpy()
 
 
+@pytest.mark.torch
 def test_one_train_step_updates_bn_statistics_and_gradients_as_the_oracle():
+    import torch
+    from oracle import oracle, paddle_model_from_oracle, random_images
     reference = oracle(NAME)
     ours = paddle_model_from_oracle(NAME, 'float64')
     images = random_images((4, 3, 64, 64))
