@@ -74,7 +74,7 @@ def save_state_dict(state, path):
     """``{name: float32 or int64 array}`` as torch.save writes a state dict of tensors."""
     views, storages = {}, []
     for i, (name, array) in enumerate(state.items()):
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order='C')
         storages.append(Storage(array.tobytes(), str(i), STORAGES[array.dtype], array.size))
         strides = tuple(s // array.itemsize for s in array.strides)
         views[name] = View(storages[-1], 0, array.shape, strides)
