@@ -174,46 +174,65 @@ def run_chunked(engine, images, batch_size):
                            for i in range(0, len(images), batch_size)])
 
 
+def photo_agreement(engines, photos):
+    """Each engine's top-1 agreement with Paddle eager on the photographs."""
+    if photos is None:
+        return {}
+    base = run_chunked(engines['paddle eager'], photos, 8).argmax(1)
+    agreement = {}
+    for engine_name, engine in engines.items():
+        try:
+            agreement[engine_name] = float(np.mean(
+                run_chunked(engine, photos, 8 if 'bf16' not in engine_name else 1)
+                .argmax(1) == base))
+        except RuntimeError:
+            agreement[engine_name] = None
+    return agreement
+
+
+def warm_up(engines, batch, warmup):
+    """Run every engine once (its logit error against Paddle eager) plus ``warmup`` times;
+    returns (errors, failures) by engine name."""
+    reference = engines['paddle eager'](batch)
+    errors, failed = {}, {}
+    for engine_name, engine in engines.items():
+        try:
+            out = engine(batch)
+            for _ in range(warmup):
+                engine(batch)
+            errors[engine_name] = relative_error(out, reference)
+        except RuntimeError as exc:
+            failed[engine_name] = ' '.join(str(exc).split())[:120]
+    return errors, failed
+
+
+def interleaved_times(engines, batch, rounds):
+    """Seconds per run of every engine, rounds interleaved so that every engine sees the
+    same machine state."""
+    times = {k: [] for k in engines}
+    for _ in range(rounds):
+        for engine_name, engine in engines.items():
+            start = time.perf_counter()
+            engine(batch)
+            times[engine_name].append(time.perf_counter() - start)
+    return times
+
+
 def measure(name, batch_sizes, rounds, warmup, img_size, threads, wanted, photos,
             with_memory=True):
     model = calibrated_model(name)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         engines = engines_for(model, workdir, threads, wanted)
-        agreement = {}
-        if photos is not None:
-            base = run_chunked(engines['paddle eager'], photos, 8).argmax(1)
-            for engine_name, engine in engines.items():
-                try:
-                    agreement[engine_name] = float(np.mean(
-                        run_chunked(engine, photos, 8 if 'bf16' not in engine_name else 1)
-                        .argmax(1) == base))
-                except RuntimeError:
-                    agreement[engine_name] = None
+        agreement = photo_agreement(engines, photos)
         for batch_size in batch_sizes:
             batch = np.random.default_rng(0).standard_normal(
                 (batch_size, 3, img_size, img_size)).astype('float32')
-            reference = engines['paddle eager'](batch)
-            errors, memory, times, failed = {}, {}, {k: [] for k in engines}, {}
-            for engine_name, engine in engines.items():
-                try:
-                    out = engine(batch)
-                    for _ in range(warmup):
-                        engine(batch)
-                    errors[engine_name] = relative_error(out, reference)
-                except RuntimeError as exc:
-                    failed[engine_name] = ' '.join(str(exc).split())[:120]
-                    continue
-                if with_memory:
-                    memory[engine_name] = (probe_memory(name, engine_name, batch_size, img_size,
-                                                        threads) or {}).get('run_mb')
-            for _ in range(rounds):  # interleaved: every engine sees the same machine state
-                for engine_name, engine in engines.items():
-                    if engine_name in failed:
-                        continue
-                    start = time.perf_counter()
-                    engine(batch)
-                    times[engine_name].append(time.perf_counter() - start)
+            errors, failed = warm_up(engines, batch, warmup)
+            working = {k: v for k, v in engines.items() if k not in failed}
+            memory = ({k: (probe_memory(name, k, batch_size, img_size, threads) or {})
+                       .get('run_mb') for k in working} if with_memory else {})
+            times = interleaved_times(working, batch, rounds)
             speed = {k: batch_size / statistics.median(v) for k, v in times.items() if v}
             torch_speed = speed.get('torch eager')
             for engine_name in engines:
@@ -269,8 +288,7 @@ def _batch_sizes(text):
     return ','.join(str(positive_int(n)) for n in text.split(','))
 
 
-def main(argv=None):
-    exit_cleanly_on_sigterm()
+def build_parser():
     parser = ArgumentParser(prog='throughput.py', description=__doc__.split('\n\n')[0],
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--models', default='dla_34', type=_variants,
@@ -291,7 +309,37 @@ def main(argv=None):
     parser.add_argument('--quick', action='store_true',
                         help='dla_46_c, batch 1, one timed run: a smoke test')
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def torch_version(threads):
+    """PyTorch's version, its thread pool set to ``threads``; None without PyTorch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch.__version__
+
+
+def environment(threads, photos, torch_version):
+    env = {'date': datetime.date.today().isoformat(), 'cpu': cpu_name(), 'threads': threads,
+           'paddle': paddle.__version__, 'bf16': cpu_supports_bf16(),
+           'photos': None if photos is None else len(photos)}
+    if torch_version:
+        env['torch'] = torch_version
+    return env
+
+
+def headline(env):
+    return (f'{env["date"]}, {env["cpu"]}, {env["threads"]} threads, Paddle {env["paddle"]}'
+            + (f', PyTorch {env["torch"]}' if 'torch' in env else '')
+            + (f'; top-1 agreement on {env["photos"]} photographs' if env['photos'] else ''))
+
+
+def main(argv=None):
+    exit_cleanly_on_sigterm()
+    args = build_parser().parse_args(argv)
     if args.memory_probe:
         name, engine_name, batch_size, img_size, threads = args.memory_probe.split(',')
         memory_probe(name, engine_name, int(batch_size), int(img_size), int(threads))
@@ -299,11 +347,7 @@ def main(argv=None):
     if args.quick:
         args.models, args.batch_sizes, args.rounds, args.warmup = 'dla_46_c', '1', 1, 0
     threads = args.threads or os.cpu_count() or 1
-    try:
-        import torch
-        torch.set_num_threads(threads)
-    except ImportError:
-        pass
+    torch_ver = torch_version(threads)
     wanted = set(args.engines.split(',')) if args.engines else None
     photos = None if args.quick else photo_batch(args.img_size)
     rows = []
@@ -311,17 +355,8 @@ def main(argv=None):
         rows += measure(paddle_dla.get_config(name).name,
                         [int(b) for b in args.batch_sizes.split(',')], args.rounds, args.warmup,
                         args.img_size, threads, wanted, photos, not args.no_memory)
-    env = {'date': datetime.date.today().isoformat(), 'cpu': cpu_name(), 'threads': threads,
-           'paddle': paddle.__version__, 'bf16': cpu_supports_bf16(),
-           'photos': None if photos is None else len(photos)}
-    try:
-        import torch
-        env['torch'] = torch.__version__
-    except ImportError:
-        pass
-    print(f'{env["date"]}, {env["cpu"]}, {threads} threads, Paddle {env["paddle"]}'
-          + (f', PyTorch {env["torch"]}' if 'torch' in env else '')
-          + (f'; top-1 agreement on {env["photos"]} photographs' if env['photos'] else ''))
+    env = environment(threads, photos, torch_ver)
+    print(headline(env))
     print(format_table(rows))
     if args.json:
         with atomic_output(args.json) as tmp, open(tmp, 'w', encoding='utf-8') as f:

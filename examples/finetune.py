@@ -296,22 +296,20 @@ def train_epoch(net, loader, optimizer, schedule, scaler, use_amp, progress):
     return losses
 
 
-def run(args):
-    """Train as ``args`` say; raises on input it cannot use (``main`` reports it)."""
-    paddle.seed(args.seed)
-    random.seed(args.seed)  # the augmentations draw from Python's and NumPy's generators
-    np.random.seed(args.seed)
-    rank, world = distributed_rank()
+def seed_everything(seed):
+    paddle.seed(seed)
+    random.seed(seed)  # the augmentations draw from Python's and NumPy's generators
+    np.random.seed(seed)
 
+
+def data_loaders(args, model_name):
+    """(classes, train sampler, train loader, val loader) from the class folders."""
     classes, train, val = splits(args.data_dir, args.val_split, args.seed)
     if not train or not val:
         raise FinetuneError(f'need training and validation images in '
                             f'{printable(args.data_dir)} (class folders of '
                             f'{", ".join(IMAGE_SUFFIXES)} files)')
-    model = build_model(args, classes)
-    trainable = [p for p in model.parameters() if not p.stop_gradient]
-
-    recipe = get_weights(args.model).preprocessing.with_overrides(img_size=args.img_size)
+    recipe = get_weights(model_name).preprocessing.with_overrides(img_size=args.img_size)
     train_set = ImageFolder(train, train_transform(recipe), args.img_size)
     val_set = ImageFolder(val, Preprocess.of(recipe), args.img_size)
     sampler = paddle.io.DistributedBatchSampler(train_set, args.batch_size, shuffle=True,
@@ -320,10 +318,41 @@ def run(args):
                                         num_workers=args.workers)
     val_loader = paddle.io.DataLoader(val_set, batch_size=args.batch_size,
                                       num_workers=args.workers)
-    steps = max(1, len(train_loader)) * args.epochs
+    return classes, sampler, train_loader, val_loader
+
+
+def build_optimizer(args, trainable, steps):
     schedule = paddle.optimizer.lr.CosineAnnealingDecay(args.lr, T_max=steps)
     optimizer = paddle.optimizer.Momentum(schedule, momentum=0.9, parameters=trainable,
                                           weight_decay=args.weight_decay)
+    return schedule, optimizer
+
+
+def record_epoch(args, model, optimizer, state, epoch, losses, scores):
+    """Add the epoch to the history; rank 0 reports it and saves best and last."""
+    top1, top5 = scores
+    state['epoch'] = epoch
+    state['history'].append({'epoch': epoch, 'train_loss': float(np.mean(losses)),
+                             'step_losses': losses, 'val_top1': top1, 'val_top5': top5})
+    if distributed_rank()[0] != 0:
+        return
+    print(f'epoch {epoch}: train loss {np.mean(losses):.4f}, val top-1 {top1:.2f}, '
+          f'top-5 {top5:.2f}', flush=True)
+    if top1 > state['best_top1']:
+        state['best_top1'] = top1
+        save_pdparams(model.state_dict(), os.path.join(args.output, 'best.pdparams'))
+    save_checkpoint(os.path.join(args.output, 'last'), model, optimizer, state)
+
+
+def run(args):
+    """Train as ``args`` say; raises on input it cannot use (``main`` reports it)."""
+    seed_everything(args.seed)
+    rank, world = distributed_rank()
+    classes, sampler, train_loader, val_loader = data_loaders(args, args.model)
+    model = build_model(args, classes)
+    trainable = [p for p in model.parameters() if not p.stop_gradient]
+    schedule, optimizer = build_optimizer(args, trainable,
+                                          max(1, len(train_loader)) * args.epochs)
     state = {'epoch': 0, 'best_top1': -1.0, 'classes': classes, 'model': model.config.name,
              'history': []}
     if args.resume:
@@ -342,17 +371,7 @@ def run(args):
                   file=sys.stderr, disable=rank != 0) as progress:
             losses = train_epoch(net, train_loader, optimizer, schedule, scaler, use_amp,
                                  progress)
-        top1, top5 = evaluate(model, val_loader)
-        state['epoch'] = epoch
-        state['history'].append({'epoch': epoch, 'train_loss': float(np.mean(losses)),
-                                 'step_losses': losses, 'val_top1': top1, 'val_top5': top5})
-        if rank == 0:
-            print(f'epoch {epoch}: train loss {np.mean(losses):.4f}, val top-1 {top1:.2f}, '
-                  f'top-5 {top5:.2f}', flush=True)
-            if top1 > state['best_top1']:
-                state['best_top1'] = top1
-                save_pdparams(model.state_dict(), os.path.join(args.output, 'best.pdparams'))
-            save_checkpoint(os.path.join(args.output, 'last'), model, optimizer, state)
+        record_epoch(args, model, optimizer, state, epoch, losses, evaluate(model, val_loader))
     if rank == 0:
         print(f'done: best val top-1 {state["best_top1"]:.2f}; weights in {args.output}/'
               f'best.pdparams (load with paddle_dla.create_model({model.config.name!r}, '

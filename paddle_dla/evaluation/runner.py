@@ -94,6 +94,47 @@ def _batches(samples, size):
     return [samples[i:i + size] for i in range(0, len(samples), size)]
 
 
+def decoded_batches(samples, preprocess, batch_size, workers, skip_bad):
+    """Yield ``(chunk, batch, labels, bad, waited_s)`` in order. With workers, up to
+    ``2 * workers`` batches are decoded ahead in forked processes (a bounded prefetch)."""
+    batches = _batches(samples, batch_size)
+    if workers <= 0:
+        for chunk in batches:
+            started = time.perf_counter()
+            batch, labels, bad = load_batch(preprocess, chunk, skip_bad)
+            yield chunk, batch, labels, bad, time.perf_counter() - started
+        return
+    pool = _worker_pool(workers)
+    try:
+        pending = collections.deque()
+        queue = iter(batches)
+
+        def submit():
+            chunk = next(queue, None)
+            if chunk is not None:
+                pending.append((chunk, pool.apply_async(load_batch,
+                                                        (preprocess, chunk, skip_bad))))
+        for _ in range(2 * workers):
+            submit()
+        while pending:
+            started = time.perf_counter()
+            chunk, result = pending.popleft()
+            batch, labels, bad = result.get()
+            submit()
+            yield chunk, batch, labels, bad, time.perf_counter() - started
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _show_progress(progress, tally, done, start):
+    progress.update(done)
+    progress.set_postfix(
+        top1=f'{100 * tally.top1 / max(tally.images, 1):.2f}',
+        top5=f'{100 * tally.top5 / max(tally.images, 1):.2f}',
+        img_s=f'{tally.images / (time.perf_counter() - start):.1f}', refresh=False)
+
+
 def evaluate(predict, samples, preprocess, batch_size=64, workers=4, skip_bad=False,
              compare=None, progress=None):
     """Run ``predict`` (float32 NCHW -> logits) over ``samples``; returns a :class:`Tally`.
@@ -102,48 +143,20 @@ def evaluate(predict, samples, preprocess, batch_size=64, workers=4, skip_bad=Fa
     ``progress`` is a tqdm-like bar (``update``/``set_postfix``) or None.
     """
     tally = Tally()
-    batches = _batches(samples, batch_size)
     start = time.perf_counter()
-    pool = _worker_pool(workers) if workers > 0 else None
-    try:
-        pending = collections.deque()
-        ahead = 2 * workers if pool else 0
-        queue = iter(batches)
-
-        def submit():
-            chunk = next(queue, None)
-            if chunk is not None:
-                pending.append(pool.apply_async(load_batch, (preprocess, chunk, skip_bad)))
-
-        if pool:
-            for _ in range(ahead):
-                submit()
-        for chunk in batches:
-            waited = time.perf_counter()
-            if pool:
-                batch, labels, bad = pending.popleft().get()
-                submit()
-            else:
-                batch, labels, bad = load_batch(preprocess, chunk, skip_bad)
-            computed = time.perf_counter()
-            tally.wait_s += computed - waited
-            tally.bad += bad
-            if batch is not None:
-                logits = predict(batch)
-                tally.add_batch(logits, labels)
-                if compare is not None:
-                    tally.add_comparison(logits, compare(batch))
-            tally.compute_s += time.perf_counter() - computed
-            if progress is not None:
-                progress.update(len(chunk))
-                progress.set_postfix(
-                    top1=f'{100 * tally.top1 / max(tally.images, 1):.2f}',
-                    top5=f'{100 * tally.top5 / max(tally.images, 1):.2f}',
-                    img_s=f'{tally.images / (time.perf_counter() - start):.1f}', refresh=False)
-    finally:
-        if pool:
-            pool.terminate()
-            pool.join()
+    for chunk, batch, labels, bad, waited in decoded_batches(samples, preprocess, batch_size,
+                                                             workers, skip_bad):
+        tally.wait_s += waited
+        tally.bad += bad
+        computed = time.perf_counter()
+        if batch is not None:
+            logits = predict(batch)
+            tally.add_batch(logits, labels)
+            if compare is not None:
+                tally.add_comparison(logits, compare(batch))
+        tally.compute_s += time.perf_counter() - computed
+        if progress is not None:
+            _show_progress(progress, tally, len(chunk), start)
     tally.wall_s = time.perf_counter() - start
     return tally
 
