@@ -1,4 +1,10 @@
-"""Deep Layer Aggregation (DLA) ImageNet classifiers and backbones for PaddlePaddle."""
+"""Deep Layer Aggregation (DLA) ImageNet classifiers and backbones for PaddlePaddle.
+
+Importing the package is cheap: Paddle and the model code load on first use of a name
+below (``paddle_dla.create_model``, ``paddle_dla.dla_34``, ...), so that command lines
+answer ``--help`` at once.
+"""
+import importlib
 import warnings
 
 try:  # Paddle 2.6 ships its own zlib; Pillow's image decoders must load theirs first
@@ -6,22 +12,23 @@ try:  # Paddle 2.6 ships its own zlib; Pillow's image decoders must load theirs 
 except ImportError:
     pass
 
-with warnings.catch_warnings():
-    # Paddle warns on import about a C++ build cache that only its extension builder uses.
-    warnings.filterwarnings('ignore', message='No ccache found')
-    import paddle  # noqa: F401
-
-from .checkpoint import StateDictMismatch, load_state_dict_strict
-from .dla import DLA, FeatureInfo
-from .factory import create_model
 from .variants import VARIANTS, DLAConfig, get_config, list_models, resolve_name
 
 __version__ = '0.1.0'
 
+# Paddle warns on import about a C++ build cache that only its extension builder uses.
+warnings.filterwarnings('ignore', message='No ccache found')
+
+_LAZY = {'DLA': 'dla', 'FeatureInfo': 'dla', 'create_model': 'factory',
+         'StateDictMismatch': 'checkpoint', 'load_state_dict_strict': 'checkpoint'}
+
+__all__ = ['DLA', 'DLAConfig', 'FeatureInfo', 'StateDictMismatch', 'VARIANTS', 'create_model',
+           'get_config', 'list_models', 'load_state_dict_strict', 'resolve_name', *VARIANTS]
+
 
 def _factory(name):
     def build(pretrained=False, **kwargs):
-        return create_model(name, pretrained=pretrained, **kwargs)
+        return __getattr__('create_model')(name, pretrained=pretrained, **kwargs)
     cfg = VARIANTS[name]
     build.__name__ = build.__qualname__ = name
     build.__doc__ = (f'{name} (official name {cfg.official_name}): levels {cfg.levels}, '
@@ -33,5 +40,14 @@ def _factory(name):
 for _name in VARIANTS:
     globals()[_name] = _factory(_name)
 
-__all__ = ['DLA', 'DLAConfig', 'FeatureInfo', 'StateDictMismatch', 'VARIANTS', 'create_model',
-           'get_config', 'list_models', 'load_state_dict_strict', 'resolve_name', *VARIANTS]
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(importlib.import_module(f'.{_LAZY[name]}', __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

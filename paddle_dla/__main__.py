@@ -1,3 +1,4 @@
+"""``python -m paddle_dla``: the ``paddle-dla`` command."""
 import sys
 
 from .cli import main

@@ -5,11 +5,10 @@ import paddle.nn as nn
 from .blocks import BLOCKS, Tree
 from .imagenet import NUM_CLASSES
 from .layers import TorchStyleBatchNorm2D, conv2d
+from .variants import CLASSIFIER, FIRST_CONV  # noqa: F401 - re-exported for the floors above
 
 NUM_LEVELS = 6
 DEFAULT_OUT_INDICES = (1, 2, 3, 4, 5)
-CLASSIFIER = 'fc'           # the classifier's name: a 1x1 convolution, as in the official code
-FIRST_CONV = 'base_layer.0'  # the convolution that sees the input channels
 
 
 def state_num_classes(state, default=NUM_CLASSES):

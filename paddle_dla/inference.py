@@ -17,7 +17,9 @@ import tempfile
 import numpy as np
 import paddle
 
+from . import imagenet
 from .atomic import atomic_folder_output
+from .engines import DEVICE_PATTERN, PRECISIONS
 from .errors import PaddleDLAError, one_line, printable
 from .preprocessing import Preprocessing
 from .weights import get_weights
@@ -25,9 +27,7 @@ from .weights import get_weights
 MODEL_SUFFIXES = ('.json', '.pdmodel')
 PARAMS_SUFFIX = '.pdiparams'
 META_SUFFIX = '.dla.json'
-PRECISIONS = ('fp32', 'bf16', 'fp16')
-DEVICE_PATTERN = re.compile(r'cpu|gpu(:\d{1,3})?')
-_MAX_META_BYTES = 1 << 20  # what export writes is a few hundred bytes
+_MAX_META_BYTES = 1 << 20  # what export writes is about 20 kB (1000 class names)
 # Paddle 3 logs this to stderr on every export of a graph with concat; it concerns Paddle's
 # own tracing, not the model, and would break "one line on failure".
 _PADDLE_EXPORT_NOISE = 'not support input out tensor'
@@ -46,12 +46,13 @@ class ExportError(PaddleDLAError):
 
 
 def export(model, path_prefix, input_shape=(None, 3, 224, 224), weights=None,
-           preprocessing=None):
+           preprocessing=None, class_names=None):
     """Write ``model`` as a Paddle inference model at ``path_prefix``; returns the files.
 
     ``input_shape`` may leave any dimension ``None`` (dynamic). A small
-    ``<prefix>.dla.json`` records the variant, classes and ``preprocessing`` (default: the
-    published weights' recipe at the exported size) for ``predict``.
+    ``<prefix>.dla.json`` records the variant, ``class_names`` (default: ImageNet's for a
+    1000-way classifier) and ``preprocessing`` (default: the published weights' recipe at
+    the exported size) for ``predict``.
     All files are written into a temporary folder beside the destination and checked
     before any is moved into place: ``paddle.jit.save`` does not report failed writes (a
     full disk leaves truncated files behind without an error).
@@ -70,7 +71,8 @@ def export(model, path_prefix, input_shape=(None, 3, 224, 224), weights=None,
     meta = {'variant': model.config.name, 'num_classes': model.num_classes,
             'in_chans': model.in_chans, 'input_shape': list(input_shape),
             'features_only': model.features_only, 'weights': weights,
-            'preprocessing': _export_recipe(model, input_shape, preprocessing).as_dict()}
+            'preprocessing': _export_recipe(model, input_shape, preprocessing).as_dict(),
+            'class_names': _export_class_names(model, class_names)}
     expected = sorted(tuple(v.shape) for v in net.state_dict().values())
     try:
         with atomic_folder_output(folder) as tmp:
@@ -93,6 +95,16 @@ def _export_recipe(model, input_shape, preprocessing):
         return preprocessing
     fixed = input_shape[-1] if input_shape[-1] == input_shape[-2] else None
     return get_weights(model.config.name).preprocessing.with_overrides(img_size=fixed)
+
+
+def _export_class_names(model, class_names):
+    if class_names is None:
+        return imagenet.class_names() if model.num_classes == imagenet.NUM_CLASSES else None
+    names = [str(n) for n in class_names]
+    if len(names) != model.num_classes:
+        raise ValueError(f'{len(names)} class names for a model with {model.num_classes} '
+                         f'classes')
+    return names
 
 
 def recipe_of(meta):
@@ -348,6 +360,10 @@ def _check_metadata(meta, shown):
         'in_chans': _is_count(meta.get('in_chans'), 1),
         'input_shape': isinstance(shape, list) and len(shape) == 4
         and all(d is None or _is_count(d, 1) for d in shape),
+        'class_names': meta.get('class_names') is None or (
+            isinstance(meta['class_names'], list)
+            and all(isinstance(n, str) for n in meta['class_names'])
+            and len(meta['class_names']) == meta.get('num_classes', len(meta['class_names']))),
     }
     bad = [key for key, ok in checks.items() if key in meta and not ok]
     try:

@@ -1,5 +1,5 @@
 """The README's tables, derived from the variants, the models themselves and the weights
-registry. ``python -m paddle_dla.model_table [--features]`` prints them; a test keeps the
+registry. ``paddle-dla info --markdown [--features]`` prints them; a test keeps the
 README in step."""
 import paddle
 
@@ -37,8 +37,3 @@ def feature_markdown(size=224):
         cells = [f'{c}x{size // r}x{size // r}' for c, r in zip(info.channels(), info.reduction())]
         lines.append(f'| `{name}` | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
-
-
-if __name__ == '__main__':
-    import sys
-    print(feature_markdown() if '--features' in sys.argv else markdown())

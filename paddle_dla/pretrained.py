@@ -76,7 +76,7 @@ def _fetch_and_convert(weights, source, target, keep_download):
 def manual_instructions(weights):
     source = weights.sources[0]
     return (f'To proceed by hand: fetch {source.url} (or any of the sources above) on a machine '
-            f'with internet access, then run: python convert/torch2paddle.py --src '
+            f'with internet access, then run: paddle-dla convert --src '
             f'{source.filename} --model {weights.variant} --dst '
             f'{cached_weights_path(weights.variant, weights.tag)}')
 

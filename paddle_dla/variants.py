@@ -7,6 +7,9 @@ import difflib
 from dataclasses import dataclass
 from typing import Tuple
 
+CLASSIFIER = 'fc'           # the classifier's name: a 1x1 convolution, as in the official code
+FIRST_CONV = 'base_layer.0'  # the convolution that sees the input channels
+
 
 @dataclass(frozen=True)
 class DLAConfig:

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from .digests import Expected
-from .dla import CLASSIFIER, FIRST_CONV
 from .imagenet import NUM_CLASSES
 from .preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from .preprocessing import Preprocessing
-from .variants import VARIANTS, get_config
+from .variants import CLASSIFIER, FIRST_CONV, VARIANTS, get_config
 
 OFFICIAL_SERVER = 'http://dl.yf.io/dla/models/imagenet/'
 TIMM_MIRROR = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/'

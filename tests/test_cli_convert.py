@@ -197,7 +197,7 @@ def test_verify_catches_a_wrong_conversion():
 
 
 NO_TORCH = ("import sys; sys.modules['torch'] = None; "
-            "from paddle_dla.convert.cli import main; sys.exit(main(sys.argv[1:]))")
+            "from paddle_dla.cli.convert import main; sys.exit(main(sys.argv[1:]))")
 
 
 @pytest.mark.torch
@@ -212,9 +212,11 @@ def test_without_torch_every_format_converts_to_the_same_bytes(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, '-c', NO_TORCH, *map(str, a)],
                                     capture_output=True, text=True, env=env, timeout=300)
     proc = run('--src', st, '--dst', tmp_path / 'a.pdparams', '--verify')
+    assert proc.returncode == 2 and not (tmp_path / 'a.pdparams').exists()
+    assert proc.stderr.count('\n') == 1 and 'install torch and timm' in proc.stderr
+    proc = run('--src', st, '--dst', tmp_path / 'a.pdparams')
     assert proc.returncode == 0, proc.stderr
     assert '-> dla_46x_c, ' in proc.stdout
-    assert 'verify: skipped, torch and timm are not installed' in proc.stdout
     proc = run('--src', pth, '--dst', tmp_path / 'b.pdparams')
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / 'a.pdparams').read_bytes() == (tmp_path / 'b.pdparams').read_bytes()

@@ -214,7 +214,8 @@ def test_the_lock_wait_cannot_be_made_unbounded(tmp_path, value):
 SIGTERM_WHILE_WRITING = """
 import os, signal, sys, time
 from paddle_dla.atomic import atomic_output
-from paddle_dla.convert import cli
+from paddle_dla import checkpoint
+from paddle_dla.cli import convert
 
 def save_then_terminated(state, path):  # SIGTERM arrives halfway through the write
     with atomic_output(path) as tmp:
@@ -223,8 +224,8 @@ def save_then_terminated(state, path):  # SIGTERM arrives halfway through the wr
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(30)
 
-cli.save_pdparams = save_then_terminated
-sys.exit(cli.main(sys.argv[1:]))
+checkpoint.save_pdparams = save_then_terminated
+sys.exit(convert.main(sys.argv[1:]))
 """
 
 

@@ -68,7 +68,11 @@ def _nothing_written(out):
 
 
 def _own_sources():
-    for name in ('paddle_dla/inference.py', 'paddle_dla/cli.py', 'examples/finetune.py'):
+    names = ['paddle_dla/inference.py', 'examples/finetune.py', 'examples/finetune_train.py']
+    cli = os.path.join(REPO, 'paddle_dla', 'cli')
+    names += [os.path.join('paddle_dla', 'cli', n) for n in sorted(os.listdir(cli))
+              if n.endswith('.py')]
+    for name in names:
         with open(os.path.join(REPO, name), encoding='utf-8') as f:
             yield name, f.read()
 

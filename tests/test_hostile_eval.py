@@ -20,7 +20,8 @@ from PIL import Image
 
 import paddle_dla
 from paddle_dla.checkpoint import save_pdparams
-from paddle_dla.evaluation import cli
+from paddle_dla.cli import common
+from paddle_dla.cli import evaluate as cli
 from paddle_dla.evaluation.dataset import DatasetError, find_samples
 from paddle_dla.evaluation.transforms import MAX_IMAGE_PIXELS, ImageReadError, Preprocess
 from paddle_dla.imagenet import synsets
@@ -253,7 +254,8 @@ BAD_OPTIONS = [('--img-size', '0'), ('--img-size', '-5'), ('--img-size', '8'),
 @pytest.mark.parametrize('option,value', BAD_OPTIONS)
 def test_bad_option_is_one_line_at_parse_time(option, value, capsys):
     with pytest.raises(SystemExit) as exited:
-        cli.build_parser().parse_args(['--model', VARIANT, '--data-dir', '.', option, value])
+        common.parser_for(cli, 'imagenet_val').parse_args(
+            ['--model', VARIANT, '--data-dir', '.', option, value])
     assert exited.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith('imagenet_val: error: argument '
@@ -269,7 +271,7 @@ def test_bad_option_from_the_script(env):
 
 
 def test_good_options_still_parse():
-    args = cli.build_parser().parse_args(
+    args = common.parser_for(cli, 'imagenet_val').parse_args(
         ['--model', VARIANT, '--data-dir', '.', '--img-size', '32', '--crop-pct', '1',
          '--workers', '0', '--batch-size', '1', '--limit', '1', '--tolerance', '0'])
     assert (args.img_size, args.crop_pct, args.workers, args.tolerance) == (32, 1.0, 0, 0.0)

@@ -7,18 +7,19 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Lowest first; a module may import its own layer and those below it.
 LAYERS = [
     {'errors', 'digests', 'atomic', 'safe_pickle', 'imagenet', 'variants', 'preprocessing',
-     'cli_args'},
+     'cli_args', 'engines'},
     {'layers', 'blocks', 'dla', 'complexity'},
     {'weights', 'cache'},
     {'checkpoint', 'convert', 'convert.readers', 'convert.layouts', 'convert.mapping',
      'convert.detect', 'convert.identify', 'convert.pipeline', 'convert.reverse',
      'convert.verify'},
     {'download', 'pretrained'},
-    {'factory', 'inference', 'model_table', 'evaluation', 'evaluation.transforms',
+    {'factory', 'inference', 'model_table', 'benchmark', 'evaluation', 'evaluation.transforms',
      'evaluation.dataset', 'evaluation.runner', 'evaluation.report', 'evaluation.metrics'},
-    {'cli', 'convert.cli', 'evaluation.cli', '__main__', ''},
+    {'cli', 'cli.common', 'cli.convert', 'cli.to_torch', 'cli.evaluate', 'cli.cache', 'cli.export',
+     'cli.predict', 'cli.bench', 'cli.info', '__main__', ''},
 ]
-COMMAND_LINE = {'cli', 'convert.cli', 'evaluation.cli', '__main__'}
+COMMAND_LINE = {m for m in LAYERS[-1] if m.startswith('cli') or m == '__main__'}
 OPTIONAL = {'torch', 'timm', 'torchvision', 'onnx', 'onnxruntime', 'openvino', 'cv2',
             'safetensors', 'paddle2onnx'}
 

@@ -213,7 +213,7 @@ def test_corrupt_bytes_are_a_sha256_mismatch_and_leave_nothing(cache, tmp_path, 
             paddle_dla.dla_46_c(pretrained=True)
     message = str(err.value)
     assert 'dla_46_c' in message and "'official'" in message and 'sha256 mismatch' in message
-    assert 'python convert/torch2paddle.py --src' in message
+    assert 'paddle-dla convert --src' in message
     assert _cache_files(cache) == []
 
 

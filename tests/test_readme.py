@@ -14,7 +14,7 @@ def test_readme_model_table_is_current():
     text = open(README, encoding='utf-8').read()
     table = re.search(r'<!-- model-table:start -->\n(.*?)\n<!-- model-table:end -->', text, re.S)
     assert table, 'README lost its model-table markers'
-    assert table.group(1) == markdown(), 'regenerate with: python -m paddle_dla.model_table'
+    assert table.group(1) == markdown(), 'regenerate with: paddle-dla info --markdown'
 
 
 def test_readme_feature_table_is_current_and_true():

@@ -1,50 +1,47 @@
-"""Command line of ``convert/torch2paddle.py``: PyTorch DLA checkpoints to ``.pdparams``."""
-import argparse
+"""``paddle-dla convert`` (and ``convert/torch2paddle.py``): PyTorch DLA checkpoints to
+``.pdparams``."""
 import os
 import sys
 
 from ..atomic import same_file
 from ..cache import cached_weights_path, weights_home
-from ..checkpoint import save_pdparams
-from ..cli_args import ArgumentParser, variant_name
+from ..cli_args import variant_name
 from ..digests import file_digests
-from ..errors import UsageError, exit_cleanly_on_sigterm, one_line, printable, report, run_command
+from ..errors import UsageError, one_line, printable, report
 from ..variants import VARIANTS
-from ..pretrained import ALLOW_UNVERIFIED_ENV, cache_report, load_pretrained_state
 from ..weights import list_weights
-from .pipeline import convert_checkpoint
-from .verify import timm_available, verify_with_timm
+from . import common
 
 CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors', '.pth.tar', '.ckpt')
 
-EXAMPLES = """\
+EPILOG = """\
 examples:
   # an official checkpoint from dl.yf.io (dead 'project' keys are dropped, variant recognised)
-  python convert/torch2paddle.py --src dla34-ba72cf86.pth
+  paddle-dla convert --src dla34-ba72cf86.pth
   # the timm mirror's re-saved file, checked against timm's own model
-  python convert/torch2paddle.py --src dla60-9e91bd4d.pth --verify
+  paddle-dla convert --src dla60-9e91bd4d.pth --verify
   # a Hugging Face timm/dla102.in1k file (read without torch)
-  python convert/torch2paddle.py --src model.safetensors --model dla_102 --dst dla_102.pdparams
+  paddle-dla convert --src model.safetensors --model dla_102 --dst dla_102.pdparams
   # your fine-tuned training checkpoint ({'state_dict': ...}, 'module.' keys, 10 classes)
-  python convert/torch2paddle.py --src runs/best.pth --model dla_34 --dst dla_34_pets.pdparams
+  paddle-dla convert --src runs/best.pth --model dla_34 --dst dla_34_pets.pdparams
   # every checkpoint in a folder
-  python convert/torch2paddle.py --src checkpoints/ --dst converted/
+  paddle-dla convert --src checkpoints/ --dst converted/
   # prepare the cache for pretrained=True ahead of time, then see what it holds
-  python convert/torch2paddle.py --all
-  python convert/torch2paddle.py --list-cache
+  paddle-dla convert --all
+  paddle-dla convert --list-cache
 
 Published checkpoints are written to $PADDLE_DLA_HOME (default ~/.cache/paddle_dla), where
 pretrained=True finds them; other files are written beside their source unless --dst is given.
 """
 
 
-def build_parser():
-    parser = ArgumentParser(
-        prog='torch2paddle',
-        description='Convert PyTorch DLA checkpoints (official .pth, timm .pth, Hugging Face '
-                    '.safetensors, training checkpoints) into Paddle .pdparams, strictly: every '
-                    'key must map with the right shape. Never runs code from a checkpoint.',
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+HELP = 'convert PyTorch DLA checkpoints into Paddle .pdparams'
+DESCRIPTION = ('Convert PyTorch DLA checkpoints (official .pth, timm .pth, Hugging Face '
+               '.safetensors, training checkpoints) into Paddle .pdparams, strictly: every key '
+               'must map with the right shape. Never runs code from a checkpoint.')
+
+
+def configure(parser):
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument('--src', help='checkpoint file, or a folder of checkpoints to convert them all')
     what.add_argument('--all', action='store_true',
@@ -68,8 +65,6 @@ def build_parser():
                              'exit non-zero beyond the float32 parity standard')
     parser.add_argument('--no-hash-check', action='store_true',
                         help='accept a file whose content does not match the hash in its name')
-    parser.add_argument('--debug', action='store_true', help='show tracebacks on errors')
-    return parser
 
 
 def _pdparams_name(path):
@@ -96,9 +91,15 @@ def refuse_overwriting_source(src, dst):
 
 def convert_one(src, dst, args):
     """Convert one file; returns the summary line, raises on any problem."""
+    from ..checkpoint import save_pdparams
+    from ..convert.pipeline import convert_checkpoint
+    from ..convert.verify import timm_available, verify_with_timm
+    if args.verify and not timm_available():
+        raise UsageError('--verify compares with timm\'s PyTorch model: install torch and timm '
+                         '(pip install torch timm), or leave out --verify; nothing was written')
     conversion = convert_checkpoint(src, args.model, check_hash=not args.no_hash_check)
     verdict = None
-    if args.verify and timm_available():
+    if args.verify:
         verdict = verify_with_timm(conversion.variant, conversion.torch_state, conversion.state)
         if not verdict.ok:
             raise ValueError(f'verification against timm failed for {conversion.variant}: '
@@ -110,9 +111,8 @@ def convert_one(src, dst, args):
             f'tag {conversion.tag or "-"}, {conversion.num_classes} classes, '
             f'{conversion.num_params:,} parameters, {conversion.dead_keys_dropped} dead keys '
             f'dropped -> {printable(dst)} (sha256 {file_digests(dst).sha256})')
-    if args.verify:
-        line += ('\n  verify: ' + str(verdict) if verdict else
-                 '\n  verify: skipped, torch and timm are not installed (pip install torch timm)')
+    if verdict is not None:
+        line += '\n  verify: ' + str(verdict)
     return line
 
 
@@ -127,6 +127,7 @@ def checkpoints_in(folder):
 
 
 def list_cache():
+    from ..pretrained import cache_report
     print(f'cache: {weights_home()}')
     for weights, path, sha256 in cache_report():
         print(f'{weights.name:<26} {"present" if sha256 else "missing":<8} '
@@ -135,6 +136,7 @@ def list_cache():
 
 
 def fetch_all(args):
+    from ..pretrained import load_pretrained_state
     entries = [w for w in list_weights(args.model) if args.tag in (None, w.tag)]
     if not entries:
         raise UsageError(f'no registry entries for --model {args.model} --tag {args.tag}')
@@ -149,19 +151,20 @@ def fetch_all(args):
             failures.append(weights.name)
             print(f'{weights.name}: FAILED {one_line(exc)}', flush=True)
     if failures:
-        print(f'torch2paddle: error: {len(failures)} of {len(entries)} weights could not be '
+        print(f'{args.prog}: error: {len(failures)} of {len(entries)} weights could not be '
               f'fetched ({", ".join(failures)}); see the lines above', file=sys.stderr)
         return 1
     return 0
 
 
-def main(argv=None):
-    exit_cleanly_on_sigterm()
-    args = build_parser().parse_args(argv)
-    return run_command('torch2paddle', lambda: _run(args), args.debug)
+def main(argv=None, prog='torch2paddle'):
+    return common.script_main(sys.modules[__name__], prog, argv)
 
 
-def _run(args):
+def run(args):
+    from ..pretrained import ALLOW_UNVERIFIED_ENV
+    if args.verify:
+        common.load_torch_first()
     if args.allow_unverified:
         os.environ[ALLOW_UNVERIFIED_ENV] = '1'
     if args.list_cache:
@@ -183,12 +186,12 @@ def convert_folder(files, args):
             print(convert_one(src, dst, args), flush=True)
         except Exception as exc:  # noqa: BLE001 - keep going, report at the end
             if args.debug:
-                report('torch2paddle', exc, debug=True)
+                report(args.prog, exc, debug=True)
             failures.append((src, one_line(exc)))
     print(f'converted {len(files) - len(failures)} of {len(files)} checkpoints in {args.src}'
           + (f' (cache: {weights_home()})' if not args.dst else ''))
     if failures:
-        print(f'torch2paddle: error: {len(failures)} of {len(files)} checkpoints failed: '
+        print(f'{args.prog}: error: {len(failures)} of {len(files)} checkpoints failed: '
               + '; '.join(f'{printable(os.path.basename(s))}: {why}' for s, why in failures),
               file=sys.stderr)
         return 1

@@ -1,31 +1,35 @@
-"""Command line of ``eval/imagenet_val.py``: top-1/top-5 on ILSVRC2012 val against the
-published numbers, with a verdict. Runs as is, or under ``paddle.distributed.launch``."""
+"""``paddle-dla eval`` (and ``eval/imagenet_val.py``): top-1/top-5 of DLA models on
+ILSVRC2012 val, against the published numbers; also under ``paddle.distributed.launch``."""
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 
-from ..cli_args import (ArgumentParser, float_range, image_size, int_range, positive_int,
-                        variant_list)
-from ..errors import UsageError, exit_cleanly_on_sigterm, run_command
-from ..weights import DEFAULT_TAG, WEIGHTS, get_weights
-from .metrics import distributed_rank
-from .report import format_table, result_row, write_results
+from ..cli_args import float_range, image_size, int_range, positive_int, variant_list
+from ..errors import UsageError
+from ..evaluation.metrics import distributed_rank
+from ..evaluation.report import format_table, result_row, write_results
+from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, Preprocess
 from ..preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..preprocessing import INTERPOLATIONS
-from .transforms import BACKENDS, MAX_RESIZED_PIXELS, Preprocess
+from ..weights import DEFAULT_TAG, WEIGHTS, get_weights
+from . import common
 
-EXAMPLES = """\
+HELP = 'top-1/top-5 on ILSVRC2012 val against the published numbers'
+DESCRIPTION = ('Evaluate DLA models on the ILSVRC2012 validation set and compare top-1/'
+               'top-5 with the published numbers (PASS/FAIL within --tolerance).')
+EPILOG = """\
 examples:
   # one model, published weights (downloaded and cached on first use)
-  python eval/imagenet_val.py --model dla_60 --data-dir /data/imagenet/val
+  paddle-dla eval --model dla_60 --data-dir /data/imagenet/val
   # the whole table, results in timm's CSV schema
-  python eval/imagenet_val.py --model all --data-dir /data/imagenet/val --results-file dla.csv
+  paddle-dla eval --model all --data-dir /data/imagenet/val --results-file dla.csv
   # your converted weights, checked image by image against timm's PyTorch model
-  python eval/imagenet_val.py --model dla_34 --weights dla_34.pdparams --data-dir val \\
+  paddle-dla eval --model dla_34 --weights dla_34.pdparams --data-dir val \\
       --compare-torch --limit 2000
   # several processes or GPUs: every image is counted exactly once
-  python -m paddle.distributed.launch --nproc_per_node 8 eval/imagenet_val.py --model all \\
+  python -m paddle.distributed.launch --nproc_per_node 8 -m paddle_dla eval --model all \\
       --data-dir /data/imagenet/val
 
 data layouts (recognised automatically): synset folders (val/n01440764/*.JPEG); a flat
@@ -56,12 +60,7 @@ def results_file(text):
     return text
 
 
-def build_parser():
-    p = ArgumentParser(
-        prog='imagenet_val', epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description='Evaluate DLA models on the ILSVRC2012 validation set and compare top-1/'
-                    'top-5 with the published numbers (PASS/FAIL within --tolerance).')
+def configure(p):
     p.add_argument('--model', required=True, type=variant_list,
                    help='variant (dla_34, ...), a comma list of variants, or "all"')
     p.add_argument('--data-dir', required=True, help='validation images (see layouts below)')
@@ -107,16 +106,15 @@ def build_parser():
     p.add_argument('--skip-bad', action='store_true',
                    help='count and list unreadable images instead of stopping (no verdict then)')
     p.add_argument('--strict', action='store_true', help='exit 1 on a FAIL verdict')
-    p.add_argument('--no-progress', action='store_true', help='no progress bar')
-    p.add_argument('--debug', action='store_true', help='show tracebacks on errors')
-    return p
+    p.add_argument('--no-progress', action='store_true',
+                   help='no progress bar (default: a bar on stderr)')
 
 
 def _gather(tally, world):
     if world == 1:
         return tally
     import paddle.distributed as dist
-    from .runner import Tally
+    from ..evaluation.runner import Tally
     parts = []
     dist.all_gather_object(parts, tally)
     return Tally.merge(parts)
@@ -138,7 +136,9 @@ def _torch_predictor(model):
 
 
 def run(args):
-    from .dataset import find_samples
+    if args.compare_torch or (args.weights or '').endswith('.pth'):
+        common.load_torch_first()
+    from ..evaluation.dataset import find_samples
 
     names = args.model
     if args.weights and len(names) > 1:
@@ -180,7 +180,7 @@ def _evaluate_model(name, args, shard, layout, rank, world, workdir):
     from ..complexity import count_params
     from ..factory import create_model
     from ..dla import eager_predictor
-    from .runner import evaluate, progress_bar
+    from ..evaluation.runner import evaluate, progress_bar
 
     weights = get_weights(name, args.tag)
     preprocess = Preprocess.of(weights.preprocessing, backend=args.backend,
@@ -210,7 +210,6 @@ def _evaluate_model(name, args, shard, layout, rank, world, workdir):
     return row
 
 
-def main(argv=None):
-    exit_cleanly_on_sigterm()  # temporary folders are removed on SIGTERM as on Ctrl-C
-    args = build_parser().parse_args(argv)
-    return run_command('imagenet_val', lambda: run(args), args.debug)
+def main(argv=None, prog='imagenet_val'):
+    # SIGTERM unwinds like Ctrl-C, so temporary folders are removed either way
+    return common.script_main(sys.modules[__name__], prog, argv)

@@ -1,0 +1,71 @@
+"""``paddle-dla bench`` (and ``bench/throughput.py``): images per second of every engine,
+measured side by side on this machine."""
+import argparse
+import sys
+
+from ..cli_args import image_size, non_negative_int, positive_int
+from ..preprocessing import DEFAULT as DEFAULT_PREPROCESSING
+from ..variants import get_config
+from . import common
+
+HELP = 'images per second of every engine on this machine'
+DESCRIPTION = ('Images per second of DLA on this machine, every engine measured side by side '
+               '(Paddle eager, Paddle Inference fp32/bf16, and PyTorch when installed), with '
+               'logit errors against Paddle eager and the memory one run takes.')
+EPILOG = """\
+examples:
+  paddle-dla bench --models dla_34,dla_60,dla_102 --batch-sizes 1,8,32
+  paddle-dla bench --quick                      # one small variant, one run: a smoke test
+"""
+QUICK = {'models': 'dla_46_c', 'batch_sizes': '1', 'rounds': 1, 'warmup': 0}
+
+
+def variants(text):
+    try:
+        return ','.join(get_config(n.strip()).name for n in text.split(',') if n.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def batch_sizes(text):
+    return ','.join(str(positive_int(n)) for n in text.split(','))
+
+
+def configure(p):
+    p.add_argument('--models', default='dla_34', type=variants,
+                   help='comma list of variants (default: %(default)s)')
+    p.add_argument('--batch-sizes', default='1,8,32', type=batch_sizes,
+                   help='comma list of batch sizes (default: %(default)s)')
+    p.add_argument('--img-size', type=image_size, default=DEFAULT_PREPROCESSING.img_size,
+                   help='input size (default: %(default)s)')
+    p.add_argument('--rounds', type=positive_int, default=5,
+                   help='timed runs per engine (default: %(default)s)')
+    p.add_argument('--warmup', type=non_negative_int, default=2,
+                   help='untimed runs per engine (default: %(default)s)')
+    p.add_argument('--threads', type=positive_int, default=None,
+                   help='CPU threads (default: all)')
+    p.add_argument('--engines', help='comma list to restrict the engines (default: all)')
+    p.add_argument('--json', metavar='FILE', help='also write the results here (default: none)')
+    p.add_argument('--no-memory', action='store_true',
+                   help='skip the per-engine memory probes, a child process each (default: '
+                        'probe)')
+    p.add_argument('--quick', action='store_true',
+                   help='dla_46_c, batch 1, one timed run, no photographs: a smoke test')
+
+
+def run(args):
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    common.load_torch_first()
+    from ..benchmark import run_benchmark
+    run_benchmark(args.models.split(','), [int(b) for b in args.batch_sizes.split(',')],
+                  args.rounds, args.warmup, args.img_size, args.threads,
+                  set(args.engines.split(',')) if args.engines else None,
+                  with_memory=not args.no_memory, with_photos=not args.quick,
+                  json_path=args.json)
+    return 0
+
+
+def main(argv=None, prog='throughput.py'):
+    return common.script_main(sys.modules[__name__], prog, argv)

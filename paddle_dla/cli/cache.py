@@ -1,0 +1,113 @@
+"""``paddle-dla cache``: what the weights cache holds, filling it ahead of time, checking
+it, and emptying it."""
+import os
+
+from ..cache import cached_weights_path, weights_home
+from ..cli_args import variant_name
+from ..errors import UsageError, one_line
+from ..weights import WEIGHTS, list_weights
+
+HELP = 'list, fetch, verify or clean the pretrained weights cache'
+DESCRIPTION = ('The cache of converted published weights ($PADDLE_DLA_HOME, default '
+               '~/.cache/paddle_dla), where pretrained=True looks first.')
+EPILOG = """\
+examples:
+  paddle-dla cache list                      # every registry entry, present or missing
+  paddle-dla cache fetch                     # download, verify and convert all (network)
+  paddle-dla cache fetch --model dla_34      # only one variant's weights
+  paddle-dla cache verify                    # every cached file read safely and fits its model
+  paddle-dla cache clean --model dla_102     # remove what the cache holds for dla_102
+"""
+ACTIONS = ('list', 'fetch', 'verify', 'clean')
+
+
+def configure(p):
+    p.add_argument('action', choices=ACTIONS,
+                   help='list: entries and their files; fetch: download, verify and convert; '
+                        'verify: check the cached files; clean: remove them (with downloads '
+                        'and leftovers of interrupted runs)')
+    p.add_argument('--model', type=variant_name, help='only this variant (default: all)')
+    p.add_argument('--tag', choices=sorted({t for _, t in WEIGHTS}),
+                   help='only this weights tag (default: all)')
+    p.add_argument('--allow-unverified', action='store_true',
+                   help='fetch: also use sources that publish no hash (with a warning)')
+    p.add_argument('--keep-downloads', action='store_true',
+                   help='fetch: keep the raw downloads in $PADDLE_DLA_HOME/downloads')
+
+
+def selected(args):
+    entries = [w for w in list_weights(args.model) if args.tag in (None, w.tag)]
+    if not entries:
+        raise UsageError(f'no registry entries for --model {args.model} --tag {args.tag}')
+    return entries
+
+
+def run(args):
+    return {'list': list_entries, 'fetch': fetch, 'verify': verify, 'clean': clean}[
+        args.action](args)
+
+
+def list_entries(args):
+    from ..digests import file_digests
+    print(f'cache: {weights_home()}')
+    for weights in selected(args):
+        path = cached_weights_path(weights.variant, weights.tag)
+        present = os.path.isfile(path)
+        print(f'{weights.name:<26} {"present" if present else "missing":<8} '
+              f'{os.path.basename(path):<30} '
+              f'{file_digests(path).sha256 if present else ""}'.rstrip())
+    return 0
+
+
+def fetch(args):
+    from . import convert
+    args.all = True
+    if args.allow_unverified:
+        from ..pretrained import ALLOW_UNVERIFIED_ENV
+        os.environ[ALLOW_UNVERIFIED_ENV] = '1'
+    return convert.fetch_all(args)
+
+
+def verify(args):
+    """Every cached file is read by the safe reader and fits its variant exactly."""
+    from ..checkpoint import load_pdparams
+    from ..convert.reverse import paddle_to_torch_state
+    failures = checked = 0
+    for weights in selected(args):
+        path = cached_weights_path(weights.variant, weights.tag)
+        if not os.path.isfile(path):
+            continue
+        checked += 1
+        try:
+            paddle_to_torch_state(load_pdparams(path), weights.variant)  # strict: keys, shapes
+            print(f'{weights.name:<26} ok       {path}')
+        except Exception as exc:  # noqa: BLE001 - every file is checked, failures counted
+            failures += 1
+            print(f'{weights.name:<26} BAD      {one_line(exc)}')
+    print(f'{checked} cached files checked, {failures} bad'
+          + ('; remove them with: paddle-dla cache clean --model NAME' if failures else ''))
+    return 1 if failures else 0
+
+
+def clean(args):
+    """Remove the selected entries' files, and (for a full clean) downloads, locks and the
+    temporary files of interrupted runs. Only files this package names are touched."""
+    home = weights_home()
+    doomed = [cached_weights_path(w.variant, w.tag) for w in selected(args)]
+    if args.model is None and args.tag is None:
+        for sub in ('downloads', '.locks'):
+            folder = os.path.join(home, sub)
+            if os.path.isdir(folder):
+                doomed += [os.path.join(folder, n) for n in sorted(os.listdir(folder))]
+        if os.path.isdir(home):
+            doomed += [os.path.join(home, n) for n in sorted(os.listdir(home))
+                       if n.startswith('.') and n.endswith(('.tmp', '.part'))]
+    removed = freed = 0
+    for path in doomed:
+        if os.path.isfile(path) and not os.path.islink(path):
+            freed += os.path.getsize(path)
+            os.remove(path)
+            removed += 1
+            print(f'removed {path}')
+    print(f'{removed} files removed, {freed / 2 ** 20:.1f} MiB freed from {home}')
+    return 0

@@ -1,0 +1,98 @@
+"""What every command line shares: how it is parsed, how quiet Paddle is, and how a
+failure is reported (one line on stderr, an exit status, a traceback only with --debug).
+
+Subcommand modules keep their heavy imports (Paddle, the models) inside ``run`` so that
+``--help`` answers at once; they describe themselves with ``HELP``, ``DESCRIPTION``,
+``EPILOG``, ``configure(parser)`` and ``run(args)``.
+"""
+import argparse
+import os
+
+from ..cli_args import ArgumentParser, variant_name
+from ..errors import exit_cleanly_on_sigterm, run_command
+from ..imagenet import NUM_CLASSES
+from ..variants import VARIANTS
+from ..weights import DEFAULT_TAG, WEIGHTS
+
+# Paddle's C++ logging (glog): INFO lines and notices stay out of the user's way.
+QUIET_ENVIRONMENT = {'GLOG_minloglevel': '2', 'GLOG_v': '0', 'FLAGS_call_stack_level': '1'}
+
+
+DEPLOY_EXAMPLES = """\
+examples:
+  paddle-dla export --model dla_34 --out exported/          # published weights
+  paddle-dla predict cat.jpg dog.jpg --exported exported/  # served by Paddle Inference
+  paddle-dla predict cat.jpg --model dla_60 --topk 3       # eager, published weights
+  paddle-dla export --model dla_34 --weights mine.pdparams --num-classes 10 \\
+      --class-names pets.txt --out exported/
+"""
+
+
+def add_model_options(p, num_classes, required):
+    """--model, --weights, --tag and --num-classes: which model, holding which weights."""
+    p.add_argument('--model', metavar='NAME', required=required, type=variant_name,
+                   help=f'variant: {", ".join(VARIANTS)} (timm names work too)'
+                        + (' (required)' if required else ' (default: none, use --exported)'))
+    p.add_argument('--weights', metavar='FILE',
+                   help='.pdparams/.pth/.safetensors file (default: none, the published '
+                        'weights of --tag are used)')
+    p.add_argument('--tag', default=DEFAULT_TAG, choices=sorted({t for _, t in WEIGHTS}),
+                   help='published weights tag (default: %(default)s)')
+    p.add_argument('--num-classes', type=num_classes, default=NUM_CLASSES, metavar='N',
+                   help='classes of the model; other than the weights\' own, the classifier '
+                        'is left freshly initialised (default: %(default)s)')
+
+
+def build_model(args):
+    """The model ``add_model_options`` describe, holding its weights."""
+    from ..factory import create_model
+    return create_model(args.model, pretrained=args.weights or args.tag,
+                        num_classes=args.num_classes)
+
+
+def add_common_options(parser):
+    parser.add_argument('--debug', action='store_true',
+                        help='show tracebacks on errors (default: one line)')
+    parser.add_argument('--verbose', action='store_true',
+                        help='let Paddle\'s own log lines through (default: warnings and '
+                             'errors only)')
+
+
+def parser_for(module, prog):
+    """A stand-alone parser for one subcommand module (the scripts' entry points)."""
+    parser = ArgumentParser(prog=prog, description=module.DESCRIPTION, epilog=module.EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.configure(parser)
+    add_common_options(parser)
+    return parser
+
+
+def keep_paddle_quiet(verbose=False):
+    """Keep Paddle's log below warnings unless ``verbose``. Environment variables only reach
+    Paddle before it is imported, and are inherited by the processes it starts."""
+    if verbose:
+        return
+    for name, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+def load_torch_first():
+    """Paddle 2.6 crashes when PyTorch is imported after it (their bundled zlib builds
+    clash): a run that may use PyTorch imports it before Paddle."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+
+
+def execute(prog, module, args):
+    args.prog = prog  # for the messages ``run`` prints itself
+    keep_paddle_quiet(args.verbose)
+    return run_command(prog, lambda: module.run(args), args.debug)
+
+
+def script_main(module, prog, argv=None):
+    """``main`` of a subcommand module run as its own tool (``convert/torch2paddle.py``)."""
+    exit_cleanly_on_sigterm()
+    args = parser_for(module, prog).parse_args(argv)
+    return execute(prog, module, args)

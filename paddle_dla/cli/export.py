@@ -1,0 +1,54 @@
+"""``paddle-dla export``: a model written for Paddle Inference, with what ``predict`` needs
+to serve it (variant, class names, preprocessing) recorded beside it."""
+import os
+
+from ..cli_args import image_size, non_negative_int, path_text
+from ..errors import UsageError, printable
+from ..preprocessing import DEFAULT as DEFAULT_PREPROCESSING
+from . import common
+
+HELP = 'write a Paddle Inference model'
+DESCRIPTION = ('Export a DLA model (published weights or your own) for Paddle Inference; '
+               'the preprocessing, variant and class names are recorded beside it.')
+EPILOG = common.DEPLOY_EXAMPLES
+
+
+def configure(p):
+    common.add_model_options(p, non_negative_int, required=True)  # 0: a feature extractor
+    p.add_argument('--out', required=True, metavar='DIR', type=path_text,
+                   help='output folder (required; created if needed)')
+    p.add_argument('--img-size', type=image_size, default=DEFAULT_PREPROCESSING.img_size,
+                   metavar='PIXELS',
+                   help='input height and width, 32 to 4096 (default: %(default)s)')
+    p.add_argument('--dynamic', action='store_true',
+                   help='accept any input size (default: fixed to --img-size)')
+    p.add_argument('--class-names', metavar='FILE',
+                   help='text file, one class name per line, recorded for predict (default: '
+                        'ImageNet\'s names for 1000 classes, numbers otherwise)')
+
+
+def read_class_names(path):
+    try:
+        with open(path, encoding='utf-8') as f:
+            names = [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f'cannot read --class-names {printable(path)}: {exc}') from None
+    return names
+
+
+def run(args):
+    from ..inference import export
+    names = read_class_names(args.class_names) if args.class_names else None
+    model = common.build_model(args)
+    model.eval()
+    if names is not None and len(names) != model.num_classes:
+        raise UsageError(f'--class-names {printable(args.class_names)} has {len(names)} names '
+                         f'but the model has {model.num_classes} classes')
+    spatial = [None, None] if args.dynamic else [args.img_size, args.img_size]
+    prefix = os.path.join(args.out, model.config.name)
+    files = export(model, prefix, input_shape=[None, model.in_chans] + spatial,
+                   weights=args.weights or args.tag, class_names=names)
+    print(f'exported {model.config.name} ({model.num_classes} classes, input '
+          f'[N, {model.in_chans}, {spatial[0] or "H"}, {spatial[1] or "W"}]) to '
+          + ', '.join(files))
+    return 0

@@ -1,0 +1,88 @@
+"""``paddle-dla info``: the variants, the published weights and their numbers, and what
+this machine runs (versions, CPU features), for bug reports and for choosing a model."""
+import importlib.metadata
+import os
+import platform
+import sys
+
+from ..cli_args import variant_name
+from ..variants import VARIANTS
+from ..weights import list_weights
+
+HELP = 'variants, published weights and numbers, versions and CPU features'
+DESCRIPTION = ('Show the DLA variants, the published weights with their ImageNet numbers, '
+               'and the versions and CPU features of this machine.')
+EPILOG = """\
+examples:
+  paddle-dla info                 # everything
+  paddle-dla info --model dla_34  # one variant
+"""
+PACKAGES = ('paddle_dla', 'paddlepaddle', 'paddlepaddle-gpu', 'numpy', 'pillow', 'torch', 'timm',
+            'onnxruntime', 'openvino', 'paddle2onnx')
+CPU_FEATURES = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_bf16',
+                'amx_tile')
+
+
+def configure(p):
+    p.add_argument('--model', type=variant_name, help='only this variant (default: all)')
+    p.add_argument('--markdown', action='store_true',
+                   help='print the README\'s model table instead, computed from the models '
+                        '(about 20 s)')
+    p.add_argument('--features', action='store_true',
+                   help='print the README\'s backbone feature table instead')
+
+
+def cpu_description():
+    """(model name, logical cores, the features oneDNN and OpenVINO choose kernels by)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                if key.strip() == 'model name':
+                    name = value.strip()
+                elif key.strip() == 'flags':
+                    flags = set(value.split())
+                if name and flags:
+                    break
+    except OSError:
+        pass
+    return name, os.cpu_count(), [f for f in CPU_FEATURES if f in flags]
+
+
+def installed_versions():
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _number(value, spec='.3f'):
+    return '-' if value is None else format(value, spec)
+
+
+def run(args):
+    if args.markdown or args.features:
+        from ..model_table import feature_markdown, markdown
+        print(feature_markdown() if args.features else markdown())
+        return 0
+    names = [args.model] if args.model else list(VARIANTS)
+    print('variants:')
+    for name in names:
+        c = VARIANTS[name]
+        print(f'  {name:<16} timm {c.official_name:<18} levels {c.levels}, {c.block} blocks'
+              + (f', cardinality {c.cardinality}' if c.cardinality > 1 else ''))
+    print('published weights (top-1 / top-5 on ILSVRC2012 val, params, GMACs at 224):')
+    for w in list_weights(args.model):
+        print(f'  {w.name:<26} {_number(w.top1):>7} / {_number(w.top5):<7} '
+              f'{w.params_m:6.2f} M {w.gmacs:5.1f}  {w.metrics_source or "no published numbers"}')
+    cpu, cores, features = cpu_description()
+    print(f'python {platform.python_version()} on {platform.system()} {platform.machine()}')
+    print('packages: ' + ', '.join(f'{k} {v}' for k, v in installed_versions().items()))
+    print(f'cpu: {cpu}, {cores} logical cores, features: '
+          + (' '.join(features) if features else f'none of {", ".join(CPU_FEATURES)}'))
+    print(f'executable: {sys.executable}')
+    return 0

@@ -1,0 +1,91 @@
+"""``paddle-dla predict``: the top classes of images, from an exported model (the recorded
+preprocessing and class names) or an eager one."""
+import argparse
+
+from ..cli_args import positive_int
+from ..engines import DEVICE_PATTERN, PRECISIONS
+from ..errors import UsageError
+from ..imagenet import NUM_CLASSES
+from . import common
+
+HELP = 'classify images (top-k classes)'
+DESCRIPTION = ('Classify images with an exported model (served by Paddle Inference, with the '
+               'preprocessing and class names its export recorded) or an eager model.')
+EPILOG = common.DEPLOY_EXAMPLES
+
+
+def device(text):
+    """An argparse type: ``cpu``, ``gpu`` or ``gpu:N``."""
+    if not DEVICE_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f'{text!r} is not a device: use cpu, gpu or gpu:N')
+    return text
+
+
+def configure(p):
+    p.add_argument('images', nargs='+', help='image files')
+    common.add_model_options(p, positive_int, required=False)
+    p.add_argument('--exported', metavar='PATH',
+                   help='exported model folder or prefix, served by Paddle Inference '
+                        '(default: none, an eager --model)')
+    p.add_argument('--device', type=device, default='cpu',
+                   help='cpu, gpu or gpu:N, with --exported (default: %(default)s)')
+    p.add_argument('--precision', choices=PRECISIONS, default='fp32',
+                   help='fp32, bf16 (CPUs with AVX512-BF16 or AMX) or fp16 (GPU), with '
+                        '--exported (default: %(default)s)')
+    p.add_argument('--topk', type=positive_int, default=5, metavar='K',
+                   help='classes shown per image (default: %(default)s)')
+
+
+def softmax(logits):
+    import numpy as np
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted.astype(np.float64))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def exported_runner(args):
+    """(recipe, class names or None, run) for a model served by Paddle Inference: what the
+    export recorded; an export without that record needs --model to say what it is."""
+    from ..inference import Predictor, recipe_of
+    from ..weights import get_weights
+    predictor = Predictor(args.exported, device=args.device, precision=args.precision)
+    meta = predictor.meta
+    recipe = recipe_of(meta)
+    if recipe is None:
+        variant = meta.get('variant') or args.model
+        if not variant:
+            raise UsageError(f'{args.exported} records no preprocessing (exported without '
+                             f'paddle-dla export): give --model NAME to say what it is')
+        recipe = get_weights(variant).preprocessing
+    return recipe, meta.get('class_names'), predictor
+
+
+def eager_runner(args):
+    """(recipe, None, run) for an eager model built from --model and --weights/--tag."""
+    from ..dla import eager_predictor
+    from ..weights import get_weights
+    if not args.model:
+        raise UsageError('give --model NAME (eager) or --exported DIR (Paddle Inference)')
+    model = common.build_model(args)
+    model.eval()
+    return get_weights(model.config.name).preprocessing, None, eager_predictor(model)
+
+
+def default_class_names(count):
+    """ImageNet's names for a 1000-way output, numbers otherwise (fine-tuned models)."""
+    from ..imagenet import class_names
+    return class_names() if count == NUM_CLASSES else [f'class {i}' for i in range(count)]
+
+
+def run(args):
+    import numpy as np
+    from ..evaluation.transforms import Preprocess
+    recipe, names, predict = (exported_runner if args.exported else eager_runner)(args)
+    preprocess = Preprocess.of(recipe)
+    for path in args.images:
+        probs = softmax(predict(preprocess(path)[None]))[0]
+        shown = names if names and len(names) == len(probs) else default_class_names(len(probs))
+        print(path)
+        for rank, index in enumerate(np.argsort(-probs)[:args.topk], 1):
+            print(f'  {rank}. {shown[index]:<32} {100 * probs[index]:6.2f}%')
+    return 0
