@@ -70,10 +70,13 @@ def load_state_dict_strict(model, state, context='', keep_own=()):
     own values (a fresh classifier for fine-tuning). Values are cast to the dtype of the
     model's own tensors, so a float32 file loads into a float64 model and vice versa.
     """
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith(tuple(keep_own))}
+    everything = model.state_dict()
+    own = {k: v for k, v in everything.items() if not k.startswith(tuple(keep_own))}
     check_state_dict({k: tuple(v.shape) for k, v in own.items()}, state, context)
     cast = {k: paddle.to_tensor(to_numpy(state[k]).astype(_numpy_dtype(own[k])))
             for k in own}
+    # The kept tensors are set to themselves: Paddle warns about every key it is not given.
+    cast.update((k, v) for k, v in everything.items() if k not in own)
     result = model.set_state_dict(cast)
     if result is not None:  # (missing, unexpected) on Paddle >= 2.x
         missing, unexpected = result

@@ -29,7 +29,7 @@ from .pretrained import load_pretrained_state
 from .variants import get_config
 from .weights import get_weights, list_weights
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class VariantMismatch(StateDictMismatch):
@@ -195,7 +195,7 @@ def _other_variant(model, state, source, entry=None):
         hint = (f'its cached file {printable(cached_weights_path(entry.variant, entry.tag))} '
                 f'holds other weights: delete it and it is fetched again')
     else:
-        hint = f"load it with create_model('{found[0]}', pretrained=...)"
+        hint = f'load it into a {found[0]} model'
     return VariantMismatch(f'{printable(source)} {verb} {" or ".join(found)} checkpoint, '
                            f'not {name}: {hint}', found, name)
 
@@ -253,7 +253,7 @@ def _adapt_first_conv(model, state, key, source):
                                 f'{have} channels, which cannot be adapted (only 3 channels '
                                 f'to any count, or any count to 1)')
     how = ('summed over its input channels' if want == 1 else
-           f'its 3 input channels repeated to {want} and scaled by 3/{want}')
+           f'its 3 input channels repeated and cut to {want}, scaled by 3/{want}')
     _warn(f'{model.config.name}: pretrained first convolution ({key}) adapted from {have} to '
           f'in_chans={want} input channels as timm does: {how}')
     return {**state, key: adapt_input_conv(want, weight)}

@@ -176,11 +176,12 @@ def test_unreadable_image_stops_the_run_or_is_skipped(data, tmp_path):
     broken = next(folder.iterdir()) / 'ILSVRC2012_val_00099999.JPEG'
     broken.write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
     _fails_with(_run(data, '--data-dir', folder, '--workers', '2'), 'cannot decode',
-                'ILSVRC2012_val_00099999.JPEG')
+                'ILSVRC2012_val_00099999.JPEG', 'pass --skip-bad')
     proc = _run(data, '--data-dir', folder, '--skip-bad', '--workers', '2')
     assert proc.returncode == 0, proc.stderr
     assert 'verdict: no verdict: 1 unreadable images skipped' in proc.stdout
-    assert 'unreadable images skipped (1):' in proc.stdout and str(broken) in proc.stdout
+    assert 'unreadable images skipped (1):' in proc.stdout
+    assert proc.stdout.count(str(broken)) == 1  # the reason names the file, once
     assert f'{len(data["paths"])} images' in proc.stdout
 
 

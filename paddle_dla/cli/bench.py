@@ -50,7 +50,8 @@ def configure(p):
                    help='skip the per-engine memory probes, a child process each (default: '
                         'probe)')
     p.add_argument('--quick', action='store_true',
-                   help='dla_46_c, batch 1, one timed run, no photographs: a smoke test')
+                   help='dla_46_c, batch 1, one timed run, no photographs: a smoke test '
+                        '(default: off)')
 
 
 def run(args):

@@ -30,9 +30,11 @@ def configure(p):
     p.add_argument('--tag', choices=sorted({t for _, t in WEIGHTS}),
                    help='only this weights tag (default: all)')
     p.add_argument('--allow-unverified', action='store_true',
-                   help='fetch: also use sources that publish no hash (with a warning)')
+                   help='fetch: also use sources that publish no hash, with a warning '
+                        '(default: verified sources only)')
     p.add_argument('--keep-downloads', action='store_true',
-                   help='fetch: keep the raw downloads in $PADDLE_DLA_HOME/downloads')
+                   help='fetch: keep the raw downloads in $PADDLE_DLA_HOME/downloads (default: '
+                        'removed after conversion)')
 
 
 def selected(args):

@@ -43,28 +43,34 @@ DESCRIPTION = ('Convert PyTorch DLA checkpoints (official .pth, timm .pth, Huggi
 
 def configure(parser):
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument('--src', help='checkpoint file, or a folder of checkpoints to convert them all')
+    what.add_argument('--src', help='checkpoint file, or a folder of checkpoints to convert them all (required: '
+                           'one of --src, --all or --list-cache)')
     what.add_argument('--all', action='store_true',
                       help='fetch and convert every published checkpoint of the weights registry '
-                           'into the cache ahead of time (with --model/--tag: only those)')
+                           'into the cache ahead of time (with --model/--tag: only those); the same as '
+                           'paddle-dla cache fetch (required: this, --src or --list-cache)')
     what.add_argument('--list-cache', action='store_true',
-                      help='list the cache: each registry entry present or missing, with sha256')
-    parser.add_argument('--tag', help='with --all: only this weights tag (official, tricks)')
+                      help='list the cache: each registry entry present or missing, with sha256; the '
+                           'same as paddle-dla cache list (required: this, --src or --all)')
+    parser.add_argument('--tag', help='with --all: only this weights tag, official or tricks (default: all)')
     parser.add_argument('--allow-unverified', action='store_true',
                         help='with --all: also use sources that publish no hash (the Hugging '
-                             'Face safetensors), with a warning; their content is not verified')
+                             'Face safetensors), with a warning; their content is not verified (default: '
+                             'verified sources only)')
     parser.add_argument('--keep-downloads', action='store_true',
                         help='with --all: keep the raw downloaded checkpoints in '
-                             '$PADDLE_DLA_HOME/downloads')
+                             '$PADDLE_DLA_HOME/downloads (default: removed after conversion)')
     parser.add_argument('--model', type=variant_name,
                         help=f'variant (recognised from the keys when omitted): '
-                                        f'{", ".join(VARIANTS)}; timm names work too')
-    parser.add_argument('--dst', help='output .pdparams file (a folder with a folder --src)')
+                                        f'{", ".join(VARIANTS)}; timm names work too (default: recognised)')
+    parser.add_argument('--dst', help='output .pdparams file, a folder with a folder --src (default: the cache for '
+                             'a published checkpoint, else beside the source)')
     parser.add_argument('--verify', action='store_true',
                         help='compare logits with timm\'s PyTorch model (needs torch and timm); '
-                             'exit non-zero beyond the float32 parity standard')
+                             'exit non-zero beyond the float32 parity standard (default: no comparison)')
     parser.add_argument('--no-hash-check', action='store_true',
-                        help='accept a file whose content does not match the hash in its name')
+                        help='accept a file whose content does not match the hash in its name '
+                             '(default: refuse it)')
 
 
 def _pdparams_name(path):

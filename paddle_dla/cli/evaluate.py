@@ -10,7 +10,7 @@ from ..cli_args import float_range, image_size, int_range, positive_int, variant
 from ..errors import UsageError
 from ..evaluation.metrics import distributed_rank
 from ..evaluation.report import format_table, result_row, write_results
-from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, Preprocess
+from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, ImageReadError, Preprocess
 from ..preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..preprocessing import INTERPOLATIONS
 from ..weights import DEFAULT_TAG, WEIGHTS, get_weights
@@ -64,8 +64,8 @@ def configure(p):
     p.add_argument('--model', required=True, type=variant_list,
                    help='variant (dla_34, ...), a comma list of variants, or "all"')
     p.add_argument('--data-dir', required=True, help='validation images (see layouts below)')
-    p.add_argument('--label-file', help='list file or LOC_val_solution.csv (found next to the '
-                                        'images when omitted)')
+    p.add_argument('--label-file', help='list file or LOC_val_solution.csv (default: the one '
+                                        'found next to the images)')
     p.add_argument('--weights', help='.pdparams/.pth/.safetensors file (default: the published '
                                      'weights of --tag, from the cache or downloaded)')
     p.add_argument('--tag', default=DEFAULT_TAG, choices=sorted({t for _, t in WEIGHTS}),
@@ -99,13 +99,15 @@ def configure(p):
                    default=0.1,
                    help='allowed |delta| of top-1 and top-5, in points (default: %(default)s)')
     p.add_argument('--results-file', type=results_file,
-                   help='write results as .json or .csv (JSON unless the name ends in .csv)')
+                   help='write results as .json or .csv, JSON unless the name ends in .csv '
+                        '(default: printed only)')
     p.add_argument('--compare-torch', action='store_true',
                    help='also run timm\'s PyTorch model with the same weights on the same '
-                        'batches and report agreement (needs torch and timm)')
+                        'batches and report agreement, needs torch and timm (default: off)')
     p.add_argument('--skip-bad', action='store_true',
-                   help='count and list unreadable images instead of stopping (no verdict then)')
-    p.add_argument('--strict', action='store_true', help='exit 1 on a FAIL verdict')
+                   help='count and list unreadable images instead of stopping, no verdict then '
+                        '(default: stop at the first)')
+    p.add_argument('--strict', action='store_true', help='exit 1 on a FAIL verdict (default: exit 0 whatever the verdict)')
     p.add_argument('--no-progress', action='store_true',
                    help='no progress bar (default: a bar on stderr)')
 
@@ -153,7 +155,11 @@ def run(args):
     workdir = tempfile.mkdtemp(prefix='paddle_dla_eval_')
     try:
         for name in names:
-            row = _evaluate_model(name, args, shard, layout, rank, world, workdir)
+            try:
+                row = _evaluate_model(name, args, shard, layout, rank, world, workdir)
+            except ImageReadError as exc:
+                raise ImageReadError(f'{exc}; pass --skip-bad to count and list unreadable '
+                                     f'images and go on (no verdict then)') from None
             if row is not None:
                 rows.append(row)
                 strict_failed |= row['verdict'] == 'FAIL'

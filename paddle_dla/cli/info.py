@@ -27,9 +27,9 @@ def configure(p):
     p.add_argument('--model', type=variant_name, help='only this variant (default: all)')
     p.add_argument('--markdown', action='store_true',
                    help='print the README\'s model table instead, computed from the models '
-                        '(about 20 s)')
+                        '(about 20 s) (default: off)')
     p.add_argument('--features', action='store_true',
-                   help='print the README\'s backbone feature table instead')
+                   help='print the README\'s backbone feature table instead (default: off)')
 
 
 def cpu_description():

@@ -141,7 +141,7 @@ def write_safetensors(state, path):
     codes = {np.dtype(v): k for k, v in _SAFETENSORS_DTYPES.items() if k != 'BF16'}
     header, offset, blobs = {}, 0, []
     for key in sorted(state):
-        array = np.ascontiguousarray(state[key])
+        array = np.array(state[key], order='C')  # ascontiguousarray would make 0-d 1-d
         blob = array.tobytes()
         header[key] = {'dtype': codes[array.dtype], 'shape': list(array.shape),
                        'data_offsets': [offset, offset + len(blob)]}

@@ -63,7 +63,7 @@ def format_table(row, tally, weights, layout, tolerance, params):
         lines.append('  note: data loading was the bottleneck; raise --workers')
     if tally.bad:
         lines.append(f'  unreadable images skipped ({len(tally.bad)}):')
-        lines += [f'    {path}: {why}' for path, why in tally.bad]
+        lines += [f'    {why}' for _, why in tally.bad]  # each reason names its file
     if tally.compared:
         lines.append(f'  compare-torch: top-1 agreement {100 * tally.agree / tally.compared:.2f}% '
                      f'({tally.agree}/{tally.compared}), max logit difference '
