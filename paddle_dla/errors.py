@@ -56,11 +56,18 @@ def run_command(prog, action, debug=False):
     try:
         return action()
     except KeyboardInterrupt as exc:
-        print(f'{prog}: error: {one_line(exc) if str(exc) else "interrupted"}', file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        return _interrupted(prog, exc)
     except Exception as exc:  # noqa: BLE001 - one line for the user, whatever went wrong
-        report(prog, exc, debug)
+        try:
+            report(prog, exc, debug)
+        except KeyboardInterrupt as stop:  # the signal that broke a blocking C++ call (EINTR)
+            return _interrupted(prog, stop)
         return 2
+
+
+def _interrupted(prog, exc):
+    print(f'{prog}: error: {one_line(exc) if str(exc) else "interrupted"}', file=sys.stderr)
+    return 143 if isinstance(exc, Terminated) else 130
 
 
 class Terminated(KeyboardInterrupt):
@@ -68,8 +75,14 @@ class Terminated(KeyboardInterrupt):
 
 
 def exit_cleanly_on_sigterm():
-    """Make SIGTERM unwind the stack as SIGINT does (command line tools call this once)."""
+    """Make SIGTERM unwind the stack as SIGINT does. Command line tools call this first, and
+    again once Paddle is imported: Paddle's import installs glog's crash handler for SIGTERM
+    over ours (a C++ "Termination signal" dump, then death with no cleanup), while
+    ``signal.getsignal`` goes on reporting ours."""
     def handler(signum, frame):
+        # once: paddle.distributed.launch sends SIGTERM to the process group three times,
+        # 0.2 s apart, and a second Terminated would break off the clean-up of the first
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Terminated(f'terminated by signal {signum}')
     try:
         signal.signal(signal.SIGTERM, handler)

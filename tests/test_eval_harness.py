@@ -99,6 +99,25 @@ def test_two_cpu_processes_count_every_image_once(data, tmp_path):
     assert row['top5'] == _expected_percent(data['top5'], data)
 
 
+# What Paddle or its launcher may print that a user should never see from a run that worked.
+NOISE = ('Traceback', 'Termination signal', 'LAUNCH INFO', 'Modified FLAGS', 'I1', 'W1')
+
+
+@pytest.mark.full
+@oracle_data
+def test_nproc_runs_cleanly_every_time(data, tmp_path):
+    """``paddle-dla eval --nproc 2`` several times in a row: every rank exits cleanly (no
+    C++ termination dump, no traceback), the launcher stays quiet, every image counts once."""
+    command = [sys.executable, '-m', 'paddle_dla', 'eval', '--nproc', '2']
+    for attempt in range(4):
+        proc, row = _evaluate(data, tmp_path, '--data-dir', data['synsets'], '--no-progress',
+                              script=command)
+        assert not [n for n in NOISE if n in proc.stderr], (attempt, proc.stderr)
+        assert row['num_images'] == len(data['paths']) and proc.stdout.count('top-1') >= 1
+        assert row['top1'] == _expected_percent(data['top1'], data)
+    assert not (tmp_path / 'log').exists() and not os.path.exists(os.path.join(REPO, 'log'))
+
+
 @pytest.mark.full
 @oracle_data
 def test_compare_torch_agrees_fully(data, tmp_path):

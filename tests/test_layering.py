@@ -17,7 +17,7 @@ LAYERS = [
     {'factory', 'inference', 'model_table', 'benchmark', 'evaluation', 'evaluation.transforms',
      'evaluation.dataset', 'evaluation.runner', 'evaluation.report', 'evaluation.metrics'},
     {'cli', 'cli.common', 'cli.convert', 'cli.to_torch', 'cli.evaluate', 'cli.cache', 'cli.export',
-     'cli.predict', 'cli.bench', 'cli.info', '__main__', ''},
+     'cli.predict', 'cli.bench', 'cli.info', 'cli.eval_worker', '__main__', ''},
 ]
 COMMAND_LINE = {m for m in LAYERS[-1] if m.startswith('cli') or m == '__main__'}
 OPTIONAL = {'torch', 'timm', 'torchvision', 'onnx', 'onnxruntime', 'openvino', 'cv2',

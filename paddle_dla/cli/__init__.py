@@ -2,6 +2,7 @@
 this package; parsing loads none of Paddle, so every ``--help`` answers at once."""
 import argparse
 import importlib
+import sys
 
 from ..cli_args import ArgumentParser
 from ..errors import exit_cleanly_on_sigterm
@@ -48,5 +49,7 @@ def build_parser():
 
 def main(argv=None):
     exit_cleanly_on_sigterm()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    return common.execute(f'{PROG} {args.command}', args.module, args)
+    return common.execute(f'{PROG} {args.command}', args.module, args,
+                          argv[argv.index(args.command) + 1:])

@@ -7,6 +7,8 @@ Subcommand modules keep their heavy imports (Paddle, the models) inside ``run`` 
 """
 import argparse
 import os
+import signal
+import sys
 
 from ..cli_args import ArgumentParser, variant_name
 from ..errors import exit_cleanly_on_sigterm, run_command
@@ -15,7 +17,7 @@ from ..variants import VARIANTS
 from ..weights import DEFAULT_TAG, WEIGHTS
 
 # Paddle's C++ logging (glog): INFO lines and notices stay out of the user's way.
-QUIET_ENVIRONMENT = {'GLOG_minloglevel': '2', 'GLOG_v': '0', 'FLAGS_call_stack_level': '1'}
+QUIET_ENVIRONMENT = {'GLOG_minloglevel': '2', 'GLOG_v': '0'}
 
 
 DEPLOY_EXAMPLES = """\
@@ -76,6 +78,19 @@ def keep_paddle_quiet(verbose=False):
         os.environ.setdefault(name, value)
 
 
+def load_paddle():
+    """Import Paddle now (after ``load_torch_first`` where PyTorch may be used), and take
+    SIGTERM back from the crash handler Paddle's import installs (see
+    ``exit_cleanly_on_sigterm``). SIGTERM stays blocked meanwhile: one sent during the
+    import is delivered once our handler is back, so it never meets Paddle's."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        import paddle  # noqa: F401
+        exit_cleanly_on_sigterm()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def load_torch_first():
     """Paddle 2.6 crashes when PyTorch is imported after it (their bundled zlib builds
     clash): a run that may use PyTorch imports it before Paddle."""
@@ -85,8 +100,12 @@ def load_torch_first():
         pass
 
 
-def execute(prog, module, args):
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def execute(prog, module, args, argv):
     args.prog = prog  # for the messages ``run`` prints itself
+    args.argv = list(argv)  # the subcommand's own arguments, for a relaunch
     keep_paddle_quiet(args.verbose)
     return run_command(prog, lambda: module.run(args), args.debug)
 
@@ -94,5 +113,6 @@ def execute(prog, module, args):
 def script_main(module, prog, argv=None):
     """``main`` of a subcommand module run as its own tool (``convert/torch2paddle.py``)."""
     exit_cleanly_on_sigterm()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser_for(module, prog).parse_args(argv)
-    return execute(prog, module, args)
+    return execute(prog, module, args, argv)

@@ -3,11 +3,12 @@ ILSVRC2012 val, against the published numbers; also under ``paddle.distributed.l
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
 from ..cli_args import float_range, image_size, int_range, positive_int, variant_list
-from ..errors import UsageError
+from ..errors import Terminated, UsageError
 from ..evaluation.metrics import distributed_rank
 from ..evaluation.report import format_table, result_row, write_results
 from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, ImageReadError, Preprocess
@@ -29,8 +30,7 @@ examples:
   paddle-dla eval --model dla_34 --weights dla_34.pdparams --data-dir val \\
       --compare-torch --limit 2000
   # several processes or GPUs: every image is counted exactly once
-  python -m paddle.distributed.launch --nproc_per_node 8 -m paddle_dla eval --model all \\
-      --data-dir /data/imagenet/val
+  paddle-dla eval --nproc 8 --model all --data-dir /data/imagenet/val
 
 data layouts (recognised automatically): synset folders (val/n01440764/*.JPEG); a flat
 folder plus a list file ("ILSVRC2012_val_00000001.JPEG 65" per line, labels in sorted-synset
@@ -108,6 +108,10 @@ def configure(p):
                    help='count and list unreadable images instead of stopping, no verdict then '
                         '(default: stop at the first)')
     p.add_argument('--strict', action='store_true', help='exit 1 on a FAIL verdict (default: exit 0 whatever the verdict)')
+    p.add_argument('--nproc', type=int_range(1, 1024, what='a number of processes'), default=1,
+                   help='shard the images over N processes (one per GPU on GPUs) started by '
+                        'paddle.distributed.launch; every image is counted once (default: '
+                        '%(default)s, this process)')
     p.add_argument('--no-progress', action='store_true',
                    help='no progress bar (default: a bar on stderr)')
 
@@ -137,9 +141,55 @@ def _torch_predictor(model):
     return torch_predictor(timm_holding(model))
 
 
+def launch(args):
+    """Run this evaluation as ``args.nproc`` ranks under ``paddle.distributed.launch``, its
+    log files in a temporary folder and its INFO lines kept back unless --verbose."""
+    import subprocess
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'eval_worker.py')
+    forwarded = strip_option(args.argv, '--nproc')
+    logs = tempfile.mkdtemp(prefix='paddle_dla_launch_')
+    command = [sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node',
+               str(args.nproc), '--log_dir', logs,
+               '--log_level', 'INFO' if args.verbose else 'ERROR', worker, *forwarded]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (common.PACKAGE_ROOT, os.environ.get('PYTHONPATH')) if p))
+    if not args.verbose:
+        env['PYTHONWARNINGS'] = 'ignore:No ccache found'
+    launcher = subprocess.Popen(command, env=env)
+    try:
+        return launcher.wait()
+    except Terminated:
+        # The ranks run in sessions of their own: only the launcher can stop them (SIGTERM,
+        # then SIGKILL after 30 s). subprocess.run would SIGKILL it and orphan them.
+        launcher.send_signal(signal.SIGTERM)
+        try:
+            launcher.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+        raise
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+def strip_option(argv, option):
+    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + '='):
+            out.append(arg)
+    return out
+
+
 def run(args):
+    if args.nproc > 1 and 'PADDLE_TRAINERS_NUM' not in os.environ:
+        return launch(args)
     if args.compare_torch or (args.weights or '').endswith('.pth'):
         common.load_torch_first()
+    common.load_paddle()
     from ..evaluation.dataset import find_samples
 
     names = args.model
@@ -148,7 +198,7 @@ def run(args):
     samples, layout = find_samples(args.data_dir, args.label_file)
     if args.limit:
         samples = samples[:args.limit]
-    rank, world = distributed_rank()
+    rank, world = distributed_rank(quiet=not args.verbose)
     shard = samples[rank::world]
 
     rows, strict_failed = [], False
