@@ -5,7 +5,7 @@ import paddle.nn as nn
 from .blocks import BLOCKS, Tree
 from .imagenet import NUM_CLASSES
 from .layers import TorchStyleBatchNorm2D, conv2d
-from .variants import CLASSIFIER, FIRST_CONV  # noqa: F401 - re-exported for the floors above
+from .variants import CLASSIFIER
 
 NUM_LEVELS = 6
 DEFAULT_OUT_INDICES = (1, 2, 3, 4, 5)

@@ -23,10 +23,10 @@ from .cache import cached_weights_path
 from .convert.detect import detect_variants
 from .convert.mapping import to_torch_key
 from .convert.pipeline import VariantUnknown, convert_checkpoint, load_torch_state
-from .dla import CLASSIFIER, DLA, FIRST_CONV
+from .dla import DLA
 from .errors import printable
 from .pretrained import load_pretrained_state
-from .variants import get_config
+from .variants import CLASSIFIER, FIRST_CONV, get_config
 from .weights import get_weights, list_weights
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
