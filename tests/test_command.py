@@ -138,6 +138,7 @@ def test_export_at_256_then_predict_uses_the_recorded_preprocessing(tmp_path, we
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.full
 def test_export_records_the_class_names_given_and_predict_shows_them(tmp_path):
     paddle.seed(4)
     small = tmp_path / 'pets.pdparams'

@@ -1,6 +1,7 @@
 """eval/imagenet_val.py on a small real-photograph set whose expected scores are known."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -116,6 +117,33 @@ def test_nproc_runs_cleanly_every_time(data, tmp_path):
         assert row['num_images'] == len(data['paths']) and proc.stdout.count('top-1') >= 1
         assert row['top1'] == _expected_percent(data['top1'], data)
     assert not (tmp_path / 'log').exists() and not os.path.exists(os.path.join(REPO, 'log'))
+
+
+@pytest.mark.full
+@oracle_data
+def test_sigterm_mid_run_one_line_and_nothing_left(data, tmp_path):
+    """Paddle's import installs glog's crash handler for SIGTERM over ours: without taking it
+    back, SIGTERM prints a C++ "Termination signal" dump (on stdout) and kills the run
+    without removing its temporary folder."""
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'paddle_dla', 'eval', '--model', VARIANT,
+         '--weights', data['weights'], '--data-dir', data['synsets'], '--batch-size', '1',
+         '--workers', '1'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env=child_env(TMPDIR=str(tmp_path)))
+    seen = ''
+    while 'img' not in seen:  # the progress bar is up: the model is running
+        char = proc.stderr.read(1)
+        assert char, seen
+        seen += char
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    lines = [l for l in (seen + err).replace('\r', '\n').splitlines()
+             if l.strip() and 'img' not in l]
+    assert proc.returncode == 143, out + err
+    assert lines == ['paddle-dla eval: error: terminated by signal 15'], out + err
+    assert 'Termination signal' not in out
+    assert not list(tmp_path.glob('paddle_dla_eval_*'))
 
 
 @pytest.mark.full

@@ -3,6 +3,7 @@ import os
 import re
 
 import paddle
+import pytest
 
 import paddle_dla
 from paddle_dla.model_table import feature_markdown, markdown
@@ -10,6 +11,7 @@ from paddle_dla.model_table import feature_markdown, markdown
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')
 
 
+@pytest.mark.full  # counts MACs of all 12 variants (13 s); the feature table stays fast
 def test_readme_model_table_is_current():
     text = open(README, encoding='utf-8').read()
     table = re.search(r'<!-- model-table:start -->\n(.*?)\n<!-- model-table:end -->', text, re.S)

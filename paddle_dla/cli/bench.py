@@ -54,11 +54,14 @@ def configure(p):
                         '(default: off)')
 
 
+def uses_torch(args):
+    return True  # PyTorch's engines are measured when it is installed
+
+
 def run(args):
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
-    common.load_torch_first()
     from ..benchmark import run_benchmark
     run_benchmark(args.models.split(','), [int(b) for b in args.batch_sizes.split(',')],
                   args.rounds, args.warmup, args.img_size, args.threads,

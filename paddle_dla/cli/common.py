@@ -3,7 +3,8 @@ failure is reported (one line on stderr, an exit status, a traceback only with -
 
 Subcommand modules keep their heavy imports (Paddle, the models) inside ``run`` so that
 ``--help`` answers at once; they describe themselves with ``HELP``, ``DESCRIPTION``,
-``EPILOG``, ``configure(parser)`` and ``run(args)``.
+``EPILOG``, ``configure(parser)`` and ``run(args)``, and may say ``USES_PADDLE = False`` or
+``uses_torch(args)``: :func:`execute` loads what a run needs, in the order that works.
 """
 import argparse
 import os
@@ -107,7 +108,14 @@ def execute(prog, module, args, argv):
     args.prog = prog  # for the messages ``run`` prints itself
     args.argv = list(argv)  # the subcommand's own arguments, for a relaunch
     keep_paddle_quiet(args.verbose)
-    return run_command(prog, lambda: module.run(args), args.debug)
+
+    def action():
+        if getattr(module, 'uses_torch', lambda _: False)(args):
+            load_torch_first()
+        if getattr(module, 'USES_PADDLE', True):
+            load_paddle()
+        return module.run(args)
+    return run_command(prog, action, args.debug)
 
 
 def script_main(module, prog, argv=None):

@@ -167,10 +167,12 @@ def main(argv=None, prog='torch2paddle'):
     return common.script_main(sys.modules[__name__], prog, argv)
 
 
+def uses_torch(args):
+    return args.verify
+
+
 def run(args):
     from ..pretrained import ALLOW_UNVERIFIED_ENV
-    if args.verify:
-        common.load_torch_first()
     if args.allow_unverified:
         os.environ[ALLOW_UNVERIFIED_ENV] = '1'
     if args.list_cache:

@@ -184,12 +184,13 @@ def strip_option(argv, option):
     return out
 
 
+def uses_torch(args):
+    return args.compare_torch
+
+
 def run(args):
     if args.nproc > 1 and 'PADDLE_TRAINERS_NUM' not in os.environ:
         return launch(args)
-    if args.compare_torch or (args.weights or '').endswith('.pth'):
-        common.load_torch_first()
-    common.load_paddle()
     from ..evaluation.dataset import find_samples
 
     names = args.model

@@ -8,6 +8,7 @@ import sys
 from ..cli_args import variant_name
 from ..variants import VARIANTS
 from ..weights import list_weights
+from . import common
 
 HELP = 'variants, published weights and numbers, versions and CPU features'
 DESCRIPTION = ('Show the DLA variants, the published weights with their ImageNet numbers, '
@@ -17,6 +18,7 @@ examples:
   paddle-dla info                 # everything
   paddle-dla info --model dla_34  # one variant
 """
+USES_PADDLE = False  # versions are read from the installed metadata
 PACKAGES = ('paddle_dla', 'paddlepaddle', 'paddlepaddle-gpu', 'numpy', 'pillow', 'torch', 'timm',
             'onnxruntime', 'openvino', 'paddle2onnx')
 CPU_FEATURES = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_bf16',
@@ -66,6 +68,7 @@ def _number(value, spec='.3f'):
 
 def run(args):
     if args.markdown or args.features:
+        common.load_paddle()
         from ..model_table import feature_markdown, markdown
         print(feature_markdown() if args.features else markdown())
         return 0

@@ -29,12 +29,14 @@ def configure(parser):
                              f'weights)')
 
 
+def uses_torch(args):
+    return not args.dst.endswith('.safetensors')  # torch writes .pth
+
+
 def run(args):
     if same_file(args.src, args.dst):
         raise UsageError(f'--dst {printable(args.dst)} is the source file itself; converting '
                          f'would replace it: choose another destination')
-    if not args.dst.endswith('.safetensors'):
-        common.load_torch_first()
     from ..checkpoint import load_pdparams
     from ..convert.reverse import paddle_to_torch_state, save_torch_state
     from ..dla import state_num_classes

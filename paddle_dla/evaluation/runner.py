@@ -1,6 +1,8 @@
 """The evaluation loop: images decoded in worker processes while the model runs."""
 import collections
+import ctypes
 import multiprocessing
+import os
 import signal
 import sys
 import time
@@ -84,10 +86,28 @@ def _worker_pool(workers):
 
 def _quiet_worker():
     """Workers leave Ctrl-C and SIGTERM to the main process, which stops them: a worker
-    that kept an inherited SIGTERM handler would print a traceback on every shutdown."""
+    that kept an inherited SIGTERM handler would print a traceback on every shutdown.
+    They leave its process group too: paddle.distributed.launch stops a rank with
+    ``killpg``, and a worker killed while it waits for work dies holding the task queue's
+    lock, on which the rank's ``pool.terminate()`` would then wait until SIGKILL. Instead
+    they die with the process that made them (Linux)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _die_with_parent():
+        os.setpgid(0, 0)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+def _die_with_parent():
+    """SIGKILL this process when the thread that forked it ends (Linux); False elsewhere."""
+    try:
+        if ctypes.CDLL(None).prctl(1, int(signal.SIGKILL)) != 0:  # PR_SET_PDEATHSIG
+            return False
+    except (OSError, AttributeError):  # no prctl: not Linux
+        return False
+    if os.getppid() != multiprocessing.parent_process().pid:  # it was gone before prctl
+        os._exit(1)
+    return True
 
 
 def _batches(samples, size):
