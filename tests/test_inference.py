@@ -77,6 +77,7 @@ def _lines_with_probabilities(stdout):
     return rows, [float(r.rsplit(None, 1)[1][:-1]) / 100 for r in rows]
 
 
+@pytest.mark.full  # the fast tier exports and predicts through the CLI in test_command.py
 @pytest.mark.torch
 def test_export_then_predict_in_two_commands(tmp_path, weights_file):
     cli = [sys.executable, '-m', 'paddle_dla']
