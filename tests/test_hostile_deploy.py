@@ -190,7 +190,7 @@ def test_sigterm_during_export_leaves_no_temporary_files(tmp_path, work):
         proc.kill()
     assert proc.returncode == 143, stderr
     assert [line for line in stderr.splitlines() if line.strip()] == \
-        ['paddle-dla: error: terminated by signal 15']
+        ['paddle-dla export: error: terminated by signal 15']
     _nothing_written(out)
 
 
@@ -285,7 +285,7 @@ def test_predict_with_a_damaged_export_is_one_line(tmp_path, work):
     params = str(prefix) + '.pdiparams'
     os.truncate(params, 1_000_000)
     proc = run_module('predict', work / 'cat.png', '--exported', prefix.parent)
-    assert_refused(proc, 'paddle-dla: error:', params, 'truncated')
+    assert_refused(proc, 'paddle-dla predict: error:', params, 'truncated')
 
 
 # --- options --------------------------------------------------------------------------------
