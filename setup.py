@@ -36,5 +36,9 @@ setup(
                     'gpu': [r.replace('paddlepaddle', 'paddlepaddle-gpu') for r in RUNTIME
                             if r.startswith('paddlepaddle')],
                     'test': requirements('requirements-test.txt'),
-                    'torch': ['torch>=2.1']},
+                    'torch': ['torch>=2.1'],
+                    # Engines that Predictor(engine='auto') measures against Paddle Inference;
+                    # Paddle 3's .json exports reach them through paddle2onnx (1.x on Paddle 2.6).
+                    'openvino': ['openvino>=2024.0', 'paddle2onnx'],
+                    'onnxruntime': ['onnxruntime>=1.17', 'paddle2onnx']},
 )

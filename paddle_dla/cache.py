@@ -14,3 +14,9 @@ def weights_home():
 def cached_weights_path(variant, tag):
     """Converted ``.pdparams`` of a registry entry, e.g. ``~/.cache/paddle_dla/dla_34-official.pdparams``."""
     return os.path.join(weights_home(), f'{get_config(variant).name}-{tag}.pdparams')
+
+
+def compiled_home():
+    """What the deployed path derives once and reuses: exports of in-memory models, their
+    ONNX translations and the engine chosen per machine, model and precision."""
+    return os.path.join(weights_home(), 'compiled')

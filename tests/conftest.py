@@ -11,13 +11,20 @@ Markers (registered in pytest.ini):
   and Predictor, training and BatchNorm, .pdparams reading and writing, the evaluation
   harness, the float64 structure); CI runs these on Paddle 2.6 too.
 
+The tests never touch the user's cache: ``PADDLE_DLA_HOME`` (converted weights, exports of
+``compile_model``, ONNX translations, the engines chosen per machine) points to a folder of
+this run, in this process and every child, unless a test sets its own.
+
 ``PADDLE_DLA_TESTS_WITHOUT_TORCH=1`` makes torch, torchvision and timm unimportable here
 (before any test module is collected) and in every Python child the tests start (through
 ``torchless/sitecustomize.py`` on ``PYTHONPATH``), and deselects the tests marked ``torch``.
 A test that needs torch without being marked then fails instead of passing unnoticed.
 """
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -25,6 +32,10 @@ WITHOUT_TORCH_ENV = 'PADDLE_DLA_TESTS_WITHOUT_TORCH'
 WITHOUT_TORCH = os.environ.get(WITHOUT_TORCH_ENV) == '1'
 TORCH_MODULES = ('torch', 'torchvision', 'timm')
 TORCHLESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'torchless')
+
+_HOME = tempfile.mkdtemp(prefix='paddle_dla_tests_home_')
+os.environ['PADDLE_DLA_HOME'] = _HOME
+atexit.register(shutil.rmtree, _HOME, True)
 
 if WITHOUT_TORCH:
     already = [name for name in TORCH_MODULES if sys.modules.get(name) is not None]

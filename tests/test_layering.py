@@ -7,14 +7,14 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Lowest first; a module may import its own layer and those below it.
 LAYERS = [
     {'errors', 'digests', 'atomic', 'safe_pickle', 'imagenet', 'variants', 'preprocessing',
-     'cli_args', 'engines'},
+     'cli_args', 'engines', 'machine'},
     {'layers', 'blocks', 'dla', 'complexity'},
-    {'weights', 'cache'},
+    {'weights', 'cache', 'exported'},
     {'checkpoint', 'convert', 'convert.readers', 'convert.layouts', 'convert.mapping',
      'convert.detect', 'convert.identify', 'convert.pipeline', 'convert.reverse',
      'convert.verify'},
-    {'download', 'pretrained'},
-    {'factory', 'inference', 'model_table', 'benchmark', 'evaluation', 'evaluation.transforms',
+    {'download', 'pretrained', 'runtimes'},
+    {'factory', 'inference', 'model_table', 'benchmark', 'bench_worker', 'evaluation', 'evaluation.transforms',
      'evaluation.dataset', 'evaluation.runner', 'evaluation.report', 'evaluation.metrics'},
     {'cli', 'cli.common', 'cli.convert', 'cli.to_torch', 'cli.evaluate', 'cli.cache', 'cli.export',
      'cli.predict', 'cli.bench', 'cli.info', 'cli.eval_worker', '__main__', ''},

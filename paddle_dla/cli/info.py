@@ -1,11 +1,10 @@
 """``paddle-dla info``: the variants, the published weights and their numbers, and what
 this machine runs (versions, CPU features), for bug reports and for choosing a model."""
-import importlib.metadata
-import os
 import platform
 import sys
 
 from ..cli_args import variant_name
+from ..machine import CPU_FEATURES, cpu_description, installed_versions
 from ..variants import VARIANTS
 from ..weights import list_weights
 from . import common
@@ -19,10 +18,6 @@ examples:
   paddle-dla info --model dla_34  # one variant
 """
 USES_PADDLE = False  # versions are read from the installed metadata
-PACKAGES = ('paddle_dla', 'paddlepaddle', 'paddlepaddle-gpu', 'numpy', 'pillow', 'torch', 'timm',
-            'onnxruntime', 'openvino', 'paddle2onnx')
-CPU_FEATURES = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_bf16',
-                'amx_tile')
 
 
 def configure(p):
@@ -32,34 +27,6 @@ def configure(p):
                         '(about 20 s) (default: off)')
     p.add_argument('--features', action='store_true',
                    help='print the README\'s backbone feature table instead (default: off)')
-
-
-def cpu_description():
-    """(model name, logical cores, the features oneDNN and OpenVINO choose kernels by)."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as f:
-            for line in f:
-                key, _, value = line.partition(':')
-                if key.strip() == 'model name':
-                    name = value.strip()
-                elif key.strip() == 'flags':
-                    flags = set(value.split())
-                if name and flags:
-                    break
-    except OSError:
-        pass
-    return name, os.cpu_count(), [f for f in CPU_FEATURES if f in flags]
-
-
-def installed_versions():
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def _number(value, spec='.3f'):
@@ -87,5 +54,9 @@ def run(args):
     print('packages: ' + ', '.join(f'{k} {v}' for k, v in installed_versions().items()))
     print(f'cpu: {cpu}, {cores} logical cores, features: '
           + (' '.join(features) if features else f'none of {", ".join(CPU_FEATURES)}'))
+    print('engines: paddle' + ''.join(
+        f', {name}' for name in ('openvino', 'onnxruntime') if name in installed_versions())
+        + ('' if 'paddle2onnx' in installed_versions() else
+           ' (openvino and onnxruntime read Paddle 3 exports through paddle2onnx: not installed)'))
     print(f'executable: {sys.executable}')
     return 0
