@@ -11,6 +11,7 @@ from PIL import Image
 
 from paddle_dla.checkpoint import save_pdparams
 from paddle_dla.convert import convert_state_dict
+from paddle_dla.engines import ENGINES
 from paddle_dla.evaluation.report import RESULT_FIELDS, verdict
 from paddle_dla.evaluation.transforms import Preprocess
 from helpers import REPO, child_env, run_cli, stderr_lines
@@ -74,8 +75,13 @@ def test_each_layout_reproduces_the_expected_scores(data, tmp_path, layout):
     assert row['verdict'] == f'no verdict: {len(data["paths"])} of 50,000 images'
     assert (row['published_top1'], row['published_top5']) == (64.88, 86.33)
     assert row['delta_top1'] == round(row['top1'] - 64.88, 3)
-    assert set(row) == set(RESULT_FIELDS) and row['engine'] == 'eager' and row['tag'] == 'custom'
-    assert f'{VARIANT} (custom weights, eager, {len(data["paths"])} images, {layout}' in proc.stdout
+    # the deployed path by default, its engine chosen by measurement; the split reported
+    assert set(row) == set(RESULT_FIELDS) and row['tag'] == 'custom'
+    assert row['engine'].endswith(' (auto)') and row['engine'].split()[0] in ENGINES
+    assert (row['model_threads'], row['decode_workers']) == (os.cpu_count(), 2)
+    assert 0 < row['images_per_sec'] <= row['model_images_per_sec']
+    assert (f'{VARIANT} (custom weights, {row["engine"]}: {os.cpu_count()} model threads, 2 '
+            f'decoding workers, {len(data["paths"])} images, {layout}') in proc.stdout
     assert 'published by: timm results table' in proc.stdout
 
 

@@ -43,6 +43,15 @@ order); a flat folder plus Kaggle's LOC_val_solution.csv.
 # Each worker is a fork of this process that keeps two batches decoded ahead: far more
 # workers than cores exhaust memory without decoding any faster.
 MAX_WORKERS = 256
+EVAL_ENGINES = ('auto', 'paddle', 'openvino', 'onnxruntime', 'eager', 'inference')
+
+
+def default_workers():
+    """Decoding takes about a tenth of the CPU time of the model per image, and the model
+    uses every core: one worker per four cores keeps up. Below four cores the main process
+    decodes between batches, since a worker there would preempt the model's threads, which
+    wait for one another at every layer (measured on 2 cores: 0 workers fastest)."""
+    return min(8, (os.cpu_count() or 1) // 4)
 
 
 def results_file(text):
@@ -74,14 +83,19 @@ def configure(p):
     p.add_argument('--batch-size', type=positive_int, default=64,
                    help='images per forward pass (default: %(default)s)')
     p.add_argument('--workers', type=int_range(0, MAX_WORKERS, what='a number of processes'),
-                   default=min(8, os.cpu_count() or 1),
+                   default=default_workers(),
                    help=f'image decoding processes, 0 to {MAX_WORKERS}; 0: decode in the main '
                         f'process (default: the CPU count up to 8, here %(default)s)')
     p.add_argument('--limit', type=positive_int,
                    help='only the first N images, sorted by file name (default: all)')
-    p.add_argument('--engine', choices=('eager', 'inference'), default='eager',
-                   help='eager: the Paddle model as is; inference: exported and run by Paddle '
-                        'Inference (default: %(default)s)')
+    p.add_argument('--engine', choices=EVAL_ENGINES, default='auto',
+                   help='auto: exported once (cached) and run by the fastest installed engine '
+                        'here, measured on first use and remembered; paddle, openvino, '
+                        'onnxruntime: that engine; eager: the Paddle model as is, the slow '
+                        'reference (inference: an older name of paddle) (default: %(default)s)')
+    p.add_argument('--threads', type=positive_int,
+                   help='CPU threads of the model (default: every core; the decoding workers '
+                        'run at a lower priority in the time the model leaves)')
     p.add_argument('--backend', choices=BACKENDS, default='pil',
                    help='image decoding and resizing; pil is the reference protocol, cv2 is '
                         'for comparison only (it scores 0.3-1.7 points lower) '
@@ -126,12 +140,18 @@ def _gather(tally, world):
     return Tally.merge(parts)
 
 
-def _inference_predictor(model, img_size, workdir):
-    """Export ``model`` and serve it with Paddle Inference (oneDNN on CPU)."""
-    from ..inference import Predictor, export
-    prefix = os.path.join(workdir, model.config.name)
-    export(model, prefix, input_shape=(None, model.in_chans, img_size, img_size))
-    return Predictor(prefix)
+def _deployed_predictor(model, img_size, engine, threads):
+    """``model`` exported once (cached by weights and size) and run by ``engine``."""
+    from ..inference import compile_model
+    return compile_model(model, input_shape=(None, model.in_chans, img_size, img_size),
+                         engine={'inference': 'paddle'}.get(engine, engine), threads=threads)
+
+
+def _how_run(predict, args):
+    """What ran the model, and how the CPU was shared with decoding."""
+    engine = getattr(predict, 'engine', 'eager') + (' (auto)' if args.engine == 'auto' else '')
+    return {'engine': engine, 'model_threads': args.threads or os.cpu_count() or 1,
+            'decode_workers': args.workers}
 
 
 def _torch_predictor(model):
@@ -203,19 +223,15 @@ def run(args):
     shard = samples[rank::world]
 
     rows, strict_failed = [], False
-    workdir = tempfile.mkdtemp(prefix='paddle_dla_eval_')
-    try:
-        for name in names:
-            try:
-                row = _evaluate_model(name, args, shard, layout, rank, world, workdir)
-            except ImageReadError as exc:
-                raise ImageReadError(f'{exc}; pass --skip-bad to count and list unreadable '
-                                     f'images and go on (no verdict then)') from None
-            if row is not None:
-                rows.append(row)
-                strict_failed |= row['verdict'] == 'FAIL'
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    for name in names:
+        try:
+            row = _evaluate_model(name, args, shard, layout, rank, world)
+        except ImageReadError as exc:
+            raise ImageReadError(f'{exc}; pass --skip-bad to count and list unreadable '
+                                 f'images and go on (no verdict then)') from None
+        if row is not None:
+            rows.append(row)
+            strict_failed |= row['verdict'] == 'FAIL'
     if rank == 0 and args.results_file:
         write_results(rows, args.results_file)
         print(f'results: {args.results_file}')
@@ -232,7 +248,7 @@ def _check_resize(preprocess):
                          f'an image may be resized to; raise --crop-pct')
 
 
-def _evaluate_model(name, args, shard, layout, rank, world, workdir):
+def _evaluate_model(name, args, shard, layout, rank, world):
     """Evaluate one variant; returns its results row on rank 0, None elsewhere."""
     from ..complexity import count_params
     from ..factory import create_model
@@ -246,8 +262,8 @@ def _evaluate_model(name, args, shard, layout, rank, world, workdir):
     _check_resize(preprocess)
     model = create_model(name, pretrained=args.weights or args.tag)
     model.eval()
-    predict = (_inference_predictor(model, preprocess.img_size, workdir)
-               if args.engine == 'inference' else eager_predictor(model))
+    predict = (eager_predictor(model) if args.engine == 'eager' else
+               _deployed_predictor(model, preprocess.img_size, args.engine, args.threads))
     compare = _torch_predictor(model) if args.compare_torch else None
     bar = progress_bar(len(shard), f'{name} [{rank}/{world}]' if world > 1 else name,
                        enabled=rank == 0 and not args.no_progress)
@@ -262,7 +278,7 @@ def _evaluate_model(name, args, shard, layout, rank, world, workdir):
         return None
     params = count_params(model)
     row = result_row(name, tally, weights, preprocess, params, args.tolerance,
-                     args.engine, 'custom' if args.weights else weights.tag)
+                     _how_run(predict, args), 'custom' if args.weights else weights.tag)
     print(format_table(row, tally, weights, layout, args.tolerance, params), flush=True)
     return row
 

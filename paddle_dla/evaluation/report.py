@@ -9,7 +9,8 @@ from ..imagenet import NUM_VAL_IMAGES
 
 RESULT_FIELDS = ('model', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count', 'img_size',
                  'crop_pct', 'interpolation', 'num_images', 'published_top1', 'published_top5',
-                 'delta_top1', 'delta_top5', 'verdict', 'images_per_sec', 'engine', 'tag')
+                 'delta_top1', 'delta_top5', 'verdict', 'images_per_sec', 'model_images_per_sec',
+                 'engine', 'model_threads', 'decode_workers', 'tag')
 
 
 def verdict(num_images, top1, top5, published_top1, published_top5, tolerance, bad_images=0):
@@ -24,7 +25,8 @@ def verdict(num_images, top1, top5, published_top1, published_top5, tolerance, b
     return 'PASS' if ok else 'FAIL'
 
 
-def result_row(model, tally, weights, preprocess, params, tolerance, engine, tag):
+def result_row(model, tally, weights, preprocess, params, tolerance, run, tag):
+    """``run``: how the images were run, ``{'engine', 'model_threads', 'decode_workers'}``."""
     top1 = 100.0 * tally.top1 / tally.images if tally.images else 0.0
     top5 = 100.0 * tally.top5 / tally.images if tally.images else 0.0
     pub1, pub5 = weights.top1, weights.top5
@@ -37,7 +39,9 @@ def result_row(model, tally, weights, preprocess, params, tolerance, engine, tag
         'delta_top1': None if pub1 is None else round(top1 - pub1, 3),
         'delta_top5': None if pub5 is None else round(top5 - pub5, 3),
         'verdict': verdict(tally.images, top1, top5, pub1, pub5, tolerance, len(tally.bad)),
-        'images_per_sec': round(tally.images_per_sec, 1), 'engine': engine, 'tag': tag,
+        'images_per_sec': round(tally.images_per_sec, 1),
+        'model_images_per_sec': round(tally.images / tally.compute_s, 1) if tally.compute_s else 0.0,
+        **run, 'tag': tag,
     }
 
 
@@ -46,7 +50,8 @@ def _fmt(value, spec='.3f'):
 
 
 def format_table(row, tally, weights, layout, tolerance, params):
-    lines = [f'{row["model"]} ({row["tag"]} weights, {row["engine"]}, {row["num_images"]:,} '
+    lines = [f'{row["model"]} ({row["tag"]} weights, {row["engine"]}: {row["model_threads"]} '
+             f'model threads, {row["decode_workers"]} decoding workers, {row["num_images"]:,} '
              f'images, {layout}, {row["img_size"]} px crop {row["crop_pct"]} '
              f'{row["interpolation"]})',
              f'           {"ours":>9} {"published":>10} {"delta":>8}']
@@ -57,8 +62,11 @@ def format_table(row, tally, weights, layout, tolerance, params):
     lines.append(f'  verdict: {row["verdict"]}' +
                  (f' (tolerance {tolerance:g} points)' if row['verdict'] in ('PASS', 'FAIL') else ''))
     share = tally.wait_s / tally.wall_s if tally.wall_s else 0.0
-    lines.append(f'  parameters: {params:,} | {row["images_per_sec"]:,.1f} img/s | waiting for '
-                 f'images {100 * share:.0f}% of the time')
+    alone = row['model_images_per_sec']
+    kept = f' ({100 * row["images_per_sec"] / alone:.0f}%)' if alone else ''
+    lines.append(f'  parameters: {params:,} | {row["images_per_sec"]:,.1f} img/s end to end, the '
+                 f'model alone {alone:,.1f} img/s{kept} | waiting for images {100 * share:.0f}% '
+                 f'of the time')
     if share > 0.2:
         lines.append('  note: data loading was the bottleneck; raise --workers')
     if tally.bad:

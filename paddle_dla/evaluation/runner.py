@@ -72,6 +72,7 @@ def load_batch(preprocess, samples, skip_bad):
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+DECODER_NICENESS = 10
 
 
 def _worker_pool(workers):
@@ -93,9 +94,19 @@ def _quiet_worker():
     they die with the process that made them (Linux)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _yield_to_the_model()
     if _die_with_parent():
         os.setpgid(0, 0)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+def _yield_to_the_model():
+    """Decode in the CPU time the model leaves: its threads wait for one another at every
+    layer, so a decoder that preempts one of them stalls them all."""
+    try:
+        os.nice(DECODER_NICENESS)
+    except (OSError, AttributeError):
+        pass
 
 
 def _die_with_parent():
