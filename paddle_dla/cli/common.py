@@ -24,8 +24,9 @@ QUIET_ENVIRONMENT = {'GLOG_minloglevel': '2', 'GLOG_v': '0'}
 DEPLOY_EXAMPLES = """\
 examples:
   paddle-dla export --model dla_34 --out exported/          # published weights
-  paddle-dla predict cat.jpg dog.jpg --exported exported/  # served by Paddle Inference
-  paddle-dla predict cat.jpg --model dla_60 --topk 3       # eager, published weights
+  paddle-dla predict cat.jpg dog.jpg --exported exported/  # the fastest engine here
+  paddle-dla predict cat.jpg --model dla_60 --topk 3       # published weights, exported once
+  paddle-dla predict cat.jpg --model dla_60 --engine eager # the Paddle model itself
   paddle-dla export --model dla_34 --weights mine.pdparams --num-classes 10 \\
       --class-names pets.txt --out exported/
 """

@@ -3,14 +3,15 @@ preprocessing and class names) or an eager one."""
 import argparse
 
 from ..cli_args import positive_int
-from ..engines import DEVICE_PATTERN, PRECISIONS
+from ..engines import DEVICE_PATTERN, ENGINE_CHOICES, PRECISIONS
 from ..errors import UsageError
 from ..imagenet import NUM_CLASSES
 from . import common
 
 HELP = 'classify images (top-k classes)'
-DESCRIPTION = ('Classify images with an exported model (served by Paddle Inference, with the '
-               'preprocessing and class names its export recorded) or an eager model.')
+DESCRIPTION = ('Classify images with an exported model (with the preprocessing and class names '
+               'its export recorded) or a variant and its weights, run by the fastest engine '
+               'installed here (or the one named), or eagerly.')
 EPILOG = common.DEPLOY_EXAMPLES
 
 
@@ -25,13 +26,18 @@ def configure(p):
     p.add_argument('images', nargs='+', help='image files')
     common.add_model_options(p, positive_int, required=False)
     p.add_argument('--exported', metavar='PATH',
-                   help='exported model folder or prefix, served by Paddle Inference '
-                        '(default: none, an eager --model)')
+                   help='exported model folder or prefix (default: none, --model with its '
+                        'weights, exported once into the cache)')
+    p.add_argument('--engine', choices=ENGINE_CHOICES + ('eager',), default='auto',
+                   help='auto: the fastest installed engine, measured on first use and '
+                        'remembered; paddle (Paddle Inference), openvino, onnxruntime: that '
+                        'one; eager: the Paddle model itself, with --model (default: '
+                        '%(default)s)')
     p.add_argument('--device', type=device, default='cpu',
-                   help='cpu, gpu or gpu:N, with --exported (default: %(default)s)')
+                   help='cpu, gpu or gpu:N (default: %(default)s)')
     p.add_argument('--precision', choices=PRECISIONS, default='fp32',
-                   help='fp32, bf16 (CPUs with AVX512-BF16 or AMX) or fp16 (GPU), with '
-                        '--exported (default: %(default)s)')
+                   help='fp32, bf16 (CPUs with AVX512-BF16 or AMX) or fp16 (GPU) (default: '
+                        '%(default)s)')
     p.add_argument('--topk', type=positive_int, default=5, metavar='K',
                    help='classes shown per image (default: %(default)s)')
 
@@ -44,11 +50,15 @@ def softmax(logits):
 
 
 def exported_runner(args):
-    """(recipe, class names or None, run) for a model served by Paddle Inference: what the
-    export recorded; an export without that record needs --model to say what it is."""
+    """(recipe, class names or None, run) for an exported model: what the export recorded;
+    an export without that record needs --model to say what it is."""
     from ..inference import Predictor, recipe_of
     from ..weights import get_weights
-    predictor = Predictor(args.exported, device=args.device, precision=args.precision)
+    if args.engine == 'eager':
+        raise UsageError('--engine eager runs a --model, not an --exported one: choose auto, '
+                         'paddle, openvino or onnxruntime')
+    predictor = Predictor(args.exported, device=args.device, precision=args.precision,
+                          engine=args.engine)
     meta = predictor.meta
     recipe = recipe_of(meta)
     if recipe is None:
@@ -60,15 +70,23 @@ def exported_runner(args):
     return recipe, meta.get('class_names'), predictor
 
 
-def eager_runner(args):
-    """(recipe, None, run) for an eager model built from --model and --weights/--tag."""
+def model_runner(args):
+    """(recipe, None, run) for a model built from --model and --weights/--tag: exported once
+    into the cache at its recipe's size and run by --engine, or eager."""
     from ..dla import eager_predictor
+    from ..inference import compile_model
     from ..weights import get_weights
     if not args.model:
-        raise UsageError('give --model NAME (eager) or --exported DIR (Paddle Inference)')
+        raise UsageError('give --model NAME or --exported DIR')
     model = common.build_model(args)
     model.eval()
-    return get_weights(model.config.name).preprocessing, None, eager_predictor(model)
+    recipe = get_weights(model.config.name).preprocessing
+    if args.engine == 'eager':
+        return recipe, None, eager_predictor(model)
+    size = recipe.img_size
+    return recipe, None, compile_model(model, (None, model.in_chans, size, size),
+                                       engine=args.engine, precision=args.precision,
+                                       device=args.device)
 
 
 def default_class_names(count):
@@ -80,7 +98,7 @@ def default_class_names(count):
 def run(args):
     import numpy as np
     from ..evaluation.transforms import Preprocess
-    recipe, names, predict = (exported_runner if args.exported else eager_runner)(args)
+    recipe, names, predict = (exported_runner if args.exported else model_runner)(args)
     preprocess = Preprocess.of(recipe)
     for path in args.images:
         probs = softmax(predict(preprocess(path)[None]))[0]
