@@ -1,84 +1,52 @@
-"""Images per second of DLA on this machine, every engine measured side by side in one
-process with their runs interleaved: Paddle eager, Paddle Inference fp32 and bf16, and
-(when installed) timm's PyTorch model in eager and channels-last modes. Ratios are to
-PyTorch eager from the same run; logit errors are against Paddle eager fp32. Memory is
-measured for each engine alone, in a child process: how much one run grows the resident
-memory (activations, workspaces, caches). The command line is ``paddle-dla bench``.
+"""Images per second of DLA on this machine, for every engine a user could pick: Paddle
+eager, Paddle Inference, OpenVINO and onnxruntime (fp32, and bf16 where the CPU has it),
+and timm's PyTorch model (eager and channels-last) when installed.
+
+Each engine runs in its own process (:mod:`paddle_dla.bench_worker`), so that no thread
+pool steals from another, and the processes take turns: every round times each engine
+once, in an order rotated from round to round, so that all see the same machine. The same
+rounds time a large matrix product (fp32, and bf16 where supported): this machine's GEMM
+peak, of which each engine's GFLOP/s is a fraction. Logit errors are against Paddle eager
+fp32 on the same input. The command line is ``paddle-dla bench``.
 """
 import datetime
 import glob
 import json
+import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import paddle
 
 from .atomic import atomic_output
-from .convert.verify import timm_available, timm_holding, torch_predictor
-from .dla import eager_predictor
+from .bench_worker import GEMM_SIZE
+from .complexity import count_macs
+from .engines import ENGINES
 from .evaluation.transforms import Preprocess
 from .factory import create_model
-from .inference import Predictor, cpu_supports_bf16, export
+from .inference import cpu_supports_bf16, export
 from .layers import BN_MOMENTUM
+from .machine import cpu_description, installed_versions
+from .runtimes import installed_engines
 from .variants import get_config
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE = 'paddle eager'
+PEERS = ('openvino', 'onnxruntime')
+THREAD_VARIABLES = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')
+BENCHMARKED_PACKAGES = ('paddlepaddle', 'openvino', 'onnxruntime', 'paddle2onnx', 'torch')
+# A round times each engine for about this long, so that fast engines at batch 1 are not
+# timed on a single run of a few milliseconds.
+ROUND_SECONDS = 0.5
 
 
 def say(message):
     """Progress on stderr, so that the table on stdout stays clean."""
     print(message, file=sys.stderr, flush=True)
-
-
-def rss_mb():
-    try:
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
-    except (OSError, ValueError):
-        return float('nan')
-
-
-def memory_probe(name, engine_name, batch_size, img_size, threads):
-    """In a fresh process: build one engine, then print how much its first run grows the
-    resident memory (activations, workspaces, caches), sampled every millisecond."""
-    import threading
-    model = calibrated_model(name)
-    with tempfile.TemporaryDirectory() as workdir:
-        engine = engines_for(model, workdir, threads, {engine_name}, lazy_torch=engine_name)[
-            engine_name]
-        batch = np.zeros((batch_size, 3, img_size, img_size), 'float32')
-        before, peak, done = rss_mb(), [0.0], threading.Event()
-
-        def sample():
-            while not done.is_set():
-                peak[0] = max(peak[0], rss_mb())
-                time.sleep(0.001)
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        engine(batch)
-        done.set()
-        sampler.join()
-        peak[0] = max(peak[0], rss_mb())
-    print(json.dumps({'run_mb': round(max(0.0, peak[0] - before), 1)}))
-
-
-def probe_memory(name, engine_name, batch_size, img_size, threads):
-    """Memory of one run of ``engine_name``, measured alone in a child process."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (PACKAGE_ROOT, os.environ.get('PYTHONPATH')) if p))
-    proc = subprocess.run([sys.executable, '-m', 'paddle_dla.benchmark',
-                           f'{name},{engine_name},{batch_size},{img_size},{threads}'],
-                          capture_output=True, text=True, timeout=600, env=env)
-    try:
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return None
 
 
 def calibrated_model(name, seed=0):
@@ -99,40 +67,90 @@ def calibrated_model(name, seed=0):
     return model
 
 
-def engines_for(model, workdir, threads, wanted, lazy_torch=None):
-    """The engines to compare, all holding ``model``'s weights."""
-    engines = {}
-
-    engines['paddle eager'] = eager_predictor(model)
-    if not wanted or wanted & {'inference fp32', 'inference bf16'}:
-        prefix = os.path.join(workdir, model.config.name)
-        export(model, prefix)
-        engines['inference fp32'] = Predictor(prefix, threads=threads)
-        if cpu_supports_bf16():
-            engines['inference bf16'] = Predictor(prefix, precision='bf16', threads=threads)
-    if lazy_torch is not None and not lazy_torch.startswith('torch'):
-        return {k: v for k, v in engines.items() if k in wanted}
-    if not timm_available():
-        return _select(engines, wanted)
-    import timm
-    import torch
-    reference = timm_holding(model)
-    channels_last = timm.create_model(model.config.official_name)
-    channels_last.load_state_dict(reference.state_dict())
-    channels_last = channels_last.eval().to(memory_format=torch.channels_last)
-
-    def torch_cl(batch):
-        with torch.no_grad():
-            x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
-            return channels_last(x).numpy()
-    engines['torch eager'] = torch_predictor(reference)
-    engines['torch channels-last'] = torch_cl
-    return _select(engines, wanted)
+def _torch_installed():
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in ('torch', 'timm'))
 
 
-def _select(engines, wanted):
-    """The wanted engines, and always Paddle eager: the reference for logit errors."""
-    return {k: v for k, v in engines.items() if not wanted or k in wanted or k == 'paddle eager'}
+def engine_specs(bf16):
+    """Every engine this machine can run: name -> (kind, precision)."""
+    precisions = ('fp32', 'bf16') if bf16 else ('fp32',)
+    specs = {REFERENCE: ('eager', 'fp32')}
+    for precision in precisions:
+        for engine in ENGINES:
+            if engine in installed_engines('cpu', precision):
+                specs[f'{engine} {precision}'] = (engine, precision)
+    if _torch_installed():
+        specs['torch eager'] = ('torch eager', 'fp32')
+        specs['torch channels-last'] = ('torch channels-last', 'fp32')
+    return specs
+
+
+def gemm_specs(bf16):
+    specs = {'gemm fp32': ('gemm', 'fp32')}
+    if bf16 and _torch_installed():
+        specs['gemm bf16'] = ('gemm', 'bf16')
+    return specs
+
+
+class Worker:
+    """One engine in its own process, driven by JSON lines (see bench_worker)."""
+
+    def __init__(self, name, kind, precision, model, workdir, threads):
+        self.name, self.precision, self.error = name, precision, None
+        spec = {'kind': kind, 'precision': precision, 'model': model, 'workdir': workdir,
+                'threads': threads}
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (PACKAGE_ROOT, os.environ.get('PYTHONPATH')) if p))
+        # Every thread pool a library might start, sized before any of them loads.
+        env.update({name: str(threads) for name in THREAD_VARIABLES})
+        self._log = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(
+            [sys.executable, '-m', 'paddle_dla.bench_worker', json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+            env=env)
+
+    def wait_ready(self):
+        self.error = self._receive().get('error')
+
+    def ask(self, **command):
+        if self.error:
+            return {'error': self.error}
+        self._proc.stdin.write(json.dumps(command) + '\n')
+        self._proc.stdin.flush()
+        answer = self._receive()
+        if 'error' in answer:
+            self.error = answer['error']
+        return answer
+
+    def _receive(self):
+        line = self._proc.stdout.readline()
+        if not line:
+            self._proc.wait()
+            self._log.seek(0)
+            tail = self._log.read().decode('utf-8', 'replace').strip().splitlines()[-1:]
+            return {'error': f'the engine process ended (exit {self._proc.returncode})'
+                             + (f': {tail[0][:160]}' if tail else '')}
+        return json.loads(line)
+
+    def close(self):
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._log.close()
+
+
+def start_workers(specs, model, workdir, threads):
+    """All engine processes start at once (their imports overlap); then each is awaited."""
+    workers = [Worker(name, kind, precision, model, workdir, threads)
+               for name, (kind, precision) in specs.items()]
+    for worker in workers:
+        worker.wait_ready()
+    return workers
 
 
 def photo_batch(img_size):
@@ -157,161 +175,193 @@ def relative_error(ours, reference):
     return float(np.abs(ours - reference).max() / max(1.0, np.abs(reference).max()))
 
 
-def run_chunked(engine, images, batch_size):
-    return np.concatenate([engine(images[i:i + batch_size])
-                           for i in range(0, len(images), batch_size)])
+def logit_checks(workers, inputs, workdir):
+    """Each engine's relative logit error against Paddle eager on a random batch, and its
+    top-1 agreement with it on the photographs (when there are any)."""
+    outputs = {}
+    for worker in workers:
+        if worker.name.startswith('gemm'):
+            continue
+        for kind, path in inputs.items():
+            out = os.path.join(workdir, f'{worker.name}-{kind}.npy'.replace(' ', '_'))
+            if 'error' not in worker.ask(op='logits', input=path, output=out, chunk=8):
+                outputs[worker.name, kind] = np.load(out)
+    checks = {}
+    for worker in workers:
+        ours = {k: outputs.get((worker.name, k)) for k in inputs}
+        reference = {k: outputs.get((REFERENCE, k)) for k in inputs}
+        if ours['random'] is None or reference['random'] is None:
+            continue
+        checks[worker.name] = {'rel_logit_error': relative_error(ours['random'],
+                                                                 reference['random'])}
+        if 'photos' in inputs and ours['photos'] is not None:
+            checks[worker.name]['top1_agreement_photos'] = float(np.mean(
+                ours['photos'].argmax(1) == reference['photos'].argmax(1)))
+    return checks
 
 
-def photo_agreement(engines, photos):
-    """Each engine's top-1 agreement with Paddle eager on the photographs."""
-    if photos is None:
-        return {}
-    base = run_chunked(engines['paddle eager'], photos, 8).argmax(1)
-    agreement = {}
-    for engine_name, engine in engines.items():
-        try:
-            agreement[engine_name] = float(np.mean(
-                run_chunked(engine, photos, 8 if 'bf16' not in engine_name else 1)
-                .argmax(1) == base))
-        except RuntimeError:
-            agreement[engine_name] = None
-    return agreement
+def timed_rounds(workers, batch_path, rounds, warmup):
+    """Seconds per run of each engine over ``rounds`` rounds of alternating turns, with
+    the peak memory of its process. Returns (round medians, memory) by engine name."""
+    memory, runs = {}, {}
+    for worker in workers:
+        first = worker.ask(op='first', input=batch_path)
+        if 'error' in first:
+            continue
+        memory[worker.name] = first['peak_mb']
+        if warmup:
+            warm = worker.ask(op='time', input=batch_path, runs=warmup)
+            first['seconds'] = min(warm.get('seconds') or [first['seconds']])
+        runs[worker.name] = max(1, math.ceil(ROUND_SECONDS / max(first['seconds'], 1e-4)))
+    medians = {name: [] for name in runs}
+    for r in range(rounds):
+        turn = [w for w in workers if w.name in runs]
+        turn = turn[r % len(turn):] + turn[:r % len(turn)] if turn else turn
+        for worker in turn:
+            answer = worker.ask(op='time', input=batch_path, runs=runs[worker.name])
+            if 'seconds' in answer:
+                medians[worker.name].append(statistics.median(answer['seconds']))
+    return medians, memory
 
 
-def warm_up(engines, batch, warmup):
-    """Run every engine once (its logit error against Paddle eager) plus ``warmup`` times;
-    returns (errors, failures) by engine name."""
-    reference = engines['paddle eager'](batch)
-    errors, failed = {}, {}
-    for engine_name, engine in engines.items():
-        try:
-            out = engine(batch)
-            for _ in range(warmup):
-                engine(batch)
-            errors[engine_name] = relative_error(out, reference)
-        except RuntimeError as exc:
-            failed[engine_name] = ' '.join(str(exc).split())[:120]
-    return errors, failed
-
-
-def interleaved_times(engines, batch, rounds):
-    """Seconds per run of every engine, rounds interleaved so that every engine sees the
-    same machine state."""
-    times = {k: [] for k in engines}
-    for _ in range(rounds):
-        for engine_name, engine in engines.items():
-            start = time.perf_counter()
-            engine(batch)
-            times[engine_name].append(time.perf_counter() - start)
-    return times
+def rate_row(batch_size, medians, flops_per_image):
+    """Median images/s over the rounds, and the spread of the rounds around it."""
+    rates = sorted(batch_size / s for s in medians)
+    median = statistics.median(rates)
+    row = {'img_per_s': round(median, 2),
+           'spread_pct': round(100 * (rates[-1] - rates[0]) / 2 / median, 1)}
+    if flops_per_image:
+        row['gflops'] = round(median * flops_per_image / 1e9, 1)
+    return row
 
 
 def measure(name, batch_sizes, rounds, warmup, img_size, threads, wanted, photos,
-            with_memory=True):
+            gemm_rates):
+    """Every engine on variant ``name``, for each batch size; rows of the table."""
     model = calibrated_model(name)
+    flops = 2 * count_macs(model, (1, 3, img_size, img_size))
+    bf16 = cpu_supports_bf16()
+    specs = {k: v for k, v in {**engine_specs(bf16), **gemm_specs(bf16)}.items()
+             if not wanted or k in wanted or k == REFERENCE or k.startswith('gemm')}
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        engines = engines_for(model, workdir, threads, wanted)
-        agreement = photo_agreement(engines, photos)
-        for batch_size in batch_sizes:
-            say(f'  {name}, batch {batch_size}: {", ".join(engines)}')
-            batch = np.random.default_rng(0).standard_normal(
-                (batch_size, 3, img_size, img_size)).astype('float32')
-            errors, failed = warm_up(engines, batch, warmup)
-            working = {k: v for k, v in engines.items() if k not in failed}
-            memory = ({k: (probe_memory(name, k, batch_size, img_size, threads) or {})
-                       .get('run_mb') for k in working} if with_memory else {})
-            times = interleaved_times(working, batch, rounds)
-            speed = {k: batch_size / statistics.median(v) for k, v in times.items() if v}
-            torch_speed = speed.get('torch eager')
-            for engine_name in engines:
-                rows.append({
-                    'model': name, 'batch': batch_size, 'engine': engine_name,
-                    'img_per_s': round(speed[engine_name], 2) if engine_name in speed else None,
-                    'vs_torch_eager': (round(speed[engine_name] / torch_speed, 2)
-                                       if torch_speed and engine_name in speed else None),
-                    'rel_logit_error': errors.get(engine_name),
-                    'top1_agreement_photos': agreement.get(engine_name),
-                    'run_mb': memory.get(engine_name),
-                    'error': failed.get(engine_name),
-                })
+        paddle.save(model.state_dict(), os.path.join(workdir, 'model.pdparams'))
+        export(model, os.path.join(workdir, 'model'), (None, 3, img_size, img_size))
+        inputs = {'random': _save(workdir, 'random', _random_batch(8, img_size))}
+        if photos is not None:
+            inputs['photos'] = _save(workdir, 'photos', photos)
+        say(f'  {name}: starting {len(specs)} engine processes ...')
+        workers = start_workers(specs, name, workdir, threads)
+        try:
+            checks = logit_checks(workers, inputs, workdir)
+            for batch_size in batch_sizes:
+                say(f'  {name}, batch {batch_size}: {rounds} rounds of '
+                    f'{", ".join(w.name for w in workers if not w.error)}')
+                batch_path = _save(workdir, f'batch{batch_size}',
+                                   _random_batch(batch_size, img_size))
+                medians, memory = timed_rounds(workers, batch_path, rounds, warmup)
+                for gemm in (w for w in workers if w.name.startswith('gemm')):
+                    if medians.get(gemm.name):
+                        rate = 2 * GEMM_SIZE ** 3 / statistics.median(medians[gemm.name]) / 1e9
+                        gemm_rates[gemm.precision] = max(gemm_rates.get(gemm.precision, 0), rate)
+                for worker in workers:
+                    if worker.name.startswith('gemm'):
+                        continue
+                    row = {'model': name, 'batch': batch_size, 'engine': worker.name,
+                           'precision': worker.precision, 'img_per_s': None,
+                           'peak_mb': memory.get(worker.name), 'error': worker.error,
+                           **checks.get(worker.name, {})}
+                    if medians.get(worker.name):
+                        row.update(rate_row(batch_size, medians[worker.name], flops))
+                    rows.append(row)
+        finally:
+            for worker in workers:
+                worker.close()
     return rows
 
 
-def cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def _random_batch(batch_size, img_size):
+    return np.random.default_rng(0).standard_normal(
+        (batch_size, 3, img_size, img_size)).astype('float32')
 
 
-def format_table(rows):
-    def cell(value, spec):
-        return '-' if value is None else format(value, spec)
-    lines = ['| model | batch | engine | img/s | vs torch eager | rel. logit error | '
-             'top-1 agreement (photos) | memory per run (MB) |', '|---|---|---|---|---|---|---|---|']
-    for r in rows:
-        agree = cell(None if r['top1_agreement_photos'] is None else
-                     100 * r['top1_agreement_photos'], '.1f')
-        lines.append(f'| {r["model"]} | {r["batch"]} | {r["engine"]} | '
-                     f'{cell(r["img_per_s"], ".1f")} | {cell(r["vs_torch_eager"], ".2f")}x | '
-                     f'{cell(r["rel_logit_error"], ".1e")} | {agree}% | '
-                     f'{cell(r["run_mb"], ".0f")} |'
-                     + (f' failed: {r["error"]}'
-                                                        if r['error'] else ''))
-    return '\n'.join(lines)
+def _save(workdir, name, array):
+    path = os.path.join(workdir, name + '.npy')
+    np.save(path, array)
+    return path
 
 
-def torch_version(threads):
-    """PyTorch's version, its thread pool set to ``threads``; None without PyTorch."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(threads)
-    return torch.__version__
+def add_ratios(rows, gemm_rates):
+    """Ratios within each (model, batch): to PyTorch eager, to the best of OpenVINO and
+    onnxruntime in the same precision, and to this machine's GEMM peak."""
+    groups = {}
+    for row in rows:
+        groups.setdefault((row['model'], row['batch']), {})[row['engine']] = row
+    for group in groups.values():
+        torch_rate = (group.get('torch eager') or {}).get('img_per_s')
+        for row in group.values():
+            rate, precision = row['img_per_s'], row['precision']
+            peers = [group[f'{p} {precision}']['img_per_s'] for p in PEERS
+                     if (group.get(f'{p} {precision}') or {}).get('img_per_s')]
+            row['vs_torch_eager'] = round(rate / torch_rate, 2) if rate and torch_rate else None
+            row['vs_best_peer'] = round(rate / max(peers), 2) if rate and peers else None
+            peak = gemm_rates.get(precision)
+            row['of_gemm_peak'] = (round(row['gflops'] / peak, 2)
+                                   if rate and peak and 'gflops' in row else None)
 
 
-def environment(threads, photos, torch_version):
-    env = {'date': datetime.date.today().isoformat(), 'cpu': cpu_name(), 'threads': threads,
-           'paddle': paddle.__version__, 'bf16': cpu_supports_bf16(),
-           'photos': None if photos is None else len(photos)}
-    if torch_version:
-        env['torch'] = torch_version
-    return env
+def environment(threads, photos, gemm_rates):
+    cpu, _, features = cpu_description()
+    return {'date': datetime.date.today().isoformat(), 'cpu': cpu,
+            'cpu_features': ' '.join(features), 'threads': threads, 'bf16': cpu_supports_bf16(),
+            'versions': installed_versions(BENCHMARKED_PACKAGES),
+            'photos': None if photos is None else len(photos),
+            'gemm_peak_gflops': {k: round(v, 1) for k, v in gemm_rates.items()}}
 
 
 def headline(env):
-    return (f'{env["date"]}, {env["cpu"]}, {env["threads"]} threads, Paddle {env["paddle"]}'
-            + (f', PyTorch {env["torch"]}' if 'torch' in env else '')
+    versions = ', '.join(f'{k} {v}' for k, v in env['versions'].items())
+    peak = ', '.join(f'{k} {v:.0f} GFLOP/s' for k, v in env['gemm_peak_gflops'].items())
+    return (f'{env["date"]}, {env["cpu"]} ({env["cpu_features"]}), {env["threads"]} threads; '
+            f'{versions}; GEMM peak {peak or "not measured"}'
             + (f'; top-1 agreement on {env["photos"]} photographs' if env['photos'] else ''))
 
 
+def format_table(rows):
+    def cell(value, spec, suffix=''):
+        return '-' if value is None else format(value, spec) + suffix
+    lines = ['| model | batch | engine | img/s | spread | vs best of OpenVINO/onnxruntime | '
+             'vs torch eager | GFLOP/s | of GEMM peak | rel. logit error | top-1 agreement '
+             '(photos) | process peak memory (MB) |', '|---' * 12 + '|']
+    for r in rows:
+        agree = r.get('top1_agreement_photos')
+        lines.append(
+            f'| {r["model"]} | {r["batch"]} | {r["engine"]} | {cell(r["img_per_s"], ".1f")} | '
+            f'{cell(r.get("spread_pct"), ".0f", "%")} | {cell(r.get("vs_best_peer"), ".2f", "x")} | '
+            f'{cell(r.get("vs_torch_eager"), ".2f", "x")} | {cell(r.get("gflops"), ".0f")} | '
+            f'{cell(None if r.get("of_gemm_peak") is None else 100 * r["of_gemm_peak"], ".0f", "%")} | '
+            f'{cell(r.get("rel_logit_error"), ".1e")} | '
+            f'{cell(None if agree is None else 100 * agree, ".1f", "%")} | '
+            f'{cell(r["peak_mb"], ".0f")} |' + (f' failed: {r["error"]}' if r['error'] else ''))
+    return '\n'.join(lines)
+
+
 def run_benchmark(models, batch_sizes, rounds, warmup, img_size, threads=None, engines=None,
-                  with_memory=True, with_photos=True, json_path=None):
+                  with_photos=True, json_path=None):
     """Measure, print the table, optionally write JSON; returns the result rows."""
     threads = threads or os.cpu_count() or 1
-    torch_ver = torch_version(threads)
     photos = photo_batch(img_size) if with_photos else None
-    rows = []
+    rows, gemm_rates = [], {}
     for name in models:
         say(f'measuring {name} at batch {", ".join(map(str, batch_sizes))} '
-            f'({rounds} rounds, {warmup} warm-up runs per engine) ...')
+            f'({rounds} rounds, {warmup} warm-up runs per engine, each in its own process) ...')
         rows += measure(get_config(name).name, batch_sizes, rounds, warmup, img_size, threads,
-                        engines, photos, with_memory)
-    env = environment(threads, photos, torch_ver)
+                        engines, photos, gemm_rates)
+    add_ratios(rows, gemm_rates)
+    env = environment(threads, photos, gemm_rates)
     print(headline(env))
     print(format_table(rows))
     if json_path:
         with atomic_output(json_path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
             json.dump({'environment': env, 'results': rows}, f, indent=2)
     return rows
-
-
-if __name__ == '__main__':  # the memory probe's child process
-    _name, _engine, _batch, _size, _threads = sys.argv[1].split(',')
-    memory_probe(_name, _engine, int(_batch), int(_size), int(_threads))

@@ -161,11 +161,13 @@ def test_export_records_the_class_names_given_and_predict_shows_them(tmp_path):
 
 @pytest.mark.full
 def test_bench_quick_reports_progress_and_a_table(tmp_path):
-    proc = run_module('bench', '--quick', '--no-memory', '--engines', 'inference fp32',
-                      timeout=600)
+    proc = run_module('bench', '--quick', '--engines', 'paddle fp32', timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert 'measuring dla_46_c at batch 1' in proc.stderr
-    assert re.search(r'^\| dla_46_c \| 1 \| inference fp32 \| [0-9.]+ \|', proc.stdout, re.M)
+    assert re.search(r'^\| dla_46_c \| 1 \| paddle fp32 \| [0-9.]+ \|', proc.stdout, re.M)
+    assert 'openvino' not in proc.stdout.split('\n', 1)[1]  # only what was asked, and eager
+    refused = run_module('bench', '--engines', 'inference fp32', timeout=60)
+    assert refused.returncode == 2 and "unknown engine 'inference fp32'" in refused.stderr
 
 
 @pytest.mark.full

@@ -133,16 +133,16 @@ def test_eval_harness_inference_engine(tmp_path, weights_file):
     for name in ('chelsea.png', 'coffee.png', 'rocket.jpg'):
         (data / name).write_bytes(open(os.path.join(skimage.data_dir, name), 'rb').read())
     results = {}
-    for engine in ('eager', 'inference'):
+    for engine in ('eager', 'paddle'):
         out = tmp_path / f'{engine}.json'
         proc = run_cli('eval/imagenet_val.py', '--model', 'dla_46_c', '--weights', weights_file,
                        '--data-dir', data.parent, '--engine', engine, '--results-file', out,
                        '--no-progress')
         assert proc.returncode == 0, proc.stderr
         (results[engine],) = json.loads(out.read_text())
-    assert results['inference']['engine'] == 'inference'
+    assert results['paddle']['engine'] == 'paddle'
     for key in ('num_images', 'top1', 'top5'):
-        assert results['inference'][key] == results['eager'][key]
+        assert results['paddle'][key] == results['eager'][key]
 
 
 @pytest.mark.full
@@ -152,14 +152,17 @@ def test_benchmark_quick_mode(tmp_path):
     proc = run_cli('bench/throughput.py', '--quick', '--json', out)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
-    required = {'paddle eager', 'inference fp32', 'torch eager'}
+    required = {'paddle eager', 'paddle fp32', 'openvino fp32', 'onnxruntime fp32',
+                'torch eager'}
     assert required <= {r['engine'] for r in report['results']}
     for row in report['results']:
         if row['engine'] in required:  # these run on every CPU: an error is a failure
             assert row['error'] is None and row['img_per_s'] > 0, row
         else:  # others (bf16, channels-last) may be unsupported here, and say so
             assert row['error'] or row['img_per_s'] > 0, row
-        if row['engine'] == 'inference fp32':
-            assert row['rel_logit_error'] <= 1e-3
-    assert '| dla_46_c | 1 | inference fp32 |' in proc.stdout
-    assert report['environment']['threads'] >= 1 and report['environment']['cpu']
+        if row['engine'] in required:
+            assert row['rel_logit_error'] <= 1e-3 and row['gflops'] > 0, row
+            assert 0 < row['of_gemm_peak'] < 2, row  # a fraction of a peak measured in the run
+    assert '| dla_46_c | 1 | paddle fp32 |' in proc.stdout
+    env = report['environment']
+    assert env['threads'] >= 1 and env['cpu'] and env['gemm_peak_gflops']['fp32'] > 0

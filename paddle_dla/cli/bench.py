@@ -10,14 +10,20 @@ from . import common
 
 HELP = 'images per second of every engine on this machine'
 DESCRIPTION = ('Images per second of DLA on this machine, every engine measured side by side '
-               '(Paddle eager, Paddle Inference fp32/bf16, and PyTorch when installed), with '
-               'logit errors against Paddle eager and the memory one run takes.')
+               '(Paddle eager; Paddle Inference, OpenVINO and onnxruntime in fp32, and bf16 '
+               'where the CPU has it; PyTorch eager and channels-last when installed), each in '
+               'its own process, taking turns round by round; with GFLOP/s against this '
+               'machine\'s measured GEMM peak, logit errors against Paddle eager and the '
+               'memory one run takes.')
 EPILOG = """\
 examples:
-  paddle-dla bench --models dla_34,dla_60,dla_102 --batch-sizes 1,8,32
+  paddle-dla bench --models dla_34,dla_60,dla_102 --batch-sizes 1,8
+  paddle-dla bench --engines "paddle fp32,openvino fp32"   # Paddle eager always runs too
   paddle-dla bench --quick                      # one small variant, one run: a smoke test
 """
 QUICK = {'models': 'dla_46_c', 'batch_sizes': '1', 'rounds': 1, 'warmup': 0}
+ENGINE_NAMES = ('paddle eager', 'paddle fp32', 'paddle bf16', 'openvino fp32', 'openvino bf16',
+                'onnxruntime fp32', 'torch eager', 'torch channels-last')
 
 
 def variants(text):
@@ -27,6 +33,16 @@ def variants(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def engine_list(text):
+    names = [n.strip() for n in text.split(',') if n.strip()]
+    unknown = [n for n in names if n not in ENGINE_NAMES]
+    if unknown or not names:
+        shown = ', '.join(map(repr, unknown or [text]))
+        raise argparse.ArgumentTypeError(f'unknown engine {shown}; '
+                                         f'choose from: {", ".join(ENGINE_NAMES)}')
+    return set(names)
+
+
 def batch_sizes(text):
     return ','.join(str(positive_int(n)) for n in text.split(','))
 
@@ -34,21 +50,22 @@ def batch_sizes(text):
 def configure(p):
     p.add_argument('--models', default='dla_34', type=variants,
                    help='comma list of variants (default: %(default)s)')
-    p.add_argument('--batch-sizes', default='1,8,32', type=batch_sizes,
+    p.add_argument('--batch-sizes', default='1,8', type=batch_sizes,
                    help='comma list of batch sizes (default: %(default)s)')
     p.add_argument('--img-size', type=image_size, default=DEFAULT_PREPROCESSING.img_size,
                    help='input size (default: %(default)s)')
     p.add_argument('--rounds', type=positive_int, default=5,
-                   help='timed runs per engine (default: %(default)s)')
+                   help='rounds; in each, every engine is timed for about half a second in '
+                        'turn, and the median over the rounds is reported (default: '
+                        '%(default)s)')
     p.add_argument('--warmup', type=non_negative_int, default=2,
                    help='untimed runs per engine (default: %(default)s)')
     p.add_argument('--threads', type=positive_int, default=None,
                    help='CPU threads (default: all)')
-    p.add_argument('--engines', help='comma list to restrict the engines (default: all)')
+    p.add_argument('--engines', type=engine_list,
+                   help=f'comma list to restrict the engines, of: {", ".join(ENGINE_NAMES)} '
+                        f'(default: all that this machine runs)')
     p.add_argument('--json', metavar='FILE', help='also write the results here (default: none)')
-    p.add_argument('--no-memory', action='store_true',
-                   help='skip the per-engine memory probes, a child process each (default: '
-                        'probe)')
     p.add_argument('--quick', action='store_true',
                    help='dla_46_c, batch 1, one timed run, no photographs: a smoke test '
                         '(default: off)')
@@ -65,8 +82,7 @@ def run(args):
     from ..benchmark import run_benchmark
     run_benchmark(args.models.split(','), [int(b) for b in args.batch_sizes.split(',')],
                   args.rounds, args.warmup, args.img_size, args.threads,
-                  set(args.engines.split(',')) if args.engines else None,
-                  with_memory=not args.no_memory, with_photos=not args.quick,
+                  args.engines, with_photos=not args.quick,
                   json_path=args.json)
     return 0
 
