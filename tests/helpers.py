@@ -63,3 +63,21 @@ def run_paddle(model, images):
     if isinstance(out, (list, tuple)):
         return [o.numpy().astype(np.float64) for o in out]
     return out.numpy().astype(np.float64)
+
+
+# Logits this far apart cannot swap under float32 noise (about 1e-3).
+CLEAR_GAP = 0.01
+
+
+def pick_label(logits, ranks, min_gap=CLEAR_GAP):
+    """The class at the first of ``ranks`` whose neighbours in the ranking are clearly
+    apart from it (so float32 noise cannot move it): ``(label, rank)`` or None. Labelling
+    images this way makes the expected top-1 and top-5 of an evaluation known exactly."""
+    order = np.argsort(-logits)
+    ranked = logits[order]
+    for rank in ranks:
+        i = rank - 1
+        above = ranked[i - 1] - ranked[i] if i > 0 else np.inf
+        if min(above, ranked[i] - ranked[i + 1]) > min_gap:
+            return int(order[i]), rank
+    return None

@@ -166,8 +166,16 @@ def test_bench_quick_reports_progress_and_a_table(tmp_path):
     assert 'measuring dla_46_c at batch 1' in proc.stderr
     assert re.search(r'^\| dla_46_c \| 1 \| paddle fp32 \| [0-9.]+ \|', proc.stdout, re.M)
     assert 'openvino' not in proc.stdout.split('\n', 1)[1]  # only what was asked, and eager
-    refused = run_module('bench', '--engines', 'inference fp32', timeout=60)
-    assert refused.returncode == 2 and "unknown engine 'inference fp32'" in refused.stderr
+    refused = run_module('bench', '--engine', 'openvino,inference', timeout=60)
+    assert refused.returncode == 2 and "unknown engine 'inference'" in refused.stderr
+
+
+def test_bench_engines_by_table_name_or_engine_name():
+    from paddle_dla.cli.bench import engine_list
+    assert engine_list('paddle fp32') == {'paddle fp32'}
+    assert engine_list('openvino, onnxruntime') == {'openvino fp32', 'openvino bf16',
+                                                    'onnxruntime fp32'}
+    assert engine_list('torch') == {'torch eager', 'torch channels-last'}
 
 
 @pytest.mark.full

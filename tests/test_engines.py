@@ -31,7 +31,7 @@ from paddle_dla.engines import ENGINE_CHOICES, ENGINE_EXTRAS, ENGINES
 from paddle_dla.exported import MODEL_SUFFIXES, META_SUFFIX, PARAMS_SUFFIX, cpu_supports_bf16
 from paddle_dla.inference import EngineUnavailable, Predictor, compile_model, export
 from paddle_dla.layers import BN_MOMENTUM
-from helpers import REPO, child_env, relative_error, run_paddle, top1_agrees
+from helpers import REPO, child_env, pick_label, relative_error, run_paddle, top1_agrees
 from hostile import run_module
 
 pytestmark = pytest.mark.paddle_compat
@@ -502,18 +502,6 @@ PHOTOS = ['astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.jpg', 'motorcycl
 TARGET_RANKS = (1, 3, 8)
 
 
-def _pick_label(logits, ranks, min_gap=1e-2):
-    """The class at the first of ``ranks`` clearly apart from its neighbours, and its rank."""
-    order = np.argsort(-logits)
-    ranked = logits[order]
-    for rank in ranks:
-        i = rank - 1
-        above = ranked[i - 1] - ranked[i] if i > 0 else np.inf
-        if min(above, ranked[i] - ranked[i + 1]) > min_gap:
-            return int(order[i]), rank
-    return None
-
-
 def _labelled_photos(root, model):
     """Photographs in synset folders, each labelled with the class the eager model ranks
     1st, 3rd or 8th (rotating): the expected top-1 and top-5 are known exactly."""
@@ -530,7 +518,7 @@ def _labelled_photos(root, model):
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.open(os.path.join(skimage.data_dir, photo)).convert('RGB').save(path, 'JPEG')
         logits = run_paddle(model, preprocess(str(path))[None])[0]
-        picked = _pick_label(logits, TARGET_RANKS[i % 3:] + TARGET_RANKS[:i % 3])
+        picked = pick_label(logits, TARGET_RANKS[i % 3:] + TARGET_RANKS[:i % 3])
         if picked is None:
             continue
         label, rank = picked

@@ -1,5 +1,6 @@
 """eval/imagenet_val.py on hostile or broken input: one line naming the file, a non-zero
 exit, no results file, nothing executed, memory bounded (see hostile.py)."""
+import glob
 import json
 import os
 import pathlib
@@ -279,39 +280,47 @@ def test_good_options_still_parse():
 
 # Signals --------------------------------------------------------------------------------
 
-def _workdirs(folder):
-    return [name for name in os.listdir(folder) if name.startswith('paddle_dla_eval_')]
+def _leftovers(*folders):
+    """Temporary files and folders (``.name.random.tmp``) under ``folders``."""
+    return [os.path.join(root, name) for folder in folders for root, dirs, files in os.walk(folder)
+            for name in dirs + files if name.startswith('.') and name.endswith('.tmp')]
+
+
+def _exported(home):
+    return glob.glob(os.path.join(home, 'compiled', 'exports', '*', 'model.pdiparams'))
 
 
 @pytest.mark.full
-def test_sigterm_removes_the_temporary_folder(env, tmp_path):
-    """SIGTERM mid-run unwinds like Ctrl-C: the export folder is removed, workers exit
-    quietly, and the user sees one line."""
+def test_sigterm_mid_run_leaves_nothing_partial(env, tmp_path):
+    """SIGTERM mid-run unwinds like Ctrl-C: nothing temporary is left (in the temporary
+    folder or the cache of compiled models), workers exit quietly, and the user sees one
+    line."""
     photo = os.path.join(env['synsets'], synsets()[0], env['names'][0])
     folder = tmp_path / 'many' / synsets()[0]
     folder.mkdir(parents=True)
     for i in range(3000):
         os.link(photo, folder / f'ILSVRC2012_val_{i:08d}.JPEG')
-    scratch = tmp_path / 'tmp'
+    scratch, home = tmp_path / 'tmp', tmp_path / 'home'
     scratch.mkdir()
     argv = [sys.executable, os.path.join(REPO, SCRIPT), '--model', VARIANT, '--weights',
             env['weights'], '--data-dir', str(folder.parent), '--batch-size', '1',
             '--workers', '1', '--no-progress']
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=REPO, env=child_env(TMPDIR=str(scratch)))
+                            cwd=REPO, env=child_env(TMPDIR=str(scratch),
+                                                    PADDLE_DLA_HOME=str(home)))
     try:
-        deadline = time.monotonic() + 60
-        while not _workdirs(scratch) and time.monotonic() < deadline and proc.poll() is None:
+        deadline = time.monotonic() + 120
+        while not _exported(home) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        assert _workdirs(scratch), 'the run never created its temporary folder'
-        time.sleep(2)  # into the evaluation loop, workers running
+        assert _exported(home), 'the run never exported its model'
+        time.sleep(5)  # past the engine choice, into the evaluation loop, workers running
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert _workdirs(scratch) == []
+    assert _leftovers(scratch, home) == []
     assert 'Traceback' not in err
     (line,) = [line for line in err.splitlines() if line.strip()]
     assert line == 'imagenet_val: error: terminated by signal 15'

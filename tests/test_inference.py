@@ -166,3 +166,19 @@ def test_benchmark_quick_mode(tmp_path):
     assert '| dla_46_c | 1 | paddle fp32 |' in proc.stdout
     env = report['environment']
     assert env['threads'] >= 1 and env['cpu'] and env['gemm_peak_gflops']['fp32'] > 0
+
+
+@pytest.mark.full
+def test_eval_end_to_end_benchmark_prints_its_ratios():
+    proc = run_cli('bench/eval_end_to_end.py', '--images', 24, '--eager-images', 8,
+                   '--rounds', 1, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert 'dla_34, batch 64, 24 JPEGs; eval ran: ' in lines[0]
+    rates = {}
+    for line in lines[1:4]:
+        label, value = line.split(' img/s')[0].rsplit(None, 1)
+        rates[label.strip()] = float(value)
+    assert set(rates) == {'eval (defaults)', 'model only', 'eval --engine eager'}
+    assert all(rate > 0 for rate in rates.values())
+    assert 'end to end / model only: ' in proc.stdout and 'defaults / eager: ' in proc.stdout

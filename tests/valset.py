@@ -8,20 +8,19 @@ too close to call are avoided, so float32 noise cannot flip an outcome.
 import os
 import shutil
 
-import numpy as np
 import skimage
 import torch
 from PIL import Image
 from torchvision import transforms as T
 
 from paddle_dla.imagenet import synsets
+from helpers import pick_label
 from oracle import oracle
 
 PHOTOS = ['astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.jpg', 'motorcycle_left.png',
           'motorcycle_right.png', 'hubble_deep_field.jpg', 'retina.jpg', 'ihc.png', 'logo.png',
           'immunohistochemistry.png', 'color.png', 'brick.png', 'grass.png']
 TARGET_RANKS = (1, 3, 8)
-MIN_GAP = 0.01  # logits this far apart cannot swap under float32 noise (about 1e-3)
 
 
 def reference_transform():
@@ -57,19 +56,6 @@ def _write_images(folder):
     return paths
 
 
-def _pick_label(logits, ranks):
-    """The class at the first of ``ranks`` whose neighbours in the ranking are clearly
-    apart from it (so float32 noise cannot move it): ``(label, rank)`` or None."""
-    order = np.argsort(-logits)
-    ranked = logits[order]
-    for rank in ranks:
-        i = rank - 1
-        above = ranked[i - 1] - ranked[i] if i > 0 else np.inf
-        if min(above, ranked[i] - ranked[i + 1]) > MIN_GAP:
-            return int(order[i]), rank
-    return None
-
-
 def build(root, variant):
     """Make the set under ``root`` in three layouts. Returns a description dict."""
     flat = os.path.join(root, 'flat')
@@ -83,7 +69,7 @@ def build(root, variant):
             logits = model(transform(Image.open(path).convert('RGB'))[None]).numpy()[0]
         # Rotate the preferred rank so that hits and misses both occur.
         preferred = TARGET_RANKS[i % 3:] + TARGET_RANKS[:i % 3]
-        picked = _pick_label(logits, preferred)
+        picked = pick_label(logits, preferred)
         if picked is None:
             os.remove(path)
             continue

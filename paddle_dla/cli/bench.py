@@ -34,13 +34,19 @@ def variants(text):
 
 
 def engine_list(text):
-    names = [n.strip() for n in text.split(',') if n.strip()]
-    unknown = [n for n in names if n not in ENGINE_NAMES]
-    if unknown or not names:
-        shown = ', '.join(map(repr, unknown or [text]))
-        raise argparse.ArgumentTypeError(f'unknown engine {shown}; '
-                                         f'choose from: {", ".join(ENGINE_NAMES)}')
-    return set(names)
+    """Engines as the table names them (``openvino fp32``), or as ``--engine`` elsewhere
+    names them (``openvino``: each precision this machine runs)."""
+    names = set()
+    for name in (n.strip() for n in text.split(',') if n.strip()):
+        matches = [e for e in ENGINE_NAMES if e == name or e.split()[0] == name]
+        if not matches:
+            raise argparse.ArgumentTypeError(
+                f'unknown engine {name!r}; choose from: {", ".join(ENGINE_NAMES)} (or '
+                f'paddle, openvino, onnxruntime, torch for all of theirs)')
+        names.update(matches)
+    if not names:
+        raise argparse.ArgumentTypeError('no engine named')
+    return names
 
 
 def batch_sizes(text):
@@ -62,7 +68,7 @@ def configure(p):
                    help='untimed runs per engine (default: %(default)s)')
     p.add_argument('--threads', type=positive_int, default=None,
                    help='CPU threads (default: all)')
-    p.add_argument('--engines', type=engine_list,
+    p.add_argument('--engines', '--engine', type=engine_list,
                    help=f'comma list to restrict the engines, of: {", ".join(ENGINE_NAMES)} '
                         f'(default: all that this machine runs)')
     p.add_argument('--json', metavar='FILE', help='also write the results here (default: none)')

@@ -6,6 +6,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 
 from ..cli_args import float_range, image_size, int_range, positive_int, variant_list
 from ..errors import Terminated, UsageError
@@ -147,11 +148,19 @@ def _deployed_predictor(model, img_size, engine, threads):
                          engine={'inference': 'paddle'}.get(engine, engine), threads=threads)
 
 
-def _how_run(predict, args):
-    """What ran the model, and how the CPU was shared with decoding."""
+def _warm_up(predict, batch_size, channels, size):
+    """One batch of zeros before the clock starts, so that the rates measure the steady
+    state: 'auto' chooses its engine on it, and engines build their kernels for the shape.
+    The time it takes is reported as set-up, with the export's."""
+    import numpy as np
+    predict(np.zeros((batch_size, channels, size, size), 'float32'))
+
+
+def _how_run(predict, args, setup_s):
+    """What ran the model, how the CPU was shared with decoding, and the set-up time."""
     engine = getattr(predict, 'engine', 'eager') + (' (auto)' if args.engine == 'auto' else '')
     return {'engine': engine, 'model_threads': args.threads or os.cpu_count() or 1,
-            'decode_workers': args.workers}
+            'decode_workers': args.workers, 'setup_s': round(setup_s, 1)}
 
 
 def _torch_predictor(model):
@@ -262,8 +271,12 @@ def _evaluate_model(name, args, shard, layout, rank, world):
     _check_resize(preprocess)
     model = create_model(name, pretrained=args.weights or args.tag)
     model.eval()
+    setup = time.perf_counter()
     predict = (eager_predictor(model) if args.engine == 'eager' else
                _deployed_predictor(model, preprocess.img_size, args.engine, args.threads))
+    if args.engine != 'eager':
+        _warm_up(predict, args.batch_size, model.in_chans, preprocess.img_size)
+    setup = time.perf_counter() - setup
     compare = _torch_predictor(model) if args.compare_torch else None
     bar = progress_bar(len(shard), f'{name} [{rank}/{world}]' if world > 1 else name,
                        enabled=rank == 0 and not args.no_progress)
@@ -278,7 +291,7 @@ def _evaluate_model(name, args, shard, layout, rank, world):
         return None
     params = count_params(model)
     row = result_row(name, tally, weights, preprocess, params, args.tolerance,
-                     _how_run(predict, args), 'custom' if args.weights else weights.tag)
+                     _how_run(predict, args, setup), 'custom' if args.weights else weights.tag)
     print(format_table(row, tally, weights, layout, args.tolerance, params), flush=True)
     return row
 

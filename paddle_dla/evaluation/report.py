@@ -10,7 +10,7 @@ from ..imagenet import NUM_VAL_IMAGES
 RESULT_FIELDS = ('model', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count', 'img_size',
                  'crop_pct', 'interpolation', 'num_images', 'published_top1', 'published_top5',
                  'delta_top1', 'delta_top5', 'verdict', 'images_per_sec', 'model_images_per_sec',
-                 'engine', 'model_threads', 'decode_workers', 'tag')
+                 'engine', 'model_threads', 'decode_workers', 'setup_s', 'tag')
 
 
 def verdict(num_images, top1, top5, published_top1, published_top5, tolerance, bad_images=0):
@@ -26,7 +26,8 @@ def verdict(num_images, top1, top5, published_top1, published_top5, tolerance, b
 
 
 def result_row(model, tally, weights, preprocess, params, tolerance, run, tag):
-    """``run``: how the images were run, ``{'engine', 'model_threads', 'decode_workers'}``."""
+    """``run``: how the images were run, ``{'engine', 'model_threads', 'decode_workers',
+    'setup_s'}`` (set-up: building the model's engine and its first run, before the clock)."""
     top1 = 100.0 * tally.top1 / tally.images if tally.images else 0.0
     top5 = 100.0 * tally.top5 / tally.images if tally.images else 0.0
     pub1, pub5 = weights.top1, weights.top5
@@ -66,7 +67,7 @@ def format_table(row, tally, weights, layout, tolerance, params):
     kept = f' ({100 * row["images_per_sec"] / alone:.0f}%)' if alone else ''
     lines.append(f'  parameters: {params:,} | {row["images_per_sec"]:,.1f} img/s end to end, the '
                  f'model alone {alone:,.1f} img/s{kept} | waiting for images {100 * share:.0f}% '
-                 f'of the time')
+                 f'of the time | set-up {row["setup_s"]:g} s')
     if share > 0.2:
         lines.append('  note: data loading was the bottleneck; raise --workers')
     if tally.bad:
