@@ -31,7 +31,7 @@ from .factory import create_model
 from .inference import cpu_supports_bf16, export
 from .layers import BN_MOMENTUM
 from .machine import cpu_description, installed_versions
-from .runtimes import installed_engines
+from .runtimes import importable, installed_engines
 from .variants import get_config
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,8 +68,7 @@ def calibrated_model(name, seed=0):
 
 
 def _torch_installed():
-    import importlib.util
-    return all(importlib.util.find_spec(m) is not None for m in ('torch', 'timm'))
+    return importable('torch') and importable('timm')
 
 
 def engine_specs(bf16):

@@ -327,24 +327,23 @@ def measure_engines(engines, batch, runs=_MEASURED_RUNS):
     return rates, failed
 
 
+# What each optional engine is offered for on CPU (onnxruntime has no bf16 kernels on x86).
+_OPTIONAL_CPU_PRECISIONS = {'openvino': ('fp32', 'bf16'), 'onnxruntime': ('fp32',)}
+
+
 def installed_engines(device, precision):
     """The engines worth measuring here: Paddle, and the optional ones that are installed
     and run this device and precision."""
-    names = ['paddle']
-    if device == 'cpu' and precision in ('fp32', 'bf16'):
-        for name, module in (('openvino', 'openvino'), ('onnxruntime', 'onnxruntime')):
-            if name == 'onnxruntime' and precision != 'fp32':
-                continue
-            if _importable(module):
-                names.append(name)
-    return names
+    return ['paddle'] + [name for name, precisions in _OPTIONAL_CPU_PRECISIONS.items()
+                         if device == 'cpu' and precision in precisions and importable(name)]
 
 
-def _importable(module):
+def importable(module):
+    """Whether ``module`` is installed, without importing it."""
     import importlib.util
     try:
         return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules
         return False
 
 
