@@ -7,6 +7,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Tuple
 
+from .dense_variants import TASKS, list_dense_models
+
 CLASSIFIER = 'fc'           # the classifier's name: a 1x1 convolution, as in the official code
 FIRST_CONV = 'base_layer.0'  # the convolution that sees the input channels
 
@@ -63,9 +65,14 @@ for _cfg in VARIANTS.values():
     _ALIASES[_cfg.official_name] = _cfg.name
 
 
-def list_models():
-    """Our variant names, in the order of the architecture table."""
-    return list(VARIANTS)
+def list_models(task='classification'):
+    """Our model names: the classifiers, in the order of the architecture table; with
+    ``task='segmentation'``, ``'detection'`` or ``'tracking'`` the dense models for that
+    task; ``task=None`` lists all."""
+    if task not in (None,) + TASKS:
+        raise ValueError(f'task must be one of {", ".join(TASKS)} or None, got {task!r}')
+    classifiers = list(VARIANTS) if task in (None, 'classification') else []
+    return classifiers + (list_dense_models(task) if task != 'classification' else [])
 
 
 def resolve_name(name):
