@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from .errors import printable
+from .dense_variants import DENSE_VARIANTS, get_dense_config, is_dense
 from .variants import get_config, list_models
 
 
@@ -53,6 +54,17 @@ def variant_name(text):
         return get_config(text).name
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def model_name(text):
+    """An argparse type: a classifier variant (any accepted spelling) or a dense model."""
+    if is_dense(text):
+        return get_dense_config(text).name
+    try:
+        return get_config(text).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f'{exc} Dense models: {", ".join(DENSE_VARIANTS)}.') from None
 
 
 def variant_list(text):

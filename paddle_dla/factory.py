@@ -23,6 +23,8 @@ from .cache import cached_weights_path
 from .convert.detect import detect_variants
 from .convert.mapping import to_torch_key
 from .convert.pipeline import VariantUnknown, convert_checkpoint, load_torch_state
+from .dense_factory import create_dense_model
+from .dense_variants import is_dense
 from .dla import DLA
 from .errors import printable
 from .pretrained import load_pretrained_state
@@ -54,7 +56,13 @@ def create_model(name, pretrained=False, **kwargs):
             warning), and weights of another variant are refused.
         **kwargs: ``num_classes`` (alias ``class_dim``), ``in_chans``, ``drop_rate``,
             ``with_pool``, ``features_only``, ``out_indices``.
+
+    The dense networks (``list_models(task=None)``: ``dla34up`` .. ``dla169up``,
+    ``centernet_dla34``, ``fairmot_dla34``) take ``heads``, ``head_conv``, ``num_classes``
+    and ``return_logits`` instead: see :func:`paddle_dla.dense_factory.create_dense_model`.
     """
+    if is_dense(name):
+        return create_dense_model(name, pretrained=pretrained, **kwargs)
     config = get_config(name)
     if 'class_dim' in kwargs:
         class_dim = kwargs.pop('class_dim')

@@ -11,8 +11,9 @@ import os
 import signal
 import sys
 
-from ..cli_args import ArgumentParser, variant_name
-from ..errors import exit_cleanly_on_sigterm, run_command
+from ..cli_args import ArgumentParser, model_name
+from ..dense_variants import DENSE_VARIANTS
+from ..errors import UsageError, exit_cleanly_on_sigterm, run_command
 from ..imagenet import NUM_CLASSES
 from ..variants import VARIANTS
 from ..weights import DEFAULT_TAG, WEIGHTS
@@ -34,12 +35,14 @@ examples:
 
 def add_model_options(p, num_classes, required):
     """--model, --weights, --tag and --num-classes: which model, holding which weights."""
-    p.add_argument('--model', metavar='NAME', required=required, type=variant_name,
-                   help=f'variant: {", ".join(VARIANTS)} (timm names work too)'
+    p.add_argument('--model', metavar='NAME', required=required, type=model_name,
+                   help=f'variant: {", ".join(VARIANTS)} (timm names work too); or a dense '
+                        f'model: {", ".join(DENSE_VARIANTS)}'
                         + (' (required)' if required else ' (default: none, use --exported)'))
     p.add_argument('--weights', metavar='FILE',
-                   help='.pdparams/.pth/.safetensors file (default: none, the published '
-                        'weights of --tag are used)')
+                   help='.pdparams/.pth/.safetensors file; a dense model\'s CenterNet, '
+                        'FairMOT or DLA-Up .pth or its converted .pdparams (default: none, '
+                        'the published weights of --tag are used)')
     p.add_argument('--tag', default=DEFAULT_TAG, choices=sorted({t for _, t in WEIGHTS}),
                    help='published weights tag (default: %(default)s)')
     p.add_argument('--num-classes', type=num_classes, default=NUM_CLASSES, metavar='N',
@@ -48,8 +51,15 @@ def add_model_options(p, num_classes, required):
 
 
 def build_model(args):
-    """The model ``add_model_options`` describe, holding its weights."""
+    """The model ``add_model_options`` describe, holding its weights. A dense model has
+    no published weights and takes its heads or classes from its file."""
     from ..factory import create_model
+    if args.model in DENSE_VARIANTS:
+        if not args.weights:
+            raise UsageError(f'{args.model} has no published Paddle weights: give --weights '
+                             f'with its PyTorch checkpoint (.pth) or the .pdparams paddle-dla '
+                             f'convert wrote from one')
+        return create_model(args.model, pretrained=args.weights)
     return create_model(args.model, pretrained=args.weights or args.tag,
                         num_classes=args.num_classes)
 

@@ -5,9 +5,10 @@ import sys
 
 from ..atomic import same_file
 from ..cache import cached_weights_path, weights_home
-from ..cli_args import variant_name
+from ..cli_args import model_name
 from ..digests import file_digests
 from ..errors import UsageError, one_line, printable, report
+from ..dense_variants import DENSE_VARIANTS
 from ..variants import VARIANTS
 from ..weights import list_weights
 from . import common
@@ -24,6 +25,9 @@ examples:
   paddle-dla convert --src model.safetensors --model dla_102 --dst dla_102.pdparams
   # your fine-tuned training checkpoint ({'state_dict': ...}, 'module.' keys, 10 classes)
   paddle-dla convert --src runs/best.pth --model dla_34 --dst dla_34_pets.pdparams
+  # CenterNet / FairMOT ({'epoch', 'state_dict'}) and ucbdrive DLA-Up segmentation files
+  paddle-dla convert --src ctdet_coco_dla_2x.pth
+  paddle-dla convert --src fairmot_dla34.pth --dst fairmot_dla34.pdparams
   # every checkpoint in a folder
   paddle-dla convert --src checkpoints/ --dst converted/
   # prepare the cache for pretrained=True ahead of time, then see what it holds
@@ -37,8 +41,9 @@ pretrained=True finds them; other files are written beside their source unless -
 
 HELP = 'convert PyTorch DLA checkpoints into Paddle .pdparams'
 DESCRIPTION = ('Convert PyTorch DLA checkpoints (official .pth, timm .pth, Hugging Face '
-               '.safetensors, training checkpoints) into Paddle .pdparams, strictly: every key '
-               'must map with the right shape. Never runs code from a checkpoint.')
+               '.safetensors, training checkpoints, and the dense CenterNet, FairMOT and DLA-Up '
+               'ones) into Paddle .pdparams, strictly: every key must map with the right shape. '
+               'Never runs code from a checkpoint.')
 
 
 def configure(parser):
@@ -60,9 +65,10 @@ def configure(parser):
     parser.add_argument('--keep-downloads', action='store_true',
                         help='with --all: keep the raw downloaded checkpoints in '
                              '$PADDLE_DLA_HOME/downloads (default: removed after conversion)')
-    parser.add_argument('--model', type=variant_name,
+    parser.add_argument('--model', type=model_name,
                         help=f'variant (recognised from the keys when omitted): '
-                                        f'{", ".join(VARIANTS)}; timm names work too (default: recognised)')
+                             f'{", ".join(VARIANTS)}; timm names work too; or a dense model: '
+                             f'{", ".join(DENSE_VARIANTS)} (default: recognised)')
     parser.add_argument('--dst', help='output .pdparams file, a folder with a folder --src (default: the cache for '
                              'a published checkpoint, else beside the source)')
     parser.add_argument('--verify', action='store_true',
@@ -98,8 +104,12 @@ def refuse_overwriting_source(src, dst):
 def convert_one(src, dst, args):
     """Convert one file; returns the summary line, raises on any problem."""
     from ..checkpoint import save_pdparams
+    from ..convert.dense import dense_checkpoint_or_none
     from ..convert.pipeline import convert_checkpoint
     from ..convert.verify import timm_available, verify_with_timm
+    dense = dense_checkpoint_or_none(src, args.model)
+    if dense is not None:
+        return convert_dense_one(src, dst, dense, args)
     if args.verify and not timm_available():
         raise UsageError('--verify compares with timm\'s PyTorch model: install torch and timm '
                          '(pip install torch timm), or leave out --verify; nothing was written')
@@ -120,6 +130,26 @@ def convert_one(src, dst, args):
     if verdict is not None:
         line += '\n  verify: ' + str(verdict)
     return line
+
+
+def convert_dense_one(src, dst, conversion, args):
+    """Write a converted CenterNet / FairMOT / DLA-Up checkpoint; returns the summary line."""
+    from ..checkpoint import save_pdparams
+    if args.verify:
+        raise UsageError(f'--verify compares classifiers with timm, which has no '
+                         f'{conversion.name}; the dense models are held to their PyTorch '
+                         f'reference by the test suite. Leave out --verify; nothing was written')
+    dst = dst or _pdparams_name(src)
+    refuse_overwriting_source(src, dst)
+    save_pdparams(conversion.state, dst)
+    dropped = [f'{n} {what}' for n, what in (
+        (conversion.classifier_dropped, 'base.fc tensors (the ImageNet classifier, unused)'),
+        (conversion.dead_keys_dropped, 'dead project tensors')) if n]
+    return (f'{printable(src)}: {conversion.describe()} -> {conversion.name}, '
+            f'{conversion.num_params:,} parameters'
+            + (f', dropped {" and ".join(dropped)}' if dropped else '')
+            + f' -> {printable(dst)} (sha256 {file_digests(dst).sha256})\n'
+            f'  load it with create_model({conversion.name!r}, pretrained={printable(dst)!r})')
 
 
 def checkpoints_in(folder):
