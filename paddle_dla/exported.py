@@ -12,6 +12,7 @@ import numpy as np
 
 from .engines import DEVICE_PATTERN, PRECISIONS
 from .errors import PaddleDLAError, one_line, printable
+from .dense_variants import TASKS, DenseInput
 from .preprocessing import Preprocessing
 
 MODEL_SUFFIXES = ('.json', '.pdmodel')
@@ -32,6 +33,11 @@ class ModelFileError(PaddleDLAError, ValueError):
 def recipe_of(meta):
     """The preprocessing an export recorded, or None for exports that recorded none."""
     return Preprocessing.from_dict(meta['preprocessing']) if 'preprocessing' in meta else None
+
+
+def dense_input_of(meta):
+    """A dense model's input recipe as its export recorded it, or None."""
+    return DenseInput.from_dict(meta['input']) if 'input' in meta else None
 
 
 
@@ -218,11 +224,21 @@ def _check_metadata(meta, shown):
             and all(isinstance(n, str) for n in meta['class_names'])
             and len(meta['class_names']) == meta.get('num_classes', len(meta['class_names']))),
     }
+    outputs = meta.get('outputs')
+    checks.update({
+        'task': meta.get('task') in TASKS,
+        'outputs': isinstance(outputs, list) and 0 < len(outputs) <= 64
+        and all(isinstance(n, str) for n in outputs),
+        'heads': meta.get('heads') is None or (
+            isinstance(meta['heads'], dict) and all(_is_count(c, 1) for c in meta['heads'].values())),
+        'stride': _is_count(meta.get('stride'), 1),
+    })
     bad = [key for key, ok in checks.items() if key in meta and not ok]
-    try:
-        recipe_of(meta)
-    except (TypeError, ValueError, AttributeError):
-        bad.append('preprocessing')
+    for key, read in (('preprocessing', recipe_of), ('input', dense_input_of)):
+        try:
+            read(meta)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            bad.append(key)
     if bad:
         raise ModelFileError(f'{shown} is corrupt: unexpected {", ".join(bad)}')
 

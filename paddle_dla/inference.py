@@ -6,6 +6,7 @@ mode), and in bfloat16 on CPUs with AVX512-BF16 or AMX. Paddle 3 writes ``.json`
 """
 import contextlib
 import copy
+import dataclasses
 import datetime
 import errno
 import functools
@@ -49,20 +50,27 @@ class ExportError(PaddleDLAError):
     """An export could not be written completely; nothing was left at the destination."""
 
 
-def export(model, path_prefix, input_shape=(None, 3, 224, 224), weights=None,
-           preprocessing=None, class_names=None):
+def export(model, path_prefix, input_shape=None, weights=None, preprocessing=None,
+           class_names=None):
     """Write ``model`` as a Paddle inference model at ``path_prefix``; returns the files.
 
-    ``input_shape`` may leave any dimension ``None`` (dynamic). A small
-    ``<prefix>.dla.json`` records the variant, ``class_names`` (default: ImageNet's for a
-    1000-way classifier) and ``preprocessing`` (default: the published weights' recipe at
-    the exported size) for ``predict``.
+    ``input_shape`` may leave any dimension ``None`` (dynamic); by default a classifier
+    takes ``[N, 3, 224, 224]`` and a dense model its recipe's size (512x512 for CenterNet).
+    A small ``<prefix>.dla.json`` records the variant, ``class_names`` (default: ImageNet's
+    for a 1000-way classifier, the dataset's for a dense model) and the preprocessing
+    (default: the published weights' recipe at the exported size; a dense model's input
+    recipe) for ``predict``; a dense model's named outputs are recorded in order.
     All files are written into a temporary folder beside the destination and checked
     before any is moved into place: ``paddle.jit.save`` does not report failed writes (a
     full disk leaves truncated files behind without an error).
     """
     from paddle.static import InputSpec
 
+    dense = is_dense_model(model)
+    if input_shape is None:
+        recipe = model.config.input if dense else None
+        input_shape = ((None, 3, recipe.height, recipe.width) if dense else
+                       (None, model.in_chans, 224, 224))
     if len(input_shape) != 4:
         raise ValueError(f'input_shape must be NCHW, got {input_shape}')
     prefix = os.path.abspath(os.fspath(path_prefix))
@@ -70,13 +78,17 @@ def export(model, path_prefix, input_shape=(None, 3, 224, 224), weights=None,
     _check_destination(folder)
     net = copy.deepcopy(model)  # to_static rewrites forward; keep the caller's model eager
     net.eval()
+    if dense:
+        net = _NamedOutputs(net)
     spec = InputSpec(list(input_shape), 'float32', 'x')
     static = paddle.jit.to_static(net, input_spec=[spec], full_graph=True)
-    meta = {'variant': model.config.name, 'num_classes': model.num_classes,
-            'in_chans': model.in_chans, 'input_shape': list(input_shape),
-            'features_only': model.features_only, 'weights': weights,
-            'preprocessing': _export_recipe(model, input_shape, preprocessing).as_dict(),
-            'class_names': _export_class_names(model, class_names)}
+    meta = (_dense_meta(model, input_shape, class_names) if dense else
+            {'variant': model.config.name, 'num_classes': model.num_classes,
+             'in_chans': model.in_chans, 'input_shape': list(input_shape),
+             'features_only': model.features_only,
+             'preprocessing': _export_recipe(model, input_shape, preprocessing).as_dict(),
+             'class_names': _export_class_names(model, class_names)})
+    meta['weights'] = weights
     expected = sorted(tuple(v.shape) for v in net.state_dict().values())
     try:
         with atomic_folder_output(folder) as tmp:
@@ -92,6 +104,46 @@ def export(model, path_prefix, input_shape=(None, 3, 224, 224), weights=None,
     given = os.fspath(path_prefix)  # report the files as the caller named them
     return [given + s for s in (*MODEL_SUFFIXES, PARAMS_SUFFIX, META_SUFFIX)
             if os.path.exists(prefix + s)]
+
+
+def is_dense_model(model):
+    """A segmentation or CenterNet-style model: several named outputs, a dense recipe."""
+    return hasattr(model, 'output_names')
+
+
+class _NamedOutputs(paddle.nn.Layer):
+    """The model's outputs as a tuple in ``output_names`` order: what the inference
+    program returns, named by the export's metadata."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        out = self.model(x)
+        if isinstance(out, dict):
+            return tuple(out[name] for name in self.model.output_names)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _dense_meta(model, input_shape, class_names):
+    """What ``predict`` needs to serve a dense model: its outputs, classes and recipe."""
+    config = model.config
+    heads = dict(getattr(model, 'heads', {}) or {})
+    classes = heads.get('hm', getattr(model, 'num_classes', 0))
+    if class_names is not None:
+        names = [str(n) for n in class_names]
+        if len(names) != classes:
+            raise ValueError(f'{len(names)} class names for a model with {classes} classes')
+    else:
+        names = list(config.class_names) if len(config.class_names) == classes else None
+    height, width = input_shape[2], input_shape[3]
+    recipe = dataclasses.replace(config.input, height=height or config.input.height,
+                                 width=width or config.input.width)
+    return {'variant': config.name, 'task': config.task, 'outputs': model.output_names,
+            'heads': heads or None, 'num_classes': classes, 'in_chans': input_shape[1],
+            'input_shape': list(input_shape), 'stride': config.down_ratio if heads else 1,
+            'input': recipe.as_dict(), 'class_names': names}
 
 
 def _export_recipe(model, input_shape, preprocessing):
@@ -190,7 +242,8 @@ def check_engine(engine, device, precision):
 
 
 class Predictor:
-    """Run an exported model: ``Predictor(prefix)(batch)`` -> logits, both numpy.
+    """Run an exported model: ``Predictor(prefix)(batch)`` -> logits, both numpy; for a
+    dense model ``{output name: map}`` (``hm``, ``wh``, ``reg`` .. or ``logprobs``).
 
     Args:
         path_prefix: what :func:`export` was given (or its folder, or one of its files).
@@ -211,6 +264,8 @@ class Predictor:
         self.meta = read_metadata(prefix)
         tensor_shapes(prefix + PARAMS_SUFFIX)  # names the file if truncated or not params
         self.prefix, self.device, self.precision = prefix, device, precision
+        # A dense model's outputs by name; a classifier returns its logits alone.
+        self.output_names = list(self.meta.get('outputs') or [])
         self._open = functools.partial(open_engine, prefix=prefix, model_file=model_file,
                                        device=device, precision=precision, threads=threads,
                                        tensorrt=tensorrt)
@@ -277,7 +332,9 @@ class Predictor:
         if self._choice_key is not None:
             self._choose(batch)
         try:
-            return self._engine(batch)
+            if not self.output_names:
+                return self._engine(batch)
+            return dict(zip(self.output_names, self._engine.all_outputs(batch)))
         except Exception as exc:  # Paddle reports kernel failures as bare std::exception
             hint = ('; oneDNN bfloat16 kernels fail on some graphs (dla_60_res2next at batch > 1 '
                     'with Paddle 3.3), use precision="fp32"'

@@ -142,13 +142,18 @@ class PaddleEngine:
             raise ModelFileError(f'Paddle Inference cannot load {printable(model_file)} with '
                                  f'{printable(params_file)}: {_paddle_reason(exc)}') from None
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
-        self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
+        self._outputs = [self._predictor.get_output_handle(name)
+                         for name in self._predictor.get_output_names()]
 
     def __call__(self, batch):
+        return self.all_outputs(batch)[0]
+
+    def all_outputs(self, batch):
+        """Every output of the program, in its order (a dense model has several)."""
         self._input.reshape(list(batch.shape))
         self._input.copy_from_cpu(batch)
         self._predictor.run()
-        return self._output.copy_to_cpu()
+        return [output.copy_to_cpu() for output in self._outputs]
 
 
 # --- the ONNX route -----------------------------------------------------------------------
@@ -214,10 +219,12 @@ class OnnxRuntimeEngine:
         self._session = ort.InferenceSession(onnx_model(prefix, model_file), options,
                                              providers=['CPUExecutionProvider'])
         self._input = self._session.get_inputs()[0].name
-        self._output = self._session.get_outputs()[0].name
 
     def __call__(self, batch):
-        return self._session.run([self._output], {self._input: batch})[0]
+        return self.all_outputs(batch)[0]
+
+    def all_outputs(self, batch):
+        return self._session.run(None, {self._input: batch})
 
 
 class OpenVINOEngine:
@@ -243,8 +250,12 @@ class OpenVINOEngine:
         self._request = self._compiled.create_infer_request()
 
     def __call__(self, batch):
+        return self.all_outputs(batch)[0]
+
+    def all_outputs(self, batch):
         self._request.infer({0: batch})
-        return self._request.get_output_tensor(0).data.copy()
+        return [self._request.get_output_tensor(i).data.copy()
+                for i in range(len(self._compiled.outputs))]
 
 
 _ENGINE_CLASSES = {'paddle': PaddleEngine, 'openvino': OpenVINOEngine,

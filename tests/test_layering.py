@@ -7,17 +7,17 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Lowest first; a module may import its own layer and those below it.
 LAYERS = [
     {'errors', 'digests', 'atomic', 'safe_pickle', 'imagenet', 'variants', 'preprocessing',
-     'cli_args', 'engines', 'machine'},
-    {'layers', 'blocks', 'dla', 'complexity'},
+     'cli_args', 'engines', 'machine', 'dense_variants', 'decode', 'dense_input', 'drawing'},
+    {'layers', 'blocks', 'dla', 'complexity', 'dcn', 'necks', 'dense'},
     {'weights', 'cache', 'exported'},
     {'checkpoint', 'convert', 'convert.readers', 'convert.layouts', 'convert.mapping',
      'convert.detect', 'convert.identify', 'convert.pipeline', 'convert.reverse',
-     'convert.verify'},
+     'convert.verify', 'convert.dense'},
     {'download', 'pretrained', 'runtimes'},
-    {'factory', 'inference', 'model_table', 'benchmark', 'bench_worker', 'evaluation', 'evaluation.transforms',
+    {'factory', 'dense_factory', 'dense_serving', 'inference', 'model_table', 'benchmark', 'bench_worker', 'evaluation', 'evaluation.transforms',
      'evaluation.dataset', 'evaluation.runner', 'evaluation.report', 'evaluation.metrics'},
     {'cli', 'cli.common', 'cli.convert', 'cli.to_torch', 'cli.evaluate', 'cli.cache', 'cli.export',
-     'cli.predict', 'cli.bench', 'cli.info', 'cli.eval_worker', '__main__', ''},
+     'cli.predict', 'cli.predict_dense', 'cli.bench', 'cli.info', 'cli.eval_worker', '__main__', ''},
 ]
 COMMAND_LINE = {m for m in LAYERS[-1] if m.startswith('cli') or m == '__main__'}
 OPTIONAL = {'torch', 'timm', 'torchvision', 'onnx', 'onnxruntime', 'openvino', 'cv2',

@@ -17,9 +17,10 @@ def configure(p):
     common.add_model_options(p, non_negative_int, required=True)  # 0: a feature extractor
     p.add_argument('--out', required=True, metavar='DIR', type=path_text,
                    help='output folder (required; created if needed)')
-    p.add_argument('--img-size', type=image_size, default=DEFAULT_PREPROCESSING.img_size,
-                   metavar='PIXELS',
-                   help='input height and width, 32 to 4096 (default: %(default)s)')
+    p.add_argument('--img-size', type=image_size, metavar='PIXELS',
+                   help=f'input height and width, 32 to 4096 (default: '
+                        f'{DEFAULT_PREPROCESSING.img_size}; a dense model\'s own input size, '
+                        f'512x512 for CenterNet, 608x1088 for FairMOT, 512x1024 for DLA-Up)')
     p.add_argument('--dynamic', action='store_true',
                    help='accept any input size (default: fixed to --img-size)')
     p.add_argument('--class-names', metavar='FILE',
@@ -37,18 +38,36 @@ def read_class_names(path):
 
 
 def run(args):
-    from ..inference import export
+    from ..inference import export, is_dense_model
     names = read_class_names(args.class_names) if args.class_names else None
     model = common.build_model(args)
     model.eval()
+    if is_dense_model(model):
+        return export_dense(model, names, args)
     if names is not None and len(names) != model.num_classes:
         raise UsageError(f'--class-names {printable(args.class_names)} has {len(names)} names '
                          f'but the model has {model.num_classes} classes')
-    spatial = [None, None] if args.dynamic else [args.img_size, args.img_size]
+    size = args.img_size or DEFAULT_PREPROCESSING.img_size
+    spatial = [None, None] if args.dynamic else [size, size]
     prefix = os.path.join(args.out, model.config.name)
     files = export(model, prefix, input_shape=[None, model.in_chans] + spatial,
                    weights=args.weights or args.tag, class_names=names)
     print(f'exported {model.config.name} ({model.num_classes} classes, input '
           f'[N, {model.in_chans}, {spatial[0] or "H"}, {spatial[1] or "W"}]) to '
           + ', '.join(files))
+    return 0
+
+
+def export_dense(model, names, args):
+    from ..inference import export
+    if args.img_size and args.img_size % 32:
+        raise UsageError(f'--img-size {args.img_size}: dense models need a multiple of 32')
+    recipe = model.config.input
+    spatial = ([None, None] if args.dynamic else [args.img_size] * 2 if args.img_size
+               else [recipe.height, recipe.width])
+    prefix = os.path.join(args.out, model.config.name)
+    files = export(model, prefix, input_shape=[None, 3] + spatial, weights=args.weights,
+                   class_names=names)
+    print(f'exported {model.config.name} (outputs {", ".join(model.output_names)}; input '
+          f'[N, 3, {spatial[0] or "H"}, {spatial[1] or "W"}]) to ' + ', '.join(files))
     return 0

@@ -2,17 +2,27 @@
 preprocessing and class names) or an eager one."""
 import argparse
 
-from ..cli_args import positive_int
+from ..cli_args import float_range, positive_int
 from ..engines import DEVICE_PATTERN, ENGINE_CHOICES, PRECISIONS
 from ..errors import UsageError
 from ..imagenet import NUM_CLASSES
 from . import common
 
-HELP = 'classify images (top-k classes)'
+HELP = 'classify images (top-k classes), or detect / segment them with a dense model'
 DESCRIPTION = ('Classify images with an exported model (with the preprocessing and class names '
                'its export recorded) or a variant and its weights, run by the fastest engine '
-               'installed here (or the one named), or eagerly.')
-EPILOG = common.DEPLOY_EXAMPLES
+               'installed here (or the one named), or eagerly. A dense model (CenterNet, '
+               'FairMOT, DLA-Up) prints its detections or class shares and draws them on '
+               'each image, written as a PNG into --out-dir.')
+EPILOG = common.DEPLOY_EXAMPLES + """\
+  # dense models: a converted CenterNet checkpoint, detections drawn into predictions/
+  paddle-dla predict street.jpg --model centernet_dla34 --weights ctdet_coco_dla_2x.pth
+  paddle-dla export --model dla34up --weights dla34up.pdparams --out seg/
+  paddle-dla predict street.jpg --exported seg/ --out-dir masks/
+"""
+
+
+unit_float = float_range(0.0, 1.0, what='a score between 0 and 1')
 
 
 def device(text):
@@ -39,7 +49,13 @@ def configure(p):
                    help='fp32, bf16 (CPUs with AVX512-BF16 or AMX) or fp16 (GPU) (default: '
                         '%(default)s)')
     p.add_argument('--topk', type=positive_int, default=5, metavar='K',
-                   help='classes shown per image (default: %(default)s)')
+                   help='classes shown per image (default: %(default)s); for detection, '
+                        'the most detections listed per image')
+    p.add_argument('--out-dir', metavar='DIR', default='predictions',
+                   help='dense models: where the drawn PNGs go, one per image named after it '
+                        '(default: %(default)s)')
+    p.add_argument('--threshold', type=unit_float, default=0.3, metavar='SCORE',
+                   help='detection: the lowest score listed and drawn (default: %(default)s)')
 
 
 def softmax(logits):
@@ -98,6 +114,9 @@ def default_class_names(count):
 def run(args):
     import numpy as np
     from ..evaluation.transforms import Preprocess
+    from . import predict_dense
+    if predict_dense.wanted(args):
+        return predict_dense.run(args)
     recipe, names, predict = (exported_runner if args.exported else model_runner)(args)
     preprocess = Preprocess.of(recipe)
     for path in args.images:

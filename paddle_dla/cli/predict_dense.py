@@ -1,0 +1,92 @@
+"""``paddle-dla predict`` for the dense models: detections or class shares printed, and
+drawn on each image into ``--out-dir`` as a PNG."""
+import os
+
+from ..dense_variants import DENSE_VARIANTS
+from ..errors import UsageError, printable
+
+
+def wanted(args):
+    """Whether the run is for a dense model: named by --model, or recorded by the export."""
+    if args.model in DENSE_VARIANTS:
+        return True
+    if args.exported:
+        from ..exported import read_metadata, resolve_prefix
+        try:
+            meta = read_metadata(resolve_prefix(args.exported))
+        except (OSError, ValueError):
+            return False  # the classifier path reports the problem with the files
+        return meta.get('task') not in (None, 'classification')
+    return False
+
+
+def _runner(args):
+    """(spec, run): the exported model, or the --model exported once into the cache (or
+    eager)."""
+    from ..dense_serving import DenseSpec, as_named_outputs
+    from ..inference import Predictor, compile_model
+    if args.exported:
+        if args.engine == 'eager':
+            raise UsageError('--engine eager runs a --model, not an --exported one')
+        predictor = Predictor(args.exported, device=args.device, precision=args.precision,
+                              engine=args.engine)
+        return DenseSpec.of_export(predictor.meta), predictor
+    from . import common
+    model = common.build_model(args)
+    model.eval()
+    spec = DenseSpec.of_model(model)
+    if args.engine == 'eager':
+        import paddle
+
+        def run(batch):
+            with paddle.no_grad():
+                return as_named_outputs(spec, model(paddle.to_tensor(batch)))
+        return spec, run
+    shape = (None, 3, spec.input.height, spec.input.width)
+    return spec, compile_model(model, shape, engine=args.engine, precision=args.precision,
+                               device=args.device)
+
+
+def _png_path(out_dir, image, taken):
+    stem = os.path.splitext(os.path.basename(image))[0] or 'image'
+    path, n = os.path.join(out_dir, stem + '.png'), 1
+    while path in taken:
+        n += 1
+        path = os.path.join(out_dir, f'{stem}-{n}.png')
+    taken.add(path)
+    return path
+
+
+def _describe(spec, result, args):
+    import numpy as np
+    names = spec.class_names
+    if result.classes is not None:
+        counts = np.bincount(result.classes.ravel(), minlength=1)
+        order = np.argsort(-counts)[:args.topk]
+        return [f'  {names[i] if names and i < len(names) else f"class {i}":<20} '
+                f'{100 * counts[i] / result.classes.size:6.2f}% of pixels'
+                for i in order if counts[i]]
+    shown = result.detections.above(args.threshold)
+    lines = [f'  {len(shown)} detections scoring >= {args.threshold:g}']
+    for box, score, label in list(zip(shown.boxes, shown.scores, shown.classes))[:args.topk]:
+        name = names[label] if names and label < len(names) else f'class {label}'
+        lines.append(f'  {name:<16} {score:.3f}  box {", ".join(f"{v:.1f}" for v in box)}')
+    return lines
+
+
+def run(args):
+    from ..dense_serving import run_dense
+    from ..drawing import save_png
+    spec, predict = _runner(args)
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise UsageError(f'--out-dir {printable(args.out_dir)} is a file, not a folder')
+    taken = set()
+    for image in args.images:
+        result = run_dense(spec, predict, image, k=max(args.topk, 100))
+        path = _png_path(args.out_dir, image, taken)
+        save_png(result.drawn(spec.class_names, args.threshold), path)
+        print(printable(image))
+        for line in _describe(spec, result, args):
+            print(line)
+        print(f'  drawn: {printable(path)}')
+    return 0
