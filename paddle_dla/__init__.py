@@ -12,6 +12,7 @@ try:  # Paddle 2.6 ships its own zlib; Pillow's image decoders must load theirs 
 except ImportError:
     pass
 
+from .dense_variants import DENSE_VARIANTS
 from .variants import VARIANTS, DLAConfig, get_config, list_models, resolve_name
 
 __version__ = '0.1.0'
@@ -23,7 +24,8 @@ _LAZY = {'DLA': 'dla', 'FeatureInfo': 'dla', 'create_model': 'factory',
          'StateDictMismatch': 'checkpoint', 'load_state_dict_strict': 'checkpoint'}
 
 __all__ = ['DLA', 'DLAConfig', 'FeatureInfo', 'StateDictMismatch', 'VARIANTS', 'create_model',
-           'get_config', 'list_models', 'load_state_dict_strict', 'resolve_name', *VARIANTS]
+           'get_config', 'list_models', 'load_state_dict_strict', 'resolve_name', *VARIANTS,
+           *DENSE_VARIANTS]
 
 
 def _factory(name):
@@ -39,6 +41,20 @@ def _factory(name):
 
 for _name in VARIANTS:
     globals()[_name] = _factory(_name)
+
+
+def _dense_factory(name):
+    def build(pretrained=False, **kwargs):
+        return __getattr__('create_model')(name, pretrained=pretrained, **kwargs)
+    cfg = DENSE_VARIANTS[name]
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = (f'{name}: {cfg.task} over {cfg.backbone} ({cfg.reference}).\n\n'
+                     f'Same arguments as :func:`paddle_dla.dense_factory.create_dense_model`.')
+    return build
+
+
+for _name in DENSE_VARIANTS:
+    globals()[_name] = _dense_factory(_name)
 
 
 def __getattr__(name):

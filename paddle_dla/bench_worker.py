@@ -10,11 +10,15 @@ import time
 
 import numpy as np
 
+from .convert.mapping import to_torch_key
 from .convert.verify import timm_holding, torch_predictor
+from .dense_variants import is_dense
 from .dla import eager_predictor
 from .factory import create_model
 from .inference import Predictor
 
+REFERENCE_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'tests')
 # Matrices of the GEMM peak: large enough that the kernel, not the call, is timed.
 GEMM_SIZE = 2048
 
@@ -73,16 +77,60 @@ def _gemm_engine(spec):
     return min(candidates, key=lambda f: min(timed_runs(f, None, 3)))
 
 
+def _torch_dense_engine(spec):
+    """The PyTorch reference of a dense model (torchvision's ``deform_conv2d`` as DCNv2)
+    holding our weights. It lives with the tests, in the source checkout."""
+    import torch
+    torch.set_num_threads(spec['threads'])
+    model = _paddle_model(spec)
+    try:
+        sys.path.insert(0, REFERENCE_FOLDER)
+        from dense_reference import CenterNetReference
+    except ImportError:
+        raise RuntimeError(f'the PyTorch reference of the dense models is '
+                           f'tests/dense_reference.py of the source checkout (not found in '
+                           f'{REFERENCE_FOLDER})') from None
+    finally:
+        sys.path.remove(REFERENCE_FOLDER)
+    if not hasattr(model, 'heads'):
+        raise RuntimeError(f'no PyTorch reference is benchmarked for {model.config.name}')
+    reference = CenterNetReference(dict(model.heads), model.head_conv).eval()
+    state = {to_torch_key(k): torch.from_numpy(v.numpy()) for k, v in
+             model.state_dict().items()}
+    missing, unexpected = reference.load_state_dict(state, strict=False)
+    unused = [k for k in missing if not k.startswith('base.fc.')]
+    if unused or unexpected:  # only the backbone's unused classifier may be left out
+        raise RuntimeError(f'the PyTorch reference does not fit: {unused + unexpected}')
+
+    def predict(batch):
+        with torch.no_grad():
+            return {k: v.numpy() for k, v in reference(torch.from_numpy(batch)).items()}
+    return predict
+
+
+def _first_output(engine):
+    """A dense model's first output (the heatmap), so that every engine answers one array."""
+    def run(batch):
+        out = engine(batch)
+        if isinstance(out, dict):
+            return np.asarray(next(iter(out.values())))
+        return np.asarray(out[0] if isinstance(out, (tuple, list)) else out)
+    return run
+
+
 def build_engine(spec):
     kind = spec['kind']
-    if kind == 'eager':
-        return eager_predictor(_paddle_model(spec))
-    if kind in ('torch eager', 'torch channels-last'):
-        return _torch_engine(spec, kind == 'torch channels-last')
     if kind == 'gemm':
         return _gemm_engine(spec)
-    return Predictor(os.path.join(spec['workdir'], 'model'), precision=spec['precision'],
-                     threads=spec['threads'], engine=kind)
+    if kind == 'eager':
+        return _first_output(eager_predictor(_paddle_model(spec)))
+    if kind in ('torch eager', 'torch channels-last'):
+        if is_dense(spec['model']):
+            return _first_output(_torch_dense_engine(spec))
+        return _torch_engine(spec, kind == 'torch channels-last')
+    return _first_output(Predictor(os.path.join(spec['workdir'], 'model'),
+                                   precision=spec['precision'], threads=spec['threads'],
+                                   engine=kind))
 
 
 def first_run(engine, batch):

@@ -175,14 +175,13 @@ def centernet_weights(tmp_path_factory):
     return _convert(src)[0]
 
 
-@pytest.mark.paddle_compat
-def test_exported_centernet_gives_every_head_by_name(tmp_path, centernet_weights):
+def _exported_centernet_gives_every_head_by_name(tmp_path, weights, engine):
     from paddle_dla.inference import Predictor, export
-    model = paddle_dla.create_model('centernet_dla34', pretrained=centernet_weights)
+    model = paddle_dla.create_model('centernet_dla34', pretrained=weights)
     model.eval()
     files = export(model, tmp_path / 'cn', (None, 3, 64, 96))
     assert len(files) == 3
-    predictor = Predictor(tmp_path / 'cn', engine='paddle')
+    predictor = Predictor(tmp_path / 'cn', engine=engine)
     images = _images(64, 96)
     got, eager = predictor(images.numpy().astype('float32')), _ours(model, images)
     assert list(got) == ['hm', 'wh', 'reg']
@@ -190,6 +189,17 @@ def test_exported_centernet_gives_every_head_by_name(tmp_path, centernet_weights
         assert relative_error(got[head], eager[head]) <= FLOAT32_TOLERANCE, head
     assert predictor.meta['task'] == 'detection' and predictor.meta['stride'] == 4
     assert len(predictor.meta['class_names']) == 80
+
+
+@pytest.mark.paddle_compat
+def test_exported_centernet_gives_every_head_by_name(tmp_path, centernet_weights):
+    _exported_centernet_gives_every_head_by_name(tmp_path, centernet_weights, 'paddle')
+
+
+@pytest.mark.full
+def test_centernet_on_onnxruntime_gives_every_head_by_name(tmp_path, centernet_weights):
+    """paddle2onnx translates the deformable convolutions to ONNX ``DeformConv``."""
+    _exported_centernet_gives_every_head_by_name(tmp_path, centernet_weights, 'onnxruntime')
 
 
 def test_export_then_predict_draws_detections_on_a_photograph(tmp_path, centernet_weights):
