@@ -28,33 +28,23 @@ __all__ = ['DLA', 'DLAConfig', 'FeatureInfo', 'StateDictMismatch', 'VARIANTS', '
            *DENSE_VARIANTS]
 
 
-def _factory(name):
+def _factory(name, doc):
     def build(pretrained=False, **kwargs):
         return __getattr__('create_model')(name, pretrained=pretrained, **kwargs)
-    cfg = VARIANTS[name]
     build.__name__ = build.__qualname__ = name
-    build.__doc__ = (f'{name} (official name {cfg.official_name}): levels {cfg.levels}, '
-                     f'channels {cfg.channels}, {cfg.block} blocks.\n\n'
-                     f'Same arguments as :func:`paddle_dla.create_model`.')
+    build.__doc__ = doc
     return build
 
 
-for _name in VARIANTS:
-    globals()[_name] = _factory(_name)
-
-
-def _dense_factory(name):
-    def build(pretrained=False, **kwargs):
-        return __getattr__('create_model')(name, pretrained=pretrained, **kwargs)
-    cfg = DENSE_VARIANTS[name]
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = (f'{name}: {cfg.task} over {cfg.backbone} ({cfg.reference}).\n\n'
-                     f'Same arguments as :func:`paddle_dla.dense_factory.create_dense_model`.')
-    return build
-
-
-for _name in DENSE_VARIANTS:
-    globals()[_name] = _dense_factory(_name)
+for _name, _cfg in VARIANTS.items():
+    globals()[_name] = _factory(_name, (
+        f'{_name} (official name {_cfg.official_name}): levels {_cfg.levels}, channels '
+        f'{_cfg.channels}, {_cfg.block} blocks.\n\nSame arguments as '
+        f':func:`paddle_dla.create_model`.'))
+for _name, _cfg in DENSE_VARIANTS.items():
+    globals()[_name] = _factory(_name, (
+        f'{_name}: {_cfg.task} over {_cfg.backbone} ({_cfg.reference}).\n\nSame arguments '
+        f'as :func:`paddle_dla.dense_factory.create_dense_model`.'))
 
 
 def __getattr__(name):

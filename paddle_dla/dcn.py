@@ -19,6 +19,16 @@ KERNEL = 3
 TAPS = KERNEL * KERNEL
 
 
+def _kernel_and_bias(layer, in_channels, out_channels):
+    """A 3x3 kernel, U(+-1/sqrt(fan_in)), and a zero bias, as DCNv2 starts them."""
+    bound = 1.0 / math.sqrt(in_channels * TAPS)
+    weight = layer.create_parameter([out_channels, in_channels, KERNEL, KERNEL],
+                                    default_initializer=Uniform(-bound, bound))
+    bias = layer.create_parameter([out_channels], is_bias=True,
+                                  default_initializer=Constant(0.0))
+    return weight, bias
+
+
 class DCN(nn.Layer):
     """3x3 DCNv2, stride 1, padding 1, one deformable group: ``weight``, ``bias`` and
     ``conv_offset_mask`` (a 3x3 conv to 27 channels), initialised as DCNv2 initialises them
@@ -27,12 +37,7 @@ class DCN(nn.Layer):
 
     def __init__(self, in_channels, out_channels):
         super().__init__()
-        bound = 1.0 / math.sqrt(in_channels * TAPS)
-        self.weight = self.create_parameter(
-            [out_channels, in_channels, KERNEL, KERNEL],
-            default_initializer=Uniform(-bound, bound))
-        self.bias = self.create_parameter([out_channels], is_bias=True,
-                                          default_initializer=Constant(0.0))
+        self.weight, self.bias = _kernel_and_bias(self, in_channels, out_channels)
         self.conv_offset_mask = nn.Conv2D(
             in_channels, 3 * TAPS, KERNEL, padding=1,
             weight_attr=paddle.ParamAttr(initializer=Constant(0.0)),
@@ -52,12 +57,7 @@ class PlainConv(nn.Layer):
 
     def __init__(self, in_channels, out_channels):
         super().__init__()
-        bound = 1.0 / math.sqrt(in_channels * TAPS)
-        self.weight = self.create_parameter(
-            [out_channels, in_channels, KERNEL, KERNEL],
-            default_initializer=Uniform(-bound, bound))
-        self.bias = self.create_parameter([out_channels], is_bias=True,
-                                          default_initializer=Constant(0.0))
+        self.weight, self.bias = _kernel_and_bias(self, in_channels, out_channels)
 
     def forward(self, x):
         return paddle.nn.functional.conv2d(x, self.weight, self.bias, padding=1)

@@ -88,3 +88,22 @@ def test_an_image_through_a_model_to_boxes_or_a_class_map(name):
         assert boxes.shape == (10, 4) and len(spec.class_names) == 80
         assert (boxes[:, [0, 2]] <= width).all() and (boxes[:, [1, 3]] <= height).all()
     assert result.drawn(spec.class_names).size == (width, height)
+
+
+def test_the_necks_over_any_features_only_backbone_with_or_without_dcn():
+    from paddle_dla.necks import DLAUp, IDAUp
+    backbone = paddle_dla.create_model('dla_60', features_only=True, out_indices=(2, 3, 4, 5))
+    channels = backbone.feature_info.channels()           # 128, 256, 512, 1024
+    for deformable in (True, False):
+        neck = DLAUp(channels, [1, 2, 4, 8], deformable=deformable)
+        ida = IDAUp(channels[0], channels[:3], [1, 2, 4], deformable=deformable)
+        with paddle.no_grad():
+            refined = neck(backbone(paddle.randn([1, 3, 64, 96])))
+            merged = ida(refined[:3])
+        assert [tuple(r.shape) for r in refined] == [
+            (1, 128, 16, 24), (1, 256, 8, 12), (1, 512, 4, 6), (1, 1024, 2, 3)]
+        assert tuple(merged[-1].shape) == (1, 128, 16, 24)
+        offsets = [k for k in neck.state_dict() if 'conv_offset_mask' in k]
+        assert bool(offsets) == deformable
+    plain = paddle_dla.create_model('centernet_dla34', deformable=False)
+    assert not any('conv_offset_mask' in k for k in plain.state_dict())
