@@ -5,13 +5,13 @@ size; our DCN against a NumPy one; and the mistakes a port can make, shown to fa
 import numpy as np
 import paddle
 import pytest
-import torch
 
 import paddle_dla
 from paddle_dla import dcn as dcn_module
 from paddle_dla import necks
 from paddle_dla.convert.dense import convert_dense_state
 from paddle_dla.dense_variants import FAIRMOT_HEADS
+torch = pytest.importorskip('torch')  # marked torch: skipped whole without PyTorch
 from dense_reference import (CENTERNET_HEADS, centernet_reference, official_dense_state,
                              segmentation_reference)
 from helpers import relative_error
