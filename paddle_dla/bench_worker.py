@@ -86,7 +86,10 @@ def _torch_dense_engine(spec):
     try:
         sys.path.insert(0, REFERENCE_FOLDER)
         from dense_reference import CenterNetReference
-    except ImportError:
+    except ImportError as exc:
+        if exc.name != 'dense_reference':
+            raise RuntimeError(f'the PyTorch reference needs {exc.name}: pip install torch '
+                               f'torchvision timm') from None
         raise RuntimeError(f'the PyTorch reference of the dense models is '
                            f'tests/dense_reference.py of the source checkout (not found in '
                            f'{REFERENCE_FOLDER})') from None

@@ -35,7 +35,7 @@ from .inference import cpu_supports_bf16, export
 from .layers import BN_MOMENTUM
 from .machine import cpu_description, installed_versions
 from .runtimes import importable, installed_engines
-from .dense_variants import is_dense
+from .dense_variants import get_dense_config, is_dense
 from .variants import get_config
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,19 +84,22 @@ def _torch_installed():
     return importable('torch') and importable('timm')
 
 
-def engine_specs(bf16, dense=False):
-    """Every engine this machine can run: name -> (kind, precision). A dense model is
-    compared with its PyTorch reference in eager mode only."""
+def engine_specs(bf16, dense=None):
+    """Every engine this machine can run: name -> (kind, precision). A dense model (its
+    ``DenseConfig``) is compared with its PyTorch reference in eager mode, which exists for
+    the CenterNet-style ones."""
     precisions = ('fp32', 'bf16') if bf16 else ('fp32',)
     specs = {REFERENCE: ('eager', 'fp32')}
     for precision in precisions:
         for engine in ENGINES:
             if engine in installed_engines('cpu', precision):
                 specs[f'{engine} {precision}'] = (engine, precision)
-    if _torch_installed():
+    if dense is not None:
+        if dense.is_centernet and _torch_installed() and importable('torchvision'):
+            specs['torch eager'] = ('torch eager', 'fp32')
+    elif _torch_installed():
         specs['torch eager'] = ('torch eager', 'fp32')
-        if not dense:
-            specs['torch channels-last'] = ('torch channels-last', 'fp32')
+        specs['torch channels-last'] = ('torch channels-last', 'fp32')
     return specs
 
 
@@ -255,7 +258,7 @@ def measure(name, batch_sizes, rounds, warmup, img_size, threads, wanted, photos
     model = calibrated_model(name)
     flops = 2 * count_macs(model, (1, 3, img_size, img_size))
     bf16 = cpu_supports_bf16()
-    dense = is_dense(name)
+    dense = get_dense_config(name) if is_dense(name) else None
     photos = None if dense else photos  # agreement on photographs is a classifier's
     specs = {k: v for k, v in {**engine_specs(bf16, dense), **gemm_specs(bf16)}.items()
              if not wanted or k in wanted or k == REFERENCE or k.startswith('gemm')}

@@ -4,18 +4,24 @@ Both keep the reference's names (``base``, ``dla_up``, ``ida_up``, ``fc``, ``up`
 sublayer per head), so a checkpoint's keys map one to one; ``base`` is our
 :class:`~paddle_dla.dla.DLA` built ``features_only`` (no second copy of the backbone).
 """
+import math
+
 import paddle
 import paddle.nn as nn
 from paddle.nn.initializer import Constant, Normal, Uniform
 
-from .dense_variants import INPUT_MULTIPLE, check_heads
+from .dense_variants import (CENTERNET_DOWN_RATIO, INPUT_MULTIPLE, SEGMENTATION_DOWN_RATIO,
+                             check_heads)
 from .dla import DLA, NUM_LEVELS
 from .necks import ConcatDLAUp, DLAUp, IDAUp, up_sampler
 from .variants import get_config
 
 HEATMAP_BIAS = -2.19   # CenterNet's start for heatmap heads: sigmoid(-2.19) = 0.1
-_CENTERNET_FIRST_LEVEL, _CENTERNET_LAST_LEVEL = 2, 5
-_SEGMENTATION_FIRST_LEVEL = 1
+HEAD_INIT_STD = 0.001  # a small start for the heads (CenterNet's ResNet heads use it)
+# The first level the necks read is the output stride's: level i has stride 2^i.
+_CENTERNET_FIRST_LEVEL = int(math.log2(CENTERNET_DOWN_RATIO))
+_CENTERNET_LAST_LEVEL = 5   # CenterNet's last_level: ida_up merges levels 2..4
+_SEGMENTATION_FIRST_LEVEL = int(math.log2(SEGMENTATION_DOWN_RATIO))
 
 
 def _backbone(variant, first_level):
@@ -26,7 +32,7 @@ def _backbone(variant, first_level):
 def _head(in_channels, head_conv, channels, is_heatmap):
     """3x3 conv with bias, ReLU, 1x1 conv with bias (``{head}.0``, ``{head}.2``)."""
     last_bias = Constant(HEATMAP_BIAS) if is_heatmap else Constant(0.0)
-    std = 0.001  # CenterNet's fill_fc_weights
+    std = HEAD_INIT_STD
     return nn.Sequential(
         nn.Conv2D(in_channels, head_conv, 3, padding=1,
                   weight_attr=paddle.ParamAttr(initializer=Normal(0.0, std)),
@@ -63,11 +69,18 @@ class CenterNetDLA(nn.Layer):
         merged = _CENTERNET_LAST_LEVEL - _CENTERNET_FIRST_LEVEL
         self.ida_up = IDAUp(channels[0], channels[:merged], scales[:merged], deformable)
         for name, out in self.heads.items():
+            if hasattr(self, name):  # a method or attribute of the network itself
+                raise ValueError(f'head name {name!r} is taken by the network itself')
             self.add_sublayer(name, _head(channels[0], self.head_conv, out, 'hm' in name))
 
     @property
     def output_names(self):
         return list(self.heads)
+
+    @property
+    def num_classes(self):
+        """The heatmap's channels: one per detected class (0 without an ``hm`` head)."""
+        return self.heads.get('hm', 0)
 
     def forward(self, x):
         _check_input(x)

@@ -6,8 +6,10 @@ release has ``wh 2 / id 512``), so scripts written against the reference load by
 """
 import os
 
-from .checkpoint import load_pdparams, load_state_dict_strict
-from .convert.dense import convert_dense_checkpoint, heads_in
+import numpy as np
+
+from .checkpoint import StateDictMismatch, load_pdparams, load_state_dict_strict
+from .convert.dense import convert_dense_checkpoint, family_of, heads_in
 from .convert.mapping import to_torch_key
 from .dense import CenterNetDLA, DLAUpSegmentation
 from .dense_variants import get_dense_config
@@ -33,6 +35,12 @@ def create_dense_model(name, pretrained=False, heads=None, head_conv=None, num_c
     state, source = _checkpoint_state(config, pretrained)
     if state is not None:
         found = _described_by(state, config)
+        family = family_of(found['heads']) if found.get('heads') else config.name
+        if family != config.name:
+            raise StateDictMismatch(context=f'{printable(source)} is a {family} checkpoint '
+                                            f'(heads {", ".join(found["heads"])}), not '
+                                            f'{config.name}: load it with create_model('
+                                            f'{family!r})')
         heads = found.get('heads', heads) if heads is None else heads
         head_conv = found.get('head_conv', head_conv) if head_conv is None else head_conv
         num_classes = found.get('num_classes') if num_classes is None else num_classes
@@ -59,6 +67,9 @@ def _checkpoint_state(config, pretrained):
                          f'the path of a {config.reference.split()[0]} checkpoint (.pth), or '
                          f'of the .pdparams paddle-dla convert writes from one')
     path = os.fspath(pretrained)
+    if not os.path.exists(path) and os.sep not in path and '.' not in path:
+        raise ValueError(f'{config.name} has no published Paddle weights (no {path!r} '
+                         f'weights); pass the path of a checkpoint file')
     if path.endswith('.pdparams'):
         return load_pdparams(path), path
     return convert_dense_checkpoint(path, model=config.name).state, path
@@ -71,5 +82,5 @@ def _described_by(state, config):
         heads, head_conv = heads_in(torch_named)
         return {'heads': heads, 'head_conv': head_conv} if heads else {}
     weight = state.get('fc.0.weight')
-    return {'num_classes': int(weight.shape[0])} if weight is not None else {}
+    return {'num_classes': int(weight.shape[0])} if np.ndim(weight) == 4 else {}
 

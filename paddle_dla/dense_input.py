@@ -14,19 +14,10 @@ import numpy as np
 from PIL import Image
 
 from .decode import letterbox_geometry, letterbox_placement
-from .errors import PaddleDLAError, one_line
+from .errors import ImageReadError, one_line
+from .preprocessing import IMAGE_FORMATS, MAX_IMAGE_PIXELS
 
-# The formats read, by Pillow's names, and the most pixels decoded (8192 x 8192): as in
-# the evaluation's transforms.
-IMAGE_FORMATS = ('JPEG', 'PNG', 'BMP', 'GIF', 'WEBP', 'TIFF', 'PPM')
-MAX_IMAGE_PIXELS = 2 ** 26
 CHANNEL_ORDERS = ('rgb', 'bgr')
-
-
-class ImageReadError(PaddleDLAError, ValueError):
-    """An image file could not be decoded; the message names the file. (The same message
-    form as ``evaluation.transforms.ImageReadError``, which lives two layers up.)"""
-
 
 def read_image(image):
     """A PIL image (converted to RGB) or the path of one -> an RGB PIL image."""

@@ -11,36 +11,52 @@ from .dense_input import letterbox_image, read_image, stretch_image
 from .dense_variants import DenseInput
 from .drawing import draw_detections, draw_segmentation
 
-DEFAULT_TOP_K = 100        # CenterNet's K
-DEFAULT_THRESHOLD = 0.3    # CenterNet's demo threshold for drawing
-
-
 @dataclass(frozen=True)
 class DenseSpec:
-    """What serving a dense model needs: task, output names, input recipe, classes."""
+    """What serving a dense model needs: task, output names, input recipe, classes, and how
+    many detections to decode and show."""
 
     task: str
     output_names: Tuple[str, ...]
     input: DenseInput
     stride: int
     class_names: Optional[Tuple[str, ...]] = None
+    top_k: int = 100
+    score_threshold: float = 0.3
 
     @classmethod
     def of_export(cls, meta):
         names = meta.get('class_names')
         return cls(meta['task'], tuple(meta['outputs']), DenseInput.from_dict(meta['input']),
-                   int(meta.get('stride') or 1), tuple(names) if names else None)
+                   int(meta.get('stride') or 1), tuple(names) if names else None,
+                   int(meta.get('top_k') or cls.top_k),
+                   float(meta.get('score_threshold', cls.score_threshold)))
 
     @classmethod
-    def of_model(cls, model, height=None, width=None):
+    def of_model(cls, model, height=None, width=None, recipe=None, class_names=None):
+        """The spec of a dense model at ``height`` x ``width`` (default its recipe's), with
+        another input ``recipe`` or ``class_names`` if given."""
         config = model.config
-        recipe = replace(config.input, height=height or config.input.height,
+        recipe = replace(recipe or config.input, height=height or config.input.height,
                          width=width or config.input.width)
-        classes = dict(getattr(model, 'heads', {}) or {}).get(
-            'hm', getattr(model, 'num_classes', 0))
-        names = config.class_names if len(config.class_names) == classes else None
+        if class_names is not None:
+            names = tuple(str(n) for n in class_names)
+            if len(names) != model.num_classes:
+                raise ValueError(f'{len(names)} class names for a model with '
+                                 f'{model.num_classes} classes')
+        else:
+            names = (config.class_names if len(config.class_names) == model.num_classes
+                     else None)
         return cls(config.task, tuple(model.output_names), recipe,
-                   config.down_ratio if config.is_centernet else 1, names)
+                   config.down_ratio if config.is_centernet else 1, names, config.top_k,
+                   config.score_threshold)
+
+    def as_meta(self):
+        """The fields an export records, for :meth:`of_export`."""
+        return {'task': self.task, 'outputs': list(self.output_names), 'stride': self.stride,
+                'input': self.input.as_dict(),
+                'class_names': list(self.class_names) if self.class_names else None,
+                'top_k': self.top_k, 'score_threshold': self.score_threshold}
 
     @property
     def is_segmentation(self):
@@ -55,7 +71,7 @@ class DenseResult:
     detections: Optional[Detections] = None
     classes: Optional[np.ndarray] = None   # (H, W) at the image's size
 
-    def drawn(self, class_names=None, threshold=DEFAULT_THRESHOLD):
+    def drawn(self, class_names=None, threshold=0.3):
         if self.classes is not None:
             return draw_segmentation(self.image, self.classes)
         return draw_detections(self.image, self.detections, class_names, threshold)
@@ -65,9 +81,13 @@ def prepare(spec, image):
     """(input batch of one, geometry, decoded image) by the spec's recipe."""
     picture = read_image(image)
     recipe = spec.input
-    make = stretch_image if recipe.resize == 'stretch' else letterbox_image
-    array, geometry = make(picture, (recipe.height, recipe.width), recipe.mean, recipe.std,
-                           recipe.channel_order)
+    size = (recipe.height, recipe.width)
+    if recipe.resize == 'stretch':
+        array, geometry = stretch_image(picture, size, recipe.mean, recipe.std,
+                                        recipe.channel_order)
+    else:
+        array, geometry = letterbox_image(picture, size, recipe.mean, recipe.std,
+                                          recipe.channel_order, fill=(255 * recipe.fill,) * 3)
     return array[None].astype(np.float32), geometry, picture
 
 
@@ -77,23 +97,26 @@ def as_named_outputs(spec, outputs):
         items = outputs.items()
     else:
         seq = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        if len(seq) != len(spec.output_names):
+            raise ValueError(f'the model gave {len(seq)} outputs where '
+                             f'{len(spec.output_names)} are named ({", ".join(spec.output_names)})')
         items = zip(spec.output_names, seq)
     return {name: np.asarray(value.numpy() if hasattr(value, 'numpy') else value)
             for name, value in items}
 
 
-def interpret(spec, outputs, geometry, picture, k=DEFAULT_TOP_K):
+def interpret(spec, outputs, geometry, picture, k=None):
     """One image's outputs -> :class:`DenseResult` in the image's own pixels."""
     outputs = as_named_outputs(spec, outputs)
     if spec.is_segmentation:
         classes = segment(outputs[spec.output_names[0]])[0]
         return DenseResult(picture, classes=geometry.to_image(classes))
-    detections = decode_detections(outputs, k)[0].to_image(geometry, spec.stride)
+    detections = decode_detections(outputs, k or spec.top_k)[0].to_image(geometry, spec.stride)
     return DenseResult(picture, detections=detections)
 
 
-def run_dense(spec, run, image, k=DEFAULT_TOP_K):
+def run_dense(spec, run, image, k=None):
     """``image`` (path or PIL) through ``run`` (a Predictor or eager callable) ->
-    :class:`DenseResult`."""
+    :class:`DenseResult`, with ``k`` detections decoded (default the model's K)."""
     batch, geometry, picture = prepare(spec, image)
     return interpret(spec, run(batch), geometry, picture, k)

@@ -16,10 +16,13 @@ COCO_DETECTION_HEADS = (('hm', 80), ('wh', 2), ('reg', 2))
 FAIRMOT_HEADS = (('hm', 1), ('wh', 4), ('id', 128), ('reg', 2))
 
 # CenterNet reads images with OpenCV, so its COCO statistics are in BGR order.
-COCO_MEAN_BGR = (0.408, 0.447, 0.470)
-COCO_STD_BGR = (0.289, 0.274, 0.278)
+COCO_MEAN_BGR = (0.40789654, 0.44719302, 0.47026115)
+COCO_STD_BGR = (0.28863828, 0.27408164, 0.27809835)
+# The Cityscapes training-set statistics as widely published. ucbdrive's segment.py reads
+# its own from the dataset's info.json: record yours with export(..., preprocessing=).
 CITYSCAPES_MEAN = (0.28689554, 0.32513303, 0.28389177)
 CITYSCAPES_STD = (0.18696375, 0.19017339, 0.18720214)
+MAX_HEADS = 64
 
 
 @dataclass(frozen=True)
@@ -31,18 +34,20 @@ class DenseInput:
     mean: Tuple[float, float, float]
     std: Tuple[float, float, float]
     channel_order: str = 'rgb'     # 'bgr': the statistics (and the channels) are BGR
-    resize: str = 'letterbox'      # 'letterbox': one scale, centred, black borders; 'stretch'
+    resize: str = 'letterbox'      # 'letterbox': one scale, centred; 'stretch'
+    fill: float = 0.0              # the letterbox's border, in [0, 1] (0.5: FairMOT's grey)
 
     def as_dict(self):
         return {'height': self.height, 'width': self.width, 'mean': list(self.mean),
                 'std': list(self.std), 'channel_order': self.channel_order,
-                'resize': self.resize}
+                'resize': self.resize, 'fill': self.fill}
 
     @classmethod
     def from_dict(cls, data):
         values = dict(data)
         for key in ('mean', 'std'):
             values[key] = tuple(float(v) for v in values[key])
+        values['fill'] = float(values.get('fill', 0.0))
         return cls(**values)
 
 
@@ -59,6 +64,8 @@ class DenseConfig:
     num_classes: int = 0            # segmentation classes
     head_conv: int = 256
     class_names: Tuple[str, ...] = field(default=(), repr=False)
+    top_k: int = 100                # detections decoded per image (CenterNet's K)
+    score_threshold: float = 0.3    # the lowest score shown (CenterNet's demo vis_thresh)
 
     @property
     def is_centernet(self):
@@ -87,8 +94,9 @@ CITYSCAPES_CLASSES = (
     'motorcycle', 'bicycle')
 
 _CENTERNET_INPUT = DenseInput(512, 512, COCO_MEAN_BGR, COCO_STD_BGR, 'bgr', 'letterbox')
-# FairMOT feeds RGB scaled to [0, 1], 1088x608, letterboxed.
-_FAIRMOT_INPUT = DenseInput(608, 1088, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 'rgb', 'letterbox')
+# FairMOT feeds RGB scaled to [0, 1], 1088x608, letterboxed on grey.
+_FAIRMOT_INPUT = DenseInput(608, 1088, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 'rgb', 'letterbox',
+                            fill=0.5)
 _CITYSCAPES_INPUT = DenseInput(512, 1024, CITYSCAPES_MEAN, CITYSCAPES_STD, 'rgb', 'stretch')
 
 
@@ -107,7 +115,8 @@ DENSE_VARIANTS = {c.name: c for c in (
                 'xingyizhou/CenterNet pose_dla_dcn.py', _CENTERNET_INPUT,
                 heads=COCO_DETECTION_HEADS, class_names=COCO_CLASSES),
     DenseConfig('fairmot_dla34', 'tracking', 'dla_34', 'ifzhang/FairMOT pose_dla_dcn.py',
-                _FAIRMOT_INPUT, heads=FAIRMOT_HEADS, class_names=('person',)),
+                _FAIRMOT_INPUT, heads=FAIRMOT_HEADS, class_names=('person',), top_k=500,
+                score_threshold=0.4),  # FairMOT's K and conf_thres
 )}
 
 
@@ -130,8 +139,9 @@ def check_heads(heads):
     """``heads`` as ``((name, channels), ...)``, in order; names must be usable as layer
     names and counts positive."""
     items = tuple(heads.items()) if isinstance(heads, dict) else tuple(tuple(h) for h in heads)
-    if not items:
-        raise ValueError('heads must name at least one head, e.g. {"hm": 80, "wh": 2, "reg": 2}')
+    if not items or len(items) > MAX_HEADS:
+        raise ValueError(f'heads must name 1 to {MAX_HEADS} heads, e.g. {{"hm": 80, "wh": 2, '
+                         f'"reg": 2}}; got {len(items)}')
     for name, channels in items:
         if not (isinstance(name, str) and name.isidentifier() and not name.startswith('_')):
             raise ValueError(f'head name {name!r} is not a plain identifier')
@@ -142,5 +152,5 @@ def check_heads(heads):
     return items
 
 
-RESERVED_HEAD_NAMES = frozenset({'base', 'dla_up', 'ida_up', 'fc', 'up', 'config', 'heads',
-                                  'training', 'forward', 'eval', 'train'})
+# Names the network's own layers use; the model refuses any other attribute it has too.
+RESERVED_HEAD_NAMES = frozenset({'base', 'dla_up', 'ida_up', 'fc', 'up'})

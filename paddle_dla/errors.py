@@ -14,6 +14,10 @@ class CheckpointReadError(PaddleDLAError, ValueError):
     """A weights file could not be read safely; the message names the file."""
 
 
+class ImageReadError(PaddleDLAError, ValueError):
+    """An image file could not be decoded; the message names the file."""
+
+
 class UsageError(PaddleDLAError, ValueError):
     """A command line asks for something that cannot be done as asked."""
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from .engines import DEVICE_PATTERN, PRECISIONS
 from .errors import PaddleDLAError, one_line, printable
-from .dense_variants import TASKS, DenseInput
+from .dense_variants import MAX_HEADS, TASKS, DenseInput
 from .preprocessing import Preprocessing
 
 MODEL_SUFFIXES = ('.json', '.pdmodel')
@@ -227,11 +227,14 @@ def _check_metadata(meta, shown):
     outputs = meta.get('outputs')
     checks.update({
         'task': meta.get('task') in TASKS,
-        'outputs': isinstance(outputs, list) and 0 < len(outputs) <= 64
-        and all(isinstance(n, str) for n in outputs),
+        'outputs': isinstance(outputs, list) and 0 < len(outputs) <= MAX_HEADS
+        and all(isinstance(n, str) for n in outputs),  # MAX_HEADS outputs at most
         'heads': meta.get('heads') is None or (
             isinstance(meta['heads'], dict) and all(_is_count(c, 1) for c in meta['heads'].values())),
         'stride': _is_count(meta.get('stride'), 1),
+        'top_k': _is_count(meta.get('top_k'), 1),
+        'score_threshold': isinstance(meta.get('score_threshold'), (int, float))
+        and not isinstance(meta.get('score_threshold'), bool),
     })
     bad = [key for key, ok in checks.items() if key in meta and not ok]
     for key, read in (('preprocessing', recipe_of), ('input', dense_input_of)):

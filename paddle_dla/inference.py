@@ -6,7 +6,6 @@ mode), and in bfloat16 on CPUs with AVX512-BF16 or AMX. Paddle 3 writes ``.json`
 """
 import contextlib
 import copy
-import dataclasses
 import datetime
 import errno
 import functools
@@ -28,6 +27,7 @@ from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX,
                        ExportedModelError, ModelFileError, check_device, check_model_file,
                        cpu_supports_bf16, locate, model_file_of, read_metadata, recipe_of,
                        resolve_prefix, tensor_shapes)
+from .dense_serving import DenseSpec
 from .runtimes import (EngineUnavailable, choice_key, choose_engine,
                        installed_engines, open_engine, read_choices, remember_choice)
 from .weights import get_weights
@@ -59,7 +59,8 @@ def export(model, path_prefix, input_shape=None, weights=None, preprocessing=Non
     A small ``<prefix>.dla.json`` records the variant, ``class_names`` (default: ImageNet's
     for a 1000-way classifier, the dataset's for a dense model) and the preprocessing
     (default: the published weights' recipe at the exported size; a dense model's input
-    recipe) for ``predict``; a dense model's named outputs are recorded in order.
+    recipe, or the :class:`~paddle_dla.dense_variants.DenseInput` given as ``preprocessing``)
+    for ``predict``; a dense model's named outputs are recorded in order.
     All files are written into a temporary folder beside the destination and checked
     before any is moved into place: ``paddle.jit.save`` does not report failed writes (a
     full disk leaves truncated files behind without an error).
@@ -82,7 +83,7 @@ def export(model, path_prefix, input_shape=None, weights=None, preprocessing=Non
         net = _NamedOutputs(net)
     spec = InputSpec(list(input_shape), 'float32', 'x')
     static = paddle.jit.to_static(net, input_spec=[spec], full_graph=True)
-    meta = (_dense_meta(model, input_shape, class_names) if dense else
+    meta = (_dense_meta(model, input_shape, class_names, preprocessing) if dense else
             {'variant': model.config.name, 'num_classes': model.num_classes,
              'in_chans': model.in_chans, 'input_shape': list(input_shape),
              'features_only': model.features_only,
@@ -126,24 +127,12 @@ class _NamedOutputs(paddle.nn.Layer):
         return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def _dense_meta(model, input_shape, class_names):
+def _dense_meta(model, input_shape, class_names, recipe):
     """What ``predict`` needs to serve a dense model: its outputs, classes and recipe."""
-    config = model.config
-    heads = dict(getattr(model, 'heads', {}) or {})
-    classes = heads.get('hm', getattr(model, 'num_classes', 0))
-    if class_names is not None:
-        names = [str(n) for n in class_names]
-        if len(names) != classes:
-            raise ValueError(f'{len(names)} class names for a model with {classes} classes')
-    else:
-        names = list(config.class_names) if len(config.class_names) == classes else None
-    height, width = input_shape[2], input_shape[3]
-    recipe = dataclasses.replace(config.input, height=height or config.input.height,
-                                 width=width or config.input.width)
-    return {'variant': config.name, 'task': config.task, 'outputs': model.output_names,
-            'heads': heads or None, 'num_classes': classes, 'in_chans': input_shape[1],
-            'input_shape': list(input_shape), 'stride': config.down_ratio if heads else 1,
-            'input': recipe.as_dict(), 'class_names': names}
+    spec = DenseSpec.of_model(model, input_shape[2], input_shape[3], recipe, class_names)
+    return {'variant': model.config.name, 'heads': dict(getattr(model, 'heads', {})) or None,
+            'num_classes': model.num_classes, 'in_chans': input_shape[1],
+            'input_shape': list(input_shape), **spec.as_meta()}
 
 
 def _export_recipe(model, input_shape, preprocessing):
@@ -334,13 +323,17 @@ class Predictor:
         try:
             if not self.output_names:
                 return self._engine(batch)
-            return dict(zip(self.output_names, self._engine.all_outputs(batch)))
+            outputs = self._engine.all_outputs(batch)
         except Exception as exc:  # Paddle reports kernel failures as bare std::exception
             hint = ('; oneDNN bfloat16 kernels fail on some graphs (dla_60_res2next at batch > 1 '
                     'with Paddle 3.3), use precision="fp32"'
                     if self.precision == 'bf16' and self.engine == 'paddle' else '')
             raise RuntimeError(f'{self.engine} failed on {self.prefix} ({self.precision}, '
                                f'input {list(batch.shape)}): {one_line(exc)}{hint}') from exc
+        if len(outputs) != len(self.output_names):
+            raise ModelFileError(f'{printable(self.prefix)} gives {len(outputs)} outputs where '
+                                 f'its metadata names {len(self.output_names)}')
+        return dict(zip(self.output_names, outputs))
 
 
 def weights_digest(model):
@@ -360,8 +353,9 @@ def compile_model(model, input_shape=(None, 3, 224, 224), engine='auto', precisi
     choice is paid on first use only. The eager model stays as it is, for training."""
     check_engine(engine, device, precision)  # before the seconds an export takes
     shape = 'x'.join('N' if d is None else str(int(d)) for d in input_shape)
-    folder = os.path.join(compiled_home(), 'exports',
-                          f'{model.config.name}-{weights_digest(model)[:20]}-{shape}')
+    outputs = '-'.join(model.output_names) if is_dense_model(model) else ''
+    folder = os.path.join(compiled_home(), 'exports', '-'.join(
+        p for p in (model.config.name, weights_digest(model)[:20], shape, outputs) if p))
     prefix = os.path.join(folder, 'model')
     if not any(os.path.isfile(prefix + s) for s in MODEL_SUFFIXES) or not os.path.isfile(
             prefix + PARAMS_SUFFIX):

@@ -50,14 +50,17 @@ class IDAUp(nn.Layer):
 
     Args:
         out_channels: width of every merged map.
-        channels: input widths, finest first (``channels[0]`` must equal ``out_channels``).
+        channels: input widths, finest first (the finest is added to unprojected, so it
+            must already be ``out_channels`` wide).
         up_factors: each input's scale relative to the finest.
         deformable: DCNv2 (CenterNet) or plain 3x3 convolutions.
     """
 
     def __init__(self, out_channels, channels, up_factors, deformable=True):
         super().__init__()
-        self.num_inputs = len(channels)
+        if channels[0] != out_channels:
+            raise ValueError(f'the finest input must be {out_channels} channels wide, not '
+                             f'{channels[0]}')
         for i in range(1, len(channels)):
             factor = int(up_factors[i])
             setattr(self, f'proj_{i}', DeformConv(channels[i], out_channels, deformable))

@@ -11,6 +11,11 @@ from typing import Tuple
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'lanczos', 'box', 'hamming')
+# The image formats read (what cameras and datasets write), by Pillow's names.
+IMAGE_FORMATS = ('JPEG', 'PNG', 'BMP', 'GIF', 'WEBP', 'TIFF', 'PPM')
+# At most this many decoded pixels: 8192 x 8192, 192 MiB as RGB, room for any camera
+# photograph and below the 179M pixels at which Pillow itself refuses a file.
+MAX_IMAGE_PIXELS = 2 ** 26
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,14 @@ from PIL import Image
 
 from paddle_dla.decode import (DecodeError, Detections, decode_detections, heatmap_peaks,
                                letterbox_geometry, max_pool3x3, segment, sigmoid)
+from paddle_dla.dense_variants import COCO_MEAN_BGR, COCO_STD_BGR
 from paddle_dla.dense_input import (ImageReadError, class_map_to_image, letterbox_image,
                                     stretch_image)
 from paddle_dla.drawing import (CITYSCAPES_PALETTE, class_colour, draw_detections,
                                 draw_segmentation, label_palette, save_png)
 
 # CenterNet's COCO statistics, in OpenCV's BGR order.
-CENTERNET_MEAN = (0.408, 0.447, 0.470)
-CENTERNET_STD = (0.289, 0.274, 0.278)
+CENTERNET_MEAN, CENTERNET_STD = COCO_MEAN_BGR, COCO_STD_BGR
 
 
 def _maps(seed, n, c, h, w, wh_channels=2, reg=True, ids=0, blobs=0):

@@ -127,7 +127,9 @@ def test_dcn_equals_numpy_modulated_deformable_convolution(height, width):
 
 @pytest.mark.paddle_compat
 @pytest.mark.parametrize('height,width', SIZES)
-@pytest.mark.parametrize('heads', [CENTERNET_HEADS, FAIRMOT_HEADS], ids=['centernet', 'fairmot'])
+@pytest.mark.parametrize('heads', [pytest.param(CENTERNET_HEADS, id='centernet'),
+                                   pytest.param(FAIRMOT_HEADS, id='fairmot',
+                                                marks=pytest.mark.full)])
 def test_centernet_structure_float64(heads, height, width):
     heads = dict(heads)
     reference = centernet_reference(heads)

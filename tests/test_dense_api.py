@@ -54,7 +54,8 @@ def test_outputs_of_each_kind_at_stride_4_or_input_resolution():
     ('centernet_dla34', {'num_classes': 3}, TypeError, 'takes heads='),
     ('centernet_dla34', {'heads': {'base': 3}}, ValueError, 'taken by the network'),
     ('centernet_dla34', {'heads': {'hm': 0}}, ValueError, 'positive channel count'),
-    ('centernet_dla34', {'heads': {}}, ValueError, 'at least one head'),
+    ('centernet_dla34', {'heads': {}}, ValueError, '1 to 64 heads'),
+    ('centernet_dla34', {'heads': {'hm': 1, 'state_dict': 2}}, ValueError, 'taken by the network'),
     ('centernet_dla34', {'pretrained': True}, ValueError, 'no published Paddle weights'),
 ])
 def test_what_a_dense_factory_refuses(name, kwargs, error, phrase):
@@ -84,9 +85,9 @@ def test_an_image_through_a_model_to_boxes_or_a_class_map(name):
         assert result.classes.shape == (height, width)
         assert result.classes.max() < 19
     else:
-        boxes = result.detections.boxes
-        assert boxes.shape == (10, 4) and len(spec.class_names) == 80
-        assert (boxes[:, [0, 2]] <= width).all() and (boxes[:, [1, 3]] <= height).all()
+        detections = result.detections
+        assert detections.boxes.shape == (10, 4) and len(spec.class_names) == 80
+        assert (np.diff(detections.scores) <= 0).all() and detections.classes.max() < 80
     assert result.drawn(spec.class_names).size == (width, height)
 
 

@@ -143,6 +143,7 @@ def test_a_truncated_dense_checkpoint_and_verify_are_refused(tmp_path):
     assert_refused(proc, 'cut.pth', absent=[tmp_path / 'cut.pdparams'])
 
 
+@pytest.mark.full
 def test_code_in_a_dense_checkpoint_never_runs(tmp_path):
     """A CenterNet-style wrapper whose state dict carries a payload: refused by the command
     and by create_model, the marker never made."""
@@ -157,12 +158,54 @@ def test_code_in_a_dense_checkpoint_never_runs(tmp_path):
     assert proc.returncode != 0 and 'could run code' in proc.stderr and not marker.exists()
 
 
+@pytest.mark.full
 def test_another_models_checkpoint_is_refused_by_name(tmp_path):
     src = tmp_path / 'seg.pth'
     save_segmentation_checkpoint(segmentation_reference('dla34'), src)
     proc = run_module('convert', '--src', src, '--model', 'centernet_dla34',
                       '--dst', tmp_path / 'x.pdparams')
     assert_refused(proc, 'seg.pth', 'dla34up', absent=[tmp_path / 'x.pdparams'])
+
+
+def _tampered(how):
+    """An official-layout state, changed as ``how`` says, and the phrase refusing it."""
+    if how == 'lying arch':
+        state = official_dense_state(segmentation_reference('dla34'), 'dla_34')
+        return {'epoch': 1, 'arch': 'dla60up', 'state_dict': state}, 'says arch dla60up'
+    state = official_dense_state(centernet_reference(CENTERNET_HEADS), 'dla_34')
+    if how == 'extra key under base.fc':
+        state['base.fc.evil'] = torch.zeros(3)
+        return state, 'base.fc.evil'
+    if how == 'head named after a method':
+        for leaf in ('0.weight', '0.bias', '2.weight', '2.bias'):
+            state[f'state_dict.{leaf}'] = state.pop(f'reg.{leaf}')
+        return state, "'state_dict' is taken by the network"
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize('how', ['extra key under base.fc', 'head named after a method',
+                                 'lying arch'])
+def test_what_the_dense_converter_refuses(how):
+    from paddle_dla.convert.dense import convert_dense_state
+    from paddle_dla.errors import PaddleDLAError
+    raw, phrase = _tampered(how)
+    with pytest.raises(PaddleDLAError, match='tampered.pth'):
+        convert_dense_state(raw, 'tampered.pth')
+    with pytest.raises(PaddleDLAError) as err:
+        convert_dense_state(raw, 'tampered.pth')
+    assert phrase in str(err.value), str(err.value)
+
+
+def test_a_pdparams_of_the_other_family_is_refused_by_name(tmp_path):
+    from paddle_dla.checkpoint import save_pdparams
+    from paddle_dla.convert.dense import convert_dense_state
+    fairmot = convert_dense_state(official_dense_state(centernet_reference(FAIRMOT_HEADS),
+                                                       'dla_34'))
+    path = tmp_path / 'fairmot.pdparams'
+    save_pdparams(fairmot.state, path)
+    with pytest.raises(paddle_dla.StateDictMismatch, match='is a fairmot_dla34 checkpoint'):
+        paddle_dla.create_model('centernet_dla34', pretrained=str(path))
+    assert paddle_dla.create_model('fairmot_dla34', pretrained=str(path)).heads == FAIRMOT_HEADS
 
 
 # --- export, Predictor and predict -----------------------------------------------------------
@@ -191,6 +234,7 @@ def _exported_centernet_gives_every_head_by_name(tmp_path, weights, engine):
     assert len(predictor.meta['class_names']) == 80
 
 
+@pytest.mark.full  # export itself runs in the fast tier through the command below
 @pytest.mark.paddle_compat
 def test_exported_centernet_gives_every_head_by_name(tmp_path, centernet_weights):
     _exported_centernet_gives_every_head_by_name(tmp_path, centernet_weights, 'paddle')
@@ -226,6 +270,16 @@ def test_predict_segments_a_photograph_with_a_pytorch_checkpoint(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert '% of pixels' in proc.stdout, proc.stdout
     assert Image.open(out_dir / 'chelsea.png').size == Image.open(PHOTO).size
+
+
+def test_predict_never_draws_over_an_input_image(tmp_path, centernet_weights):
+    image = tmp_path / 'frame.png'
+    image.write_bytes(open(PHOTO, 'rb').read())
+    before = image.read_bytes()
+    proc = run_module('predict', image, '--model', 'centernet_dla34', '--weights',
+                      centernet_weights, '--out-dir', tmp_path)
+    assert_refused(proc, 'frame.png', 'would replace an input image')
+    assert image.read_bytes() == before
 
 
 def test_a_dense_model_without_weights_says_what_to_give(tmp_path):

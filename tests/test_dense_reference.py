@@ -142,6 +142,7 @@ def test_segmentation_official_state_counts(backbone, variant, keys, values):
                                 'dla_up.ida_3', 'fc', 'up']
 
 
+@pytest.mark.full  # the writers are used, and so checked, by every test of test_dense_cli.py
 def test_checkpoint_writers(tmp_path):
     import torch
     import dense_reference as ref

@@ -3,6 +3,7 @@ to serve it (variant, class names, preprocessing) recorded beside it."""
 import os
 
 from ..cli_args import image_size, non_negative_int, path_text
+from ..dense_variants import DENSE_VARIANTS, INPUT_MULTIPLE
 from ..errors import UsageError, printable
 from ..preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from . import common
@@ -17,10 +18,13 @@ def configure(p):
     common.add_model_options(p, non_negative_int, required=True)  # 0: a feature extractor
     p.add_argument('--out', required=True, metavar='DIR', type=path_text,
                    help='output folder (required; created if needed)')
+    sizes = ', '.join(f'{c.input.height}x{c.input.width} for {c.name}'
+                      for c in DENSE_VARIANTS.values() if c.name.endswith('34') or
+                      c.name.startswith('dla34'))
     p.add_argument('--img-size', type=image_size, metavar='PIXELS',
                    help=f'input height and width, 32 to 4096 (default: '
-                        f'{DEFAULT_PREPROCESSING.img_size}; a dense model\'s own input size, '
-                        f'512x512 for CenterNet, 608x1088 for FairMOT, 512x1024 for DLA-Up)')
+                        f'{DEFAULT_PREPROCESSING.img_size}; a dense model\'s own input '
+                        f'size: {sizes})')
     p.add_argument('--dynamic', action='store_true',
                    help='accept any input size (default: fixed to --img-size)')
     p.add_argument('--class-names', metavar='FILE',
@@ -39,6 +43,9 @@ def read_class_names(path):
 
 def run(args):
     from ..inference import export, is_dense_model
+    if args.model in DENSE_VARIANTS and args.img_size and args.img_size % INPUT_MULTIPLE:
+        raise UsageError(f'--img-size {args.img_size}: dense models need a multiple of '
+                         f'{INPUT_MULTIPLE}')
     names = read_class_names(args.class_names) if args.class_names else None
     model = common.build_model(args)
     model.eval()
@@ -60,8 +67,6 @@ def run(args):
 
 def export_dense(model, names, args):
     from ..inference import export
-    if args.img_size and args.img_size % 32:
-        raise UsageError(f'--img-size {args.img_size}: dense models need a multiple of 32')
     recipe = model.config.input
     spatial = ([None, None] if args.dynamic else [args.img_size] * 2 if args.img_size
                else [recipe.height, recipe.width])

@@ -2,6 +2,7 @@
 drawn on each image into ``--out-dir`` as a PNG."""
 import os
 
+from ..atomic import same_file
 from ..dense_variants import DENSE_VARIANTS
 from ..errors import UsageError, printable
 
@@ -47,17 +48,27 @@ def _runner(args):
                                device=args.device)
 
 
-def _png_path(out_dir, image, taken):
-    stem = os.path.splitext(os.path.basename(image))[0] or 'image'
-    path, n = os.path.join(out_dir, stem + '.png'), 1
-    while path in taken:
-        n += 1
-        path = os.path.join(out_dir, f'{stem}-{n}.png')
-    taken.add(path)
-    return path
+def png_paths(out_dir, images):
+    """One PNG per image, named after it (``-2``, ``-3`` .. for repeated names); refused,
+    before any work, where one would replace an input image."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError(f'--out-dir {printable(out_dir)} is a file, not a folder')
+    paths, taken = [], set()
+    for image in images:
+        stem = os.path.splitext(os.path.basename(image))[0] or 'image'
+        path, n = os.path.join(out_dir, stem + '.png'), 1
+        while path in taken:
+            n += 1
+            path = os.path.join(out_dir, f'{stem}-{n}.png')
+        taken.add(path)
+        if any(same_file(path, given) for given in images):
+            raise UsageError(f'drawing {printable(image)} into {printable(path)} would '
+                             f'replace an input image: choose another --out-dir')
+        paths.append(path)
+    return paths
 
 
-def _describe(spec, result, args):
+def _describe(spec, result, args, threshold):
     import numpy as np
     names = spec.class_names
     if result.classes is not None:
@@ -66,8 +77,8 @@ def _describe(spec, result, args):
         return [f'  {names[i] if names and i < len(names) else f"class {i}":<20} '
                 f'{100 * counts[i] / result.classes.size:6.2f}% of pixels'
                 for i in order if counts[i]]
-    shown = result.detections.above(args.threshold)
-    lines = [f'  {len(shown)} detections scoring >= {args.threshold:g}']
+    shown = result.detections.above(threshold)
+    lines = [f'  {len(shown)} detections scoring >= {threshold:g}']
     for box, score, label in list(zip(shown.boxes, shown.scores, shown.classes))[:args.topk]:
         name = names[label] if names and label < len(names) else f'class {label}'
         lines.append(f'  {name:<16} {score:.3f}  box {", ".join(f"{v:.1f}" for v in box)}')
@@ -77,16 +88,14 @@ def _describe(spec, result, args):
 def run(args):
     from ..dense_serving import run_dense
     from ..drawing import save_png
+    paths = png_paths(args.out_dir, args.images)
     spec, predict = _runner(args)
-    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-        raise UsageError(f'--out-dir {printable(args.out_dir)} is a file, not a folder')
-    taken = set()
-    for image in args.images:
-        result = run_dense(spec, predict, image, k=max(args.topk, 100))
-        path = _png_path(args.out_dir, image, taken)
-        save_png(result.drawn(spec.class_names, args.threshold), path)
+    threshold = spec.score_threshold if args.threshold is None else args.threshold
+    for image, path in zip(args.images, paths):
+        result = run_dense(spec, predict, image)
+        save_png(result.drawn(spec.class_names, threshold), path)
         print(printable(image))
-        for line in _describe(spec, result, args):
+        for line in _describe(spec, result, args, threshold):
             print(line)
         print(f'  drawn: {printable(path)}')
     return 0

@@ -17,19 +17,18 @@ import paddle
 
 from ..checkpoint import StateDictMismatch, check_state_dict, to_numpy
 from ..dense import CenterNetDLA, DLAUpSegmentation
+from ..dla import DLA, NUM_LEVELS
 from ..dense_variants import DENSE_VARIANTS, get_dense_config, is_dense
-from ..digests import file_digests
 from ..errors import PaddleDLAError, printable
 from ..variants import get_config
-from .layouts import dead_key_shapes, unwrap_state_dict
+from .layouts import drop_dead_keys, unwrap_state_dict
 from .mapping import TORCH_ONLY_LEAVES, to_paddle_key, to_torch_key
 from .readers import read_checkpoint
 
 BACKBONE = 'base.'
 BACKBONE_CLASSIFIER = 'base.fc.'
 NECK_PREFIXES = ('base.', 'dla_up.', 'ida_up.')
-_BACKBONES = sorted({c.backbone for c in DENSE_VARIANTS.values()},
-                    key=lambda v: get_config(v).channels)
+_BACKBONES = list(dict.fromkeys(c.backbone for c in DENSE_VARIANTS.values()))
 
 
 class NotDense(PaddleDLAError, ValueError):
@@ -48,7 +47,6 @@ class DenseConversion:
     classifier_dropped: int = 0     # base.fc tensors
     dead_keys_dropped: int = 0
     source_path: str = ''
-    source_sha256: str = ''
 
     @property
     def config(self):
@@ -112,49 +110,78 @@ def _expected(name, heads, head_conv, num_classes):
     return {to_torch_key(k): tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def expected_dense_shapes(conversion_or_name, heads=(), head_conv=256, num_classes=19):
-    return _expected(conversion_or_name, tuple(heads), head_conv, num_classes)
+def expected_dense_shapes(name, heads=(), head_conv=256, num_classes=19):
+    """``{torch key: shape}`` of dense model ``name`` with these heads or classes."""
+    return _expected(name, tuple(heads), head_conv, num_classes)
+
+
+@functools.lru_cache(maxsize=None)
+def _backbone_shapes(variant):
+    with paddle.LazyGuard():
+        base = DLA(get_config(variant), features_only=True, out_indices=(NUM_LEVELS - 1,))
+    return {BACKBONE + to_torch_key(k): tuple(v.shape) for k, v in base.state_dict().items()}
 
 
 def _without_extras(state, backbone):
-    """The state without ``base.fc`` and the backbone's dead projects (all of them or
-    none): ``(state, classifier tensors dropped, dead tensors dropped)``."""
-    classifier = [k for k in state if k.startswith(BACKBONE_CLASSIFIER)]
-    dead = {BACKBONE + k: s for k, s in dead_key_shapes(backbone).items()}
-    required = [k for k in dead if not k.endswith(TORCH_ONLY_LEAVES)]
-    drop_dead = bool(required) and all(
-        k in state and tuple(np.shape(state[k])) == dead[k] for k in required)
-    dropped = set(classifier) | (set(dead) if drop_dead else set())
-    kept = {k: v for k, v in state.items() if k not in dropped}
-    return kept, len(classifier), (len(state) - len(kept) - len(classifier))
+    """The state without the backbone's classifier (``base.fc.weight`` and ``.bias``, as
+    a 1x1 conv over its last level) and its dead projects (all of them or none):
+    ``(state, classifier tensors dropped, dead tensors dropped)``."""
+    last = get_config(backbone).channels[-1]
+    weight, bias = state.get(BACKBONE_CLASSIFIER + 'weight'), state.get(BACKBONE_CLASSIFIER + 'bias')
+    classifier = []
+    if weight is not None and np.ndim(weight) == 4 and tuple(np.shape(weight)[1:]) == (last, 1, 1):
+        classifier.append(BACKBONE_CLASSIFIER + 'weight')
+        if bias is not None and tuple(np.shape(bias)) == tuple(np.shape(weight)[:1]):
+            classifier.append(BACKBONE_CLASSIFIER + 'bias')
+    base = {k[len(BACKBONE):]: v for k, v in state.items()
+            if k.startswith(BACKBONE) and k not in classifier}
+    base_kept, dead = drop_dead_keys(base, backbone)
+    kept = {k: v for k, v in state.items() if not k.startswith(BACKBONE)}
+    kept.update((BACKBONE + k, v) for k, v in base_kept.items())
+    return kept, len(classifier), dead
+
+
+def family_of(heads, backbone='dla_34'):
+    """The dense model a CenterNet-style file of these heads is: FairMOT's has ``id``."""
+    names = [c.name for c in DENSE_VARIANTS.values() if c.is_centernet and c.backbone == backbone]
+    return next((n for n in names if ('id' in heads) == ('id' in dict(
+        get_dense_config(n).heads))), names[0] if names else None)
+
+
+def _backbone_of(state):
+    """The backbone all of whose keys the ``base.*`` entries hold, with its shapes, or
+    None. (Entries beyond them are the strict check's to name.)"""
+    for backbone in _BACKBONES:
+        kept, _, _ = _without_extras(state, backbone)
+        if all(k in kept and tuple(np.shape(kept[k])) == s
+               for k, s in _backbone_shapes(backbone).items()):
+            return backbone
+    return None
 
 
 def _recognise(state):
     """``(name, heads, head_conv, num_classes, backbone)`` the keys describe."""
+    backbone = _backbone_of(state)
+    if backbone is None:
+        raise NotDense(f'its base.* keys fit no DLA backbone of the dense models '
+                       f'({", ".join(_BACKBONES)})')
     heads, head_conv = heads_in(state)
-    for backbone in _BACKBONES:
-        kept, _, _ = _without_extras(state, backbone)
-        if heads:
-            names = [c.name for c in DENSE_VARIANTS.values()
-                     if c.is_centernet and c.backbone == backbone]
-            name = next((n for n in names if ('id' in heads) == ('id' in dict(
-                get_dense_config(n).heads))), names[0] if names else None)
-            num_classes = 0
-        else:
-            name = next((c.name for c in DENSE_VARIANTS.values()
-                         if not c.is_centernet and c.backbone == backbone), None)
-            weight = state.get('fc.0.weight')
-            num_classes = int(np.shape(weight)[0]) if weight is not None else 0
-        if name is None or (not heads and num_classes < 1):
-            continue
-        expected = expected_dense_shapes(name, tuple(heads.items()), head_conv, num_classes)
-        base_expected = {k for k in expected if k.startswith(BACKBONE)}
-        base_found = {k for k in kept if k.startswith(BACKBONE)}
-        if base_expected == base_found and all(
-                tuple(np.shape(kept[k])) == expected[k] for k in base_expected):
-            return name, heads, head_conv, num_classes, backbone
-    raise NotDense('its base.* keys fit no DLA backbone of the dense models '
-                   f'({", ".join(_BACKBONES)})')
+    if heads:
+        name, num_classes = family_of(heads, backbone), 0
+        offered = [c.name for c in DENSE_VARIANTS.values() if c.is_centernet]
+    else:
+        weight = state.get('fc.0.weight')
+        if weight is None or np.ndim(weight) != 4:
+            raise NotDense('it has neither CenterNet-style heads ({head}.0 and {head}.2 '
+                           'convolutions) nor a DLA-Up classifier (fc.0)')
+        num_classes = int(np.shape(weight)[0])
+        name = next((c.name for c in DENSE_VARIANTS.values()
+                     if not c.is_centernet and c.backbone == backbone), None)
+        offered = [c.name for c in DENSE_VARIANTS.values() if not c.is_centernet]
+    if name is None:
+        raise NotDense(f'a {"CenterNet" if heads else "DLA-Up"} network over {backbone} is not '
+                       f'among the dense models ({", ".join(offered)})')
+    return name, heads, head_conv, num_classes, backbone
 
 
 def convert_dense_state(raw, source='checkpoint', model=None, dtype='float32'):
@@ -167,7 +194,8 @@ def convert_dense_state(raw, source='checkpoint', model=None, dtype='float32'):
         raise NotDense(f'{source} is not a dense DLA checkpoint (no base.* and dla_up.* keys)')
     try:
         name, heads, head_conv, num_classes, backbone = _recognise(state)
-    except NotDense as exc:
+        expected = expected_dense_shapes(name, tuple(heads.items()), head_conv, num_classes)
+    except (NotDense, ValueError) as exc:  # ValueError: heads the network cannot have
         raise NotDense(f'{source}: {exc}') from None
     if model is not None and get_dense_config(model).name != name:
         raise NotDense(f'{source} is a {name} checkpoint, not {get_dense_config(model).name}: '
@@ -176,7 +204,6 @@ def convert_dense_state(raw, source='checkpoint', model=None, dtype='float32'):
     if arch and not heads and arch.lower() != name:
         raise NotDense(f'{source} says arch {printable(arch)} but its keys are a {name}')
     kept, classifier, dead = _without_extras(state, backbone)
-    expected = expected_dense_shapes(name, tuple(heads.items()), head_conv, num_classes)
     check_state_dict(expected, kept, context=f'{source} does not match {name}')
     not_float = [printable(k) for k in expected if not np.issubdtype(kept[k].dtype, np.floating)]
     if not_float:
@@ -199,7 +226,6 @@ def convert_dense_checkpoint(path, model=None, raw=None):
         raw = read_checkpoint(path)
     conversion = convert_dense_state(raw, printable(path), model)
     conversion.source_path = path
-    conversion.source_sha256 = file_digests(path).sha256 if os.path.isfile(path) else ''
     return conversion
 
 

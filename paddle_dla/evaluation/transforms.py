@@ -16,23 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import PaddleDLAError, one_line
-from ..preprocessing import Preprocessing
+from ..errors import ImageReadError, one_line
+from ..preprocessing import IMAGE_FORMATS, MAX_IMAGE_PIXELS, Preprocessing
 
 BACKENDS = ('pil', 'cv2')
-# The image formats read (what cameras and datasets write), by Pillow's names.
-IMAGE_FORMATS = ('JPEG', 'PNG', 'BMP', 'GIF', 'WEBP', 'TIFF', 'PPM')
-
-# At most this many decoded pixels: 8192 x 8192, 192 MiB as RGB, room for any camera
-# photograph and below the 179M pixels at which Pillow itself refuses a file.
-MAX_IMAGE_PIXELS = 2 ** 26
 # At most this many pixels after the short-side resize, 192 MiB as RGB: aspect ratios up
 # to 1024:1 at the usual 256 px, about 3:1 at the largest (4096 px crop, crop_pct 0.875).
 MAX_RESIZED_PIXELS = 2 ** 26
-
-
-class ImageReadError(PaddleDLAError, ValueError):
-    """An image file could not be decoded."""
 
 
 @dataclass(frozen=True)
