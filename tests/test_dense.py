@@ -12,6 +12,8 @@ from paddle_dla import necks
 from paddle_dla.convert.dense import convert_dense_state
 from paddle_dla.dense_variants import FAIRMOT_HEADS
 torch = pytest.importorskip('torch')  # marked torch: skipped whole without PyTorch
+pytest.importorskip('torchvision')
+pytest.importorskip('timm')
 from dense_reference import (CENTERNET_HEADS, centernet_reference, official_dense_state,
                              segmentation_reference)
 from helpers import relative_error

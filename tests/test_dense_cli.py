@@ -13,6 +13,8 @@ from PIL import Image
 
 import paddle_dla
 torch = pytest.importorskip('torch')  # marked torch: skipped whole without PyTorch
+pytest.importorskip('torchvision')
+pytest.importorskip('timm')
 from dense_reference import (CENTERNET_HEADS, FAIRMOT_HEADS, centernet_reference,
                              official_dense_state, save_centernet_checkpoint,
                              save_segmentation_checkpoint, segmentation_reference)

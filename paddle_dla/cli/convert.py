@@ -107,13 +107,14 @@ def convert_one(src, dst, args):
     from ..convert.dense import dense_checkpoint_or_none
     from ..convert.pipeline import convert_checkpoint
     from ..convert.verify import timm_available, verify_with_timm
-    dense = dense_checkpoint_or_none(src, args.model)
+    dense, raw = dense_checkpoint_or_none(src, args.model)
     if dense is not None:
         return convert_dense_one(src, dst, dense, args)
     if args.verify and not timm_available():
         raise UsageError('--verify compares with timm\'s PyTorch model: install torch and timm '
                          '(pip install torch timm), or leave out --verify; nothing was written')
-    conversion = convert_checkpoint(src, args.model, check_hash=not args.no_hash_check)
+    conversion = convert_checkpoint(src, args.model, check_hash=not args.no_hash_check,
+                                    raw=raw)
     verdict = None
     if args.verify:
         verdict = verify_with_timm(conversion.variant, conversion.torch_state, conversion.state)

@@ -230,19 +230,20 @@ def convert_dense_checkpoint(path, model=None, raw=None):
 
 
 def dense_checkpoint_or_none(path, model=None):
-    """The :class:`DenseConversion` of ``path`` when it is a dense checkpoint (or ``model``
-    names a dense network), else None: the classifier pipeline takes the file."""
+    """``(DenseConversion, None)`` when ``path`` is a dense checkpoint (or ``model`` names a
+    dense network); else ``(None, the file's content or None)``, for the classifier
+    pipeline to take without reading the file again."""
     if model is not None and not is_dense(model):
-        return None
+        return None, None
     path = os.fspath(path)
     if model is None and (os.path.isdir(path) or not os.path.isfile(path)):
-        return None
+        return None, None
     raw = read_checkpoint(path)
     if model is None:
         try:
             keys = unwrap_state_dict(raw, printable(path))
         except PaddleDLAError:
-            return None  # the classifier pipeline names what is wrong
+            return None, raw  # the classifier pipeline names what is wrong
         if not looks_dense(keys):
-            return None
-    return convert_dense_checkpoint(path, model, raw)
+            return None, raw
+    return convert_dense_checkpoint(path, model, raw), None

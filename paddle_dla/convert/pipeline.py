@@ -51,9 +51,11 @@ class Conversion:
         return bool(self.tag) and self.identified_by in ('SHA-384', 'sha256 prefix')
 
 
-def load_torch_state(path):
-    """The flat torch-named ``{key: numpy array}`` of a checkpoint file, counters removed."""
-    raw = unwrap_state_dict(read_checkpoint(path), os.path.basename(path))
+def load_torch_state(path, raw=None):
+    """The flat torch-named ``{key: numpy array}`` of a checkpoint file (``raw``: its content,
+    when read already), counters removed."""
+    raw = unwrap_state_dict(read_checkpoint(path) if raw is None else raw,
+                            os.path.basename(path))
     return {str(k): to_numpy(v) for k, v in raw.items()
             if str(k).rpartition('.')[2] not in TORCH_ONLY_LEAVES}
 
@@ -75,8 +77,9 @@ def choose_variant(state, model=None, known=None):
     raise VariantUnknown(f'no DLA variant fits the checkpoint{hint}')
 
 
-def convert_checkpoint(path, model=None, check_hash=True):
-    """Read, identify, recognise and strictly convert one checkpoint file."""
+def convert_checkpoint(path, model=None, check_hash=True, raw=None):
+    """Read (unless ``raw`` is its content), identify, recognise and strictly convert one
+    checkpoint file."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f'no such checkpoint: {path}')
@@ -84,7 +87,7 @@ def convert_checkpoint(path, model=None, check_hash=True):
     if check_hash and found:
         check_name_hash(path, found)
     published = identify(path, found) if found else None
-    state = load_torch_state(path)
+    state = load_torch_state(path, raw)
     variant = choose_variant(state, model, published[0].variant if published else None)
     if model:
         fits, _ = detect_variants(state)
