@@ -171,8 +171,11 @@ def test_another_models_checkpoint_is_refused_by_name(tmp_path):
 
 def _tampered(how):
     """An official-layout state, changed as ``how`` says, and the phrase refusing it."""
-    if how == 'lying arch':
+    if how in ('lying arch', 'another down ratio'):
         state = official_dense_state(segmentation_reference('dla34'), 'dla_34')
+        if how == 'another down ratio':  # segment.py --down 4: fc.0 reads the 64-channel level
+            state['fc.0.weight'] = torch.zeros(19, 64, 1, 1)
+            return state, 'trained with --down 4'
         return {'epoch': 1, 'arch': 'dla60up', 'state_dict': state}, 'says arch dla60up'
     state = official_dense_state(centernet_reference(CENTERNET_HEADS), 'dla_34')
     if how == 'extra key under base.fc':
@@ -186,7 +189,7 @@ def _tampered(how):
 
 
 @pytest.mark.parametrize('how', ['extra key under base.fc', 'head named after a method',
-                                 'lying arch'])
+                                 'lying arch', 'another down ratio'])
 def test_what_the_dense_converter_refuses(how):
     from paddle_dla.convert.dense import convert_dense_state
     from paddle_dla.errors import PaddleDLAError

@@ -46,8 +46,9 @@ def add_model_options(p, num_classes, required):
     p.add_argument('--tag', default=DEFAULT_TAG, choices=sorted({t for _, t in WEIGHTS}),
                    help='published weights tag (default: %(default)s)')
     p.add_argument('--num-classes', type=num_classes, default=NUM_CLASSES, metavar='N',
-                   help='classes of the model; other than the weights\' own, the classifier '
-                        'is left freshly initialised (default: %(default)s)')
+                   help='classes of a classifier; other than the weights\' own, the '
+                        'classifier is left freshly initialised (default: %(default)s; a dense '
+                        'model takes its heads or classes from --weights)')
 
 
 def build_model(args):

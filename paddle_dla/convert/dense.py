@@ -175,6 +175,12 @@ def _recognise(state):
             raise NotDense('it has neither CenterNet-style heads ({head}.0 and {head}.2 '
                            'convolutions) nor a DLA-Up classifier (fc.0)')
         num_classes = int(np.shape(weight)[0])
+        channels = get_config(backbone).channels
+        reads = int(np.shape(weight)[1])
+        if reads != channels[1] and reads in channels:
+            raise NotDense(f'its classifier reads the {reads}-channel level: a DLA-Up trained '
+                           f'with --down {2 ** channels.index(reads)}; only --down 2 (the '
+                           f'default of segment.py) is supported')
         name = next((c.name for c in DENSE_VARIANTS.values()
                      if not c.is_centernet and c.backbone == backbone), None)
         offered = [c.name for c in DENSE_VARIANTS.values() if not c.is_centernet]
