@@ -13,6 +13,23 @@ from .errors import PaddleDLAError
 
 CHUNK = 1 << 20
 FULL, PREFIX = 'SHA-384', 'sha256 prefix'
+# Checks from strongest to weakest; None is no check at all.
+STRENGTHS = (FULL, PREFIX, None)
+
+
+def strength_rank(strength):
+    """0 for the strongest check, larger for weaker ones (None, no check, is weakest)."""
+    return STRENGTHS.index(strength)
+
+
+def strongest(strengths):
+    """The strongest of some checks (None when there are none, or none is a check)."""
+    return min(strengths, key=strength_rank, default=None)
+
+
+def at_least(strength, bar):
+    """Whether a match of ``strength`` clears ``bar``; no check (None) never does."""
+    return strength is not None and strength_rank(strength) <= strength_rank(bar)
 
 
 class DigestMismatch(PaddleDLAError, ValueError):

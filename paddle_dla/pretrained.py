@@ -1,6 +1,8 @@
 """``pretrained=True``: find converted weights in the cache, or download, verify, convert and
 cache them. One process per machine downloads (a file lock, waited on for a bounded time);
-the others wait and reuse. A source with no published hash is used only on request."""
+the others wait and reuse. Only a file verified at its entry's strongest check is cached;
+a source checked more weakly is tried only after every stronger one failed, and what it
+gives is used once, never cached. A source with no published hash is used only on request."""
 import os
 import time
 import urllib.parse
@@ -14,7 +16,7 @@ from .convert.pipeline import convert_checkpoint
 from .digests import file_digests
 from .download import DownloadError, download, remove_stale_parts
 from .errors import PaddleDLAError
-from .weights import get_weights, list_weights
+from .weights import cache_order, get_weights, list_weights
 
 ALLOW_UNVERIFIED_ENV = 'PADDLE_DLA_ALLOW_UNVERIFIED'
 LOCK_TIMEOUT_ENV = 'PADDLE_DLA_LOCK_TIMEOUT'
@@ -54,7 +56,8 @@ def _lock_timeout_s():
 
 
 def _fetch_and_convert(weights, source, target, keep_download):
-    """Download one source, convert it strictly, write ``target``. Raises with a short reason."""
+    """Download one source and convert it strictly; write ``target`` only when the source's
+    check clears the entry's cache bar. Raises with a short reason."""
     downloads = os.path.join(weights_home(), 'downloads')
     name = source.filename if source.sha256_prefix else \
         f'{weights.variant}-{weights.tag}-{source.filename}'
@@ -66,7 +69,14 @@ def _fetch_and_convert(weights, source, target, keep_download):
             conversion = convert_checkpoint(raw, model=weights.variant, check_hash=False)
         except Exception as exc:  # noqa: BLE001 - reported as this source's failure
             raise DownloadError(f'downloaded but not convertible: {" ".join(str(exc).split())}')
-        save_pdparams(conversion.state, target)
+        if weights.caches(source.expected.strength):
+            save_pdparams(conversion.state, target)
+        else:
+            how = ('has no published hash' if source.expected.strength is None else
+                   f'is checked only by its {source.expected.describe()}')
+            warnings.warn(f'{weights.name}: {mirror_url(source.url)} {how}, weaker than the '
+                          f'{weights.cache_bar} this entry is known by: its weights are used '
+                          f'now but not cached', stacklevel=3)
         return conversion.state
     finally:
         if not keep_download and os.path.exists(raw):
@@ -74,11 +84,11 @@ def _fetch_and_convert(weights, source, target, keep_download):
 
 
 def manual_instructions(weights):
-    source = weights.sources[0]
-    return (f'To proceed by hand: fetch {source.url} (or any of the sources above) on a machine '
-            f'with internet access, then run: paddle-dla convert --src '
-            f'{source.filename} --model {weights.variant} --dst '
-            f'{cached_weights_path(weights.variant, weights.tag)}')
+    """Fetching by hand: a source whose check fills the cache, and the command that does."""
+    source = cache_order(weights)[0]
+    return (f'To proceed by hand: fetch {source.url} on a machine with internet access, then '
+            f'run: paddle-dla convert --src {source.filename} (a file verified by its '
+            f'{weights.cache_bar} goes into the cache, {weights_home()})')
 
 
 def _lock_path(target):
@@ -133,7 +143,7 @@ def load_pretrained_state(variant, tag=None, keep_download=False):
             return load_pdparams(target)
         _remove_stale_outputs(target)
         failures = []
-        for source in weights.sources:
+        for source in cache_order(weights):
             url = mirror_url(source.url)
             if source.expected.strength is None:
                 if not unverified_allowed():
@@ -151,5 +161,6 @@ def load_pretrained_state(variant, tag=None, keep_download=False):
         lock.release()
     tried = '\n'.join(f'  - {f}' for f in failures)
     raise PretrainedUnavailable(
-        f'could not get pretrained weights {weights.variant} (tag {weights.tag!r}); '
-        f'sources tried:\n{tried}\n{manual_instructions(weights)}')
+        f'could not get pretrained weights {weights.variant} (tag {weights.tag!r}) from any '
+        f'of its {len(weights.sources)} sources\nsources tried:\n{tried}\n'
+        f'{manual_instructions(weights)}')

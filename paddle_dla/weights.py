@@ -8,7 +8,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .digests import Expected
+from .digests import Expected, at_least, strength_rank, strongest
 from .imagenet import NUM_CLASSES
 from .preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from .preprocessing import Preprocessing
@@ -58,8 +58,14 @@ class Source:
 
 def preference(source):
     """Sort key: HTTPS before plain HTTP, then the strongest content check first."""
-    rank = {'SHA-384': 0, 'sha256 prefix': 1, None: 2}[source.expected.strength]
-    return (not source.secure_transport, rank)
+    return (not source.secure_transport, strength_rank(source.expected.strength))
+
+
+def cache_order(weights):
+    """The entry's sources to try: those whose check clears the entry's cache bar first
+    (each group in :func:`preference` order), so a weaker one is used only when every
+    stronger one failed."""
+    return sorted(weights.sources, key=lambda s: not weights.caches(s.expected.strength))
 
 
 @dataclass(frozen=True)
@@ -77,10 +83,24 @@ class Weights:
     preprocessing: Preprocessing = DEFAULT_PREPROCESSING
     classifier: str = CLASSIFIER    # module names that loading adapts (as timm's configs)
     first_conv: str = FIRST_CONV
+    # The strongest check any source of this entry has ever been known by. A file becomes
+    # this entry's cached weights only through a match at that strength, however it came
+    # (download, local file, converter): an entry whose official file has a known SHA-384
+    # is never filled by a file that only matches a 32-bit name prefix.
+    cache_bar: Optional[str] = None
+
+    def __post_init__(self):
+        if self.cache_bar is None:
+            object.__setattr__(self, 'cache_bar',
+                               strongest(s.expected.strength for s in self.sources))
 
     @property
     def name(self):
         return f'{self.variant}.{self.tag}'
+
+    def caches(self, strength):
+        """Whether a file matched at ``strength`` may become this entry's cached weights."""
+        return self.cache_bar is not None and at_least(strength, self.cache_bar)
 
 
 def _pth(base, stem, sha):
@@ -192,7 +212,11 @@ def get_weights(variant, tag=None):
         raise ValueError(f'no {tag!r} weights for {name}; available tags: {", ".join(tags)}')
     entry = WEIGHTS[(name, tag)]
     sources = _source_overrides().get(entry.name)
-    return dataclasses.replace(entry, sources=sources) if sources else entry
+    if not sources:
+        return entry
+    # An override may add checks, never lower the bar the built-in sources set.
+    bar = strongest([entry.cache_bar, *(s.expected.strength for s in sources)])
+    return dataclasses.replace(entry, sources=sources, cache_bar=bar)
 
 
 def list_weights(variant=None):

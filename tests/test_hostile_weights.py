@@ -464,7 +464,7 @@ def test_a_local_file_counts_as_published_only_at_the_strength_the_registry_know
     into the registry: finding a real collision takes minutes) is not the published file
     where the full SHA-384 is known; where only the prefix is known, the prefix decides."""
     import dataclasses
-    from paddle_dla.convert import identify
+    from paddle_dla import weights as weights_module
     from paddle_dla.convert.identify import HashMismatch
     from paddle_dla.convert.pipeline import convert_checkpoint
     from paddle_dla.digests import file_digests
@@ -477,7 +477,7 @@ def test_a_local_file_counts_as_published_only_at_the_strength_the_registry_know
     published = next(s for s in official.sources if s.sha384)
     forged = dataclasses.replace(published, url=f'https://example.org/dla34-{prefix}.pth',
                                  sha256_prefix=prefix)
-    monkeypatch.setattr(identify, 'WEIGHTS', {('dla_34', 'official'): dataclasses.replace(
+    monkeypatch.setattr(weights_module, 'WEIGHTS', {('dla_34', 'official'): dataclasses.replace(
         official, sources=(forged,))})
     named = tmp_path / f'dla34-{prefix}.pth'
     os.replace(staging, named)
@@ -489,11 +489,12 @@ def test_a_local_file_counts_as_published_only_at_the_strength_the_registry_know
     assert not conversion.is_published and conversion.describe_source() == \
         'unpublished checkpoint'
     prefix_only = dataclasses.replace(forged, sha384=None, size=None)
-    monkeypatch.setattr(identify, 'WEIGHTS', {('dla_34', 'official'): dataclasses.replace(
-        official, sources=(prefix_only,))})
+    monkeypatch.setattr(weights_module, 'WEIGHTS', {('dla_34', 'official'): dataclasses.replace(
+        official, sources=(prefix_only,), cache_bar=None)})
     conversion = convert_checkpoint(renamed)
     assert conversion.is_published and conversion.identified_by == 'sha256 prefix'
     assert 'matches its 32-bit name hash' in conversion.describe_source()
+    assert conversion.cacheable  # the prefix is all this registry knows of the file
 
 
 @pytest.mark.full

@@ -29,9 +29,6 @@ def configure(p):
     p.add_argument('--model', type=variant_name, help='only this variant (default: all)')
     p.add_argument('--tag', choices=sorted({t for _, t in WEIGHTS}),
                    help='only this weights tag (default: all)')
-    p.add_argument('--allow-unverified', action='store_true',
-                   help='fetch: also use sources that publish no hash, with a warning '
-                        '(default: verified sources only)')
     p.add_argument('--keep-downloads', action='store_true',
                    help='fetch: keep the raw downloads in $PADDLE_DLA_HOME/downloads (default: '
                         'removed after conversion)')
@@ -64,9 +61,6 @@ def list_entries(args):
 def fetch(args):
     from . import convert
     args.all = True
-    if args.allow_unverified:
-        from ..pretrained import ALLOW_UNVERIFIED_ENV
-        os.environ[ALLOW_UNVERIFIED_ENV] = '1'
     return convert.fetch_all(args)
 
 

@@ -58,10 +58,6 @@ def configure(parser):
                       help='list the cache: each registry entry present or missing, with sha256; the '
                            'same as paddle-dla cache list (required: this, --src or --all)')
     parser.add_argument('--tag', help='with --all: only this weights tag, official or tricks (default: all)')
-    parser.add_argument('--allow-unverified', action='store_true',
-                        help='with --all: also use sources that publish no hash (the Hugging '
-                             'Face safetensors), with a warning; their content is not verified (default: '
-                             'verified sources only)')
     parser.add_argument('--keep-downloads', action='store_true',
                         help='with --all: keep the raw downloaded checkpoints in '
                              '$PADDLE_DLA_HOME/downloads (default: removed after conversion)')
@@ -87,11 +83,33 @@ def _pdparams_name(path):
     return path + '.pdparams'
 
 
-def default_destination(conversion):
-    """The cache for a published checkpoint recognised by its content, else beside the source."""
-    if conversion.is_published:
+def default_destination(conversion, prog):
+    """The cache for a file verified at its registry entry's strongest check, else beside the
+    source (saying why, when the file matched a published one only at a weaker check)."""
+    if conversion.cacheable:
         return cached_weights_path(conversion.variant, conversion.tag)
+    why = conversion.why_not_cached()
+    if why:
+        print(f'{prog}: warning: {printable(conversion.source_path)} is not cached as official '
+              f'weights: {why}; writing it beside the source', file=sys.stderr, flush=True)
     return _pdparams_name(conversion.source_path)
+
+
+def refuse_cache_destination(dst, conversion=None):
+    """Only a file verified at the entry's strongest check may become a cached official
+    file: an explicit ``--dst`` naming one (however spelt) is refused for anything else."""
+    for weights in list_weights():
+        cached = cached_weights_path(weights.variant, weights.tag)
+        if os.path.realpath(dst) != os.path.realpath(cached) and not same_file(dst, cached):
+            continue
+        if conversion is not None and conversion.cacheable and \
+                (conversion.variant, conversion.tag) == (weights.variant, weights.tag):
+            return
+        why = (conversion.why_not_cached() if conversion is not None else None) or \
+            f'the file is not verified as the published {weights.name} weights'
+        raise UsageError(f'--dst {printable(dst)} is the cached {weights.name} weights, which '
+                         f'only a file verified by its {weights.cache_bar} may become: {why}; '
+                         f'choose another --dst (nothing was written)')
 
 
 def refuse_overwriting_source(src, dst):
@@ -106,13 +124,10 @@ def convert_one(src, dst, args):
     from ..checkpoint import save_pdparams
     from ..convert.dense import dense_checkpoint_or_none
     from ..convert.pipeline import convert_checkpoint
-    from ..convert.verify import timm_available, verify_with_timm
+    from ..convert.verify import verify_with_timm
     dense, raw = dense_checkpoint_or_none(src, args.model)
     if dense is not None:
         return convert_dense_one(src, dst, dense, args)
-    if args.verify and not timm_available():
-        raise UsageError('--verify compares with timm\'s PyTorch model: install torch and timm '
-                         '(pip install torch timm), or leave out --verify; nothing was written')
     conversion = convert_checkpoint(src, args.model, check_hash=not args.no_hash_check,
                                     raw=raw)
     verdict = None
@@ -121,8 +136,9 @@ def convert_one(src, dst, args):
         if not verdict.ok:
             raise ValueError(f'verification against timm failed for {conversion.variant}: '
                              f'{verdict}; nothing was written')
-    dst = dst or default_destination(conversion)
+    dst = dst or default_destination(conversion, args.prog)
     refuse_overwriting_source(src, dst)
+    refuse_cache_destination(dst, conversion)
     save_pdparams(conversion.state, dst)
     line = (f'{printable(src)}: {conversion.describe_source()} -> {conversion.variant}, '
             f'tag {conversion.tag or "-"}, {conversion.num_classes} classes, '
@@ -142,6 +158,7 @@ def convert_dense_one(src, dst, conversion, args):
                          f'reference by the test suite. Leave out --verify; nothing was written')
     dst = dst or _pdparams_name(src)
     refuse_overwriting_source(src, dst)
+    refuse_cache_destination(dst)
     save_pdparams(conversion.state, dst)
     dropped = [f'{n} {what}' for n, what in (
         (conversion.classifier_dropped, 'base.fc tensors (the ImageNet classifier, unused)'),
@@ -182,6 +199,9 @@ def fetch_all(args):
         try:
             load_pretrained_state(weights.variant, weights.tag, args.keep_downloads)
             path = cached_weights_path(weights.variant, weights.tag)
+            if not os.path.isfile(path):
+                raise UsageError(f'only sources checked more weakly than its {weights.cache_bar} '
+                                 f'answered, so nothing was cached (see the warning above)')
             print(f'{weights.name}: ready {path} (sha256 {file_digests(path).sha256})',
                   flush=True)
         except Exception as exc:  # noqa: BLE001 - keep going, report at the end
@@ -203,17 +223,26 @@ def uses_torch(args):
 
 
 def run(args):
-    from ..pretrained import ALLOW_UNVERIFIED_ENV
-    if args.allow_unverified:
-        os.environ[ALLOW_UNVERIFIED_ENV] = '1'
     if args.list_cache:
         return list_cache()
     if args.all:
         return fetch_all(args)
+    if args.verify:
+        refuse_broken_torch()
     if not os.path.isdir(args.src):
         print(convert_one(args.src, args.dst, args))
         return 0
     return convert_folder(checkpoints_in(args.src), args)
+
+
+def refuse_broken_torch():
+    """--verify needs a working torch, torchvision and timm: say before converting anything
+    what is wrong with them, rather than fail after the conversion with nothing written."""
+    from ..convert.verify import torch_stack_problem
+    problem = torch_stack_problem()
+    if problem:
+        raise UsageError(f'--verify cannot run: {problem}; or leave out --verify to convert '
+                         f'without the comparison (nothing was written)')
 
 
 def convert_folder(files, args):

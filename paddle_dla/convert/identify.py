@@ -8,9 +8,9 @@ counts as that published file only when the full digest matches.
 import os
 import re
 
-from ..digests import FULL, DigestMismatch, file_digests
+from ..digests import FULL, DigestMismatch, file_digests, strength_rank
 from ..errors import printable
-from ..weights import WEIGHTS
+from ..weights import list_weights
 
 _HASH_IN_NAME = re.compile(r'-([0-9a-f]{8,64})\.(?:pth|pt|bin|safetensors)$')
 
@@ -30,7 +30,9 @@ def name_hash(path):
 
 
 def _published_sources():
-    for weights in WEIGHTS.values():
+    """Every source with a check, the registry's own and those ``$PADDLE_DLA_WEIGHTS_OVERRIDE``
+    names (a mirror's files are recognised too; the bar for the cache stays the registry's)."""
+    for weights in list_weights():
         for source in weights.sources:
             if source.expected.strength:
                 yield weights, source
@@ -62,11 +64,14 @@ def identify(path, found):
     ``how`` is the strength of the match: ``'SHA-384'`` when the full digest matches,
     ``'sha256 prefix'`` when the registry knows only the 32-bit prefix and it matches, and
     ``'name'`` when only the file name does (possible only with the name-hash check off).
+    Where several sources match, the strongest match wins.
     """
-    by_name = None
+    matches, by_name = [], None
     for weights, source in _published_sources():
         if source.expected.matches(found):
-            return weights, source, source.expected.strength
-        if by_name is None and source.filename == os.path.basename(path):
+            matches.append((weights, source, source.expected.strength))
+        elif by_name is None and source.filename == os.path.basename(path):
             by_name = (weights, source, 'name')
+    if matches:
+        return min(matches, key=lambda match: strength_rank(match[2]))
     return by_name

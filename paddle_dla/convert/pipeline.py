@@ -5,7 +5,7 @@ from typing import Optional
 
 from ..variants import get_config
 from .detect import detect_variants
-from ..digests import file_digests
+from ..digests import at_least, file_digests
 from ..dla import state_num_classes
 from ..errors import PaddleDLAError, printable
 from .identify import check_name_hash, identify
@@ -31,6 +31,7 @@ class Conversion:
     tag: Optional[str] = None       # registry tag when the file is a published one
     published_file: Optional[str] = None
     identified_by: Optional[str] = None  # 'SHA-384', 'sha256 prefix' or 'name'
+    cache_bar: Optional[str] = None      # the check the registry entry's cache requires
 
     @property
     def num_params(self):
@@ -47,8 +48,23 @@ class Conversion:
 
     @property
     def is_published(self):
-        """Its content matches a published file at the strength the registry knows."""
+        """Its content matches a published file by that file's own check."""
         return bool(self.tag) and self.identified_by in ('SHA-384', 'sha256 prefix')
+
+    @property
+    def cacheable(self):
+        """It may become the registry entry's cached weights: matched at the strongest check
+        the entry is known by, not merely at a weaker one of some source."""
+        return self.is_published and at_least(self.identified_by, self.cache_bar)
+
+    def why_not_cached(self):
+        """For a published match too weak for the cache: one sentence saying why."""
+        if not self.is_published or self.cacheable:
+            return None
+        return (f'it matches {self.published_file} ({self.variant} {self.tag}) only by its '
+                f'{self.identified_by}, and the registry knows that entry by its '
+                f'{self.cache_bar}: only a file verified at that strength becomes the cached '
+                f'{self.variant} {self.tag} weights')
 
 
 def load_torch_state(path, raw=None):
@@ -103,4 +119,5 @@ def convert_checkpoint(path, model=None, check_hash=True, raw=None):
         source_path=path, source_sha256=found.sha256 if found else '', dead_keys_dropped=dropped,
         tag=published[0].tag if published else None,
         published_file=published[1].filename if published else None,
-        identified_by=published[2] if published else None)
+        identified_by=published[2] if published else None,
+        cache_bar=published[0].cache_bar if published else None)

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..checkpoint import load_state_dict_strict
 from ..dla import DLA, eager_predictor, state_num_classes
+from ..errors import one_line
 from ..variants import get_config
 from .reverse import paddle_to_torch_state
 
@@ -31,13 +32,36 @@ class VerifyReport:
                 f'{self.top1_decided}: {verdict}')
 
 
-def timm_available():
+def _installed_version(distribution):
+    from importlib import metadata
     try:
-        import timm  # noqa: F401
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return 'unknown'
+
+
+def torch_stack_problem():
+    """None when torch, torchvision (which timm imports) and timm load; else one sentence
+    saying what is wrong and how to mend it. A torchvision built for another torch fails
+    at import with a RuntimeError such as ``operator torchvision::nms does not exist``."""
+    try:
         import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        import torchvision  # noqa: F401
+        import timm  # noqa: F401
+    except ImportError as exc:
+        return (f"comparing with timm's PyTorch model needs torch, torchvision and timm "
+                f'({one_line(exc)}): pip install torch torchvision timm')
+    except Exception as exc:  # noqa: BLE001 - a broken install raises anything at import
+        torch_version, vision_version = (_installed_version(d) for d in ('torch', 'torchvision'))
+        return (f'torchvision {vision_version} does not belong with torch {torch_version} '
+                f'({one_line(exc)}): the two must be a matching pair; install the '
+                f'torchvision release made for torch {torch_version} (the compatibility '
+                f'table in the torchvision README names it)')
+    return None
+
+
+def timm_available():
+    return torch_stack_problem() is None
 
 
 def timm_reference(variant, torch_state):
