@@ -1,9 +1,18 @@
 """Atomic file output: write to a temporary file beside the target, then rename it; the
-result gets the permissions the process umask gives a new file, as ``open`` would."""
+result gets the permissions the process umask gives a new file, as ``open`` would. A write
+that fails on a full disk is reported as the OS's error naming the target (see
+:func:`disk_full_error`)."""
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
+
+from .errors import DISK_FULL_ERRNOS
+
+# With less free space than this, a failed write is put down to the full disk whatever the
+# writer said: torch reports "unexpected pos", paddle.jit.save truncates without an error.
+NEARLY_FULL_BYTES = 1 << 20
 
 
 def process_umask():
@@ -39,14 +48,16 @@ def atomic_output(path, suffix='.tmp'):
     our command line tools) it is removed, so readers never see a partial file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix=suffix,
-                               dir=folder)
-    os.close(fd)
+    with _full_disk_named(folder, lambda exc: path):
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix=suffix,
+                                   dir=folder)
+        os.close(fd)
     try:
-        yield tmp
-        os.chmod(tmp, new_file_mode())
-        os.replace(tmp, path)
+        with _full_disk_named(folder, lambda exc: path):
+            yield tmp
+            os.chmod(tmp, new_file_mode())
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -60,14 +71,72 @@ def atomic_folder_output(folder):
     folder = os.path.abspath(os.fspath(folder))
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.' + os.path.basename(folder) + '.', suffix='.tmp',
-                           dir=parent)
+    with _full_disk_named(parent, lambda exc: folder):
+        tmp = tempfile.mkdtemp(prefix='.' + os.path.basename(folder) + '.', suffix='.tmp',
+                               dir=parent)
     try:
-        yield tmp
-        os.makedirs(folder, exist_ok=True)
-        mode = new_file_mode()
-        for name in sorted(os.listdir(tmp)):
-            os.chmod(os.path.join(tmp, name), mode)
-            os.replace(os.path.join(tmp, name), os.path.join(folder, name))
+        with _full_disk_named(tmp, lambda exc: _destination_of(exc, tmp, folder)):
+            yield tmp
+            os.makedirs(folder, exist_ok=True)
+            mode = new_file_mode()
+            for name in sorted(os.listdir(tmp)):
+                os.chmod(os.path.join(tmp, name), mode)
+                os.replace(os.path.join(tmp, name), os.path.join(folder, name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _destination_of(exc, tmp, folder):
+    """Where the file a failure inside ``tmp`` concerns was going: the one the OS error
+    names, else the one written last (Paddle's silently truncated file is the newest)."""
+    name = getattr(exc, 'filename', None)
+    if isinstance(name, (str, bytes)):
+        name = os.path.abspath(os.fsdecode(name))
+        if os.path.dirname(name) == tmp:
+            return os.path.join(folder, os.path.basename(name))
+    try:
+        files = [entry for entry in os.scandir(tmp) if entry.is_file()]
+        newest = max(files, key=lambda entry: entry.stat().st_mtime_ns, default=None)
+    except OSError:
+        newest = None
+    return folder if newest is None else os.path.join(folder, newest.name)
+
+
+@contextlib.contextmanager
+def _full_disk_named(folder, destination):
+    """Re-raise a failure a full disk under ``folder`` caused as the OS's error naming the
+    file meant for the user, ``destination(exc)``: write() and close() name no file, the
+    temporary one means nothing to the user, and torch and Paddle drop the errno."""
+    try:
+        yield
+    except Exception as exc:
+        error = disk_full_error(exc, folder, destination)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def disk_full_error(exc, folder, destination):
+    """An ``OSError`` (ENOSPC, EDQUOT or EFBIG) naming ``destination(exc)`` when ``exc``
+    came from a full disk under ``folder``, else None: the OS said so, or said nothing of
+    its own and the file system has almost no free space left."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        if exc.errno not in DISK_FULL_ERRNOS:
+            return None  # the OS gave another reason
+        code = exc.errno
+    elif _nearly_full(folder):
+        code = errno.ENOSPC
+    else:
+        return None
+    return OSError(code, os.strerror(code), destination(exc))
+
+
+def _nearly_full(folder):
+    """Whether the file system holding ``folder`` has less than ``NEARLY_FULL_BYTES`` free
+    for this process (root may also use the blocks reserved for it)."""
+    try:
+        stat = os.statvfs(folder)
+        free = stat.f_bfree if os.geteuid() == 0 else stat.f_bavail
+    except (OSError, AttributeError):  # gone, or no statvfs here (Windows)
+        return False
+    return stat.f_blocks > 0 and free * stat.f_frsize < NEARLY_FULL_BYTES  # 0: no size told

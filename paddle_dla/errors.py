@@ -1,5 +1,8 @@
 """The package's exception base, and how every command line tool reports a failure: one
-line on stderr, control characters escaped, a traceback only on request."""
+line on stderr (then, for a message of ours written on several lines, its details indented
+below), control characters escaped, a traceback only on request."""
+import errno
+import os
 import signal
 import sys
 import traceback
@@ -39,24 +42,67 @@ def _escape(char):
         else f'\\U{code:08x}'
 
 
+# The OS's ways of saying a write found no room: the disk, the user's quota, the file size
+# limit. Raised by write() and close() they name no file.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
 def one_line(exc):
-    """An exception's message on one printable line; a bare MemoryError says what it means."""
+    """An exception's message on one printable line; a bare MemoryError says what it means,
+    and a full disk says so in the OS's words, with the file being written."""
+    if is_disk_full(exc):
+        return disk_full_message(exc)
     message = printable(' '.join(str(exc).split()))
     if isinstance(exc, MemoryError):
         return f'out of memory ({message})' if message else 'out of memory'
     return message or type(exc).__name__
 
 
+def is_disk_full(exc):
+    """Whether the OS refused a write for want of room (worth saying as such, not as the
+    source's or the model's fault)."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+def disk_full_message(exc):
+    """``no space left on device writing /path``: the errno's text, not ``[Errno 28] ..``."""
+    reason = os.strerror(exc.errno)
+    reason = reason[:1].lower() + reason[1:]
+    name = exc.filename
+    if name is None:
+        return reason
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    return f'{reason} writing {printable(name)}'
+
+
+def message_lines(exc):
+    """The lines ``report`` prints: the message on one line, then, when one of our errors
+    was written on several lines on purpose (the sources tried, a command to run), its
+    further lines as they are; any other message stays on one line."""
+    text = str(exc).strip()
+    if not isinstance(exc, PaddleDLAError) or '\n' not in text:
+        return [one_line(exc)]
+    first, *rest = text.splitlines()
+    return [printable(' '.join(first.split()))] + [printable(line.rstrip()) for line in rest
+                                                   if line.strip()]
+
+
 def report(prog, exc, debug=False):
+    """``prog: error: message`` on stderr; a multi-line message's details follow indented."""
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__)
-    print(f'{prog}: error: {one_line(exc)}', file=sys.stderr)
+    first, *details = message_lines(exc)
+    print(f'{prog}: error: {first}', file=sys.stderr)
+    for line in details:
+        print(f'  {line}', file=sys.stderr)
 
 
 def run_command(prog, action, debug=False):
-    """Run a command line tool's work and turn every failure into one line and an exit
-    status: 2 for an error, 130 for Ctrl-C, 143 for SIGTERM (partial outputs are removed by
-    the ``finally`` blocks the interruption unwinds through)."""
+    """Run a command line tool's work and turn every failure into one line (then the
+    details of a message of ours written on several lines) and an exit status: 2 for an
+    error, 130 for Ctrl-C, 143 for SIGTERM (partial outputs are removed by the ``finally``
+    blocks the interruption unwinds through)."""
     try:
         return action()
     except KeyboardInterrupt as exc:

@@ -22,7 +22,7 @@ from . import imagenet
 from .atomic import atomic_folder_output
 from .cache import compiled_home
 from .engines import ENGINE_CHOICES
-from .errors import PaddleDLAError, one_line, printable
+from .errors import PaddleDLAError, is_disk_full, one_line, printable
 from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX,
                        ExportedModelError, ModelFileError, check_device, check_model_file,
                        cpu_supports_bf16, locate, model_file_of, read_metadata, recipe_of,
@@ -35,7 +35,7 @@ from .weights import get_weights
 __all__ = ['export', 'Predictor', 'compile_model', 'weights_digest', 'ExportError',
            'ExportedModelError', 'ModelFileError', 'EngineUnavailable', 'tensor_shapes',
            'read_metadata', 'recipe_of', 'resolve_prefix', 'check_device', 'cpu_supports_bf16',
-           'META_SUFFIX', 'MODEL_SUFFIXES', 'PARAMS_SUFFIX']
+           'META_SUFFIX', 'MODEL_SUFFIXES', 'PARAMS_SUFFIX', 'describe_engine']
 
 # 'auto' measures each engine on the first images of the first batch: enough to rank them,
 # few enough that the first call of an evaluation does not take minutes.
@@ -99,8 +99,7 @@ def export(model, path_prefix, input_shape=None, weights=None, preprocessing=Non
                           f'paddle.jit.save does not report failed writes: is the disk '
                           f'full?') from None
     except OSError as exc:
-        raise ExportError(f'could not write the exported model {printable(prefix)}: '
-                          f'{_os_reason(exc)}') from None
+        raise ExportError(_write_failure(exc, prefix)) from exc
     _drop_stale_model_files(prefix)
     given = os.fspath(path_prefix)  # report the files as the caller named them
     return [given + s for s in (*MODEL_SUFFIXES, PARAMS_SUFFIX, META_SUFFIX)
@@ -182,12 +181,14 @@ def _write_export(static, tmp_prefix, meta, expected_shapes, shown):
         json.dump(meta, f, indent=2)
 
 
-def _os_reason(exc):
-    """The OS's reason, without the temporary file's name."""
-    reason = exc.strerror or one_line(exc)
-    if exc.errno in (errno.EFBIG, errno.ENOSPC, errno.EDQUOT):
-        reason += ' (is the disk full?)'
-    return reason
+def _write_failure(exc, prefix):
+    """What stopped the export: a full disk as the OS says it with the file being written
+    (``atomic_folder_output`` names it), else the OS's reason without the temporary name."""
+    if is_disk_full(exc):
+        hint = '' if exc.errno == errno.ENOSPC else ' (is the disk full?)'
+        return one_line(exc) + hint
+    return (f'could not write the exported model {printable(prefix)}: '
+            f'{exc.strerror or one_line(exc)}')
 
 
 def _drop_stale_model_files(prefix):
@@ -243,7 +244,8 @@ class Predictor:
         engine: ``'paddle'`` (Paddle Inference), ``'openvino'`` or ``'onnxruntime'`` (when
             installed), or ``'auto'``: on CPU, the installed engines are measured on the
             first batch and the fastest is kept, a choice remembered per machine, model and
-            precision (:attr:`choice` says what was measured).
+            precision (:attr:`choice` says what was measured; :attr:`how_chosen` and
+            :func:`describe_engine` say it in words).
     """
 
     def __init__(self, path_prefix, device='cpu', precision='fp32', threads=None,
@@ -258,7 +260,9 @@ class Predictor:
         self._open = functools.partial(open_engine, prefix=prefix, model_file=model_file,
                                        device=device, precision=precision, threads=threads,
                                        tensorrt=tensorrt)
+        self.requested, self._tensorrt = engine, tensorrt
         self.choice, self._choice_key = None, None
+        self._measured_here, self._unopened = False, None
         if engine == 'auto' and device == 'cpu' and not tensorrt:
             self._engine = self._remembered_engine(model_file, threads)
         else:
@@ -268,6 +272,23 @@ class Predictor:
     def engine(self):
         """The name of the engine that runs the model."""
         return self._engine.name
+
+    @property
+    def how_chosen(self):
+        """How :attr:`engine` came to run the model, e.g. ``'requested'`` or ``'auto:
+        remembered for this machine'``: a user comparing runs needs to know whether a
+        measurement or an old record picked it."""
+        if self.requested != 'auto':
+            return 'requested'
+        if self._choice_key is not None:
+            return 'auto: Paddle Inference until the first batch is measured'
+        if self.choice is None:
+            return ('auto: TensorRT runs through Paddle Inference, nothing measured'
+                    if self._tensorrt else
+                    f'auto: only Paddle Inference runs on {self.device}, nothing measured')
+        if self._measured_here:
+            return 'auto: measured now' + _measurement_note(self.choice, self._unopened)
+        return 'auto: remembered for this machine'
 
     def _remembered_engine(self, model_file, threads):
         """The engine chosen earlier for this machine, model and precision; else Paddle,
@@ -280,8 +301,10 @@ class Predictor:
                 engine = self._open(name)
                 self.choice = record
                 return engine
-            except EngineUnavailable:  # uninstalled or broken since: measure again
-                pass
+            except EngineUnavailable:  # broken since: measure again
+                self._unopened = name
+        elif name is not None:  # uninstalled since, or not offered here: measure again
+            self._unopened = name
         self._choice_key = key
         return self._open('paddle')
 
@@ -299,7 +322,7 @@ class Predictor:
                        'unavailable': {**unavailable, **failed},
                        'measured': datetime.datetime.now().isoformat(timespec='seconds')}
         remember_choice(self._choice_key, self.choice)
-        self._choice_key = None
+        self._choice_key, self._measured_here = None, True
 
     def _check(self, batch):
         if not isinstance(batch, np.ndarray):
@@ -334,6 +357,28 @@ class Predictor:
             raise ModelFileError(f'{printable(self.prefix)} gives {len(outputs)} outputs where '
                                  f'its metadata names {len(self.output_names)}')
         return dict(zip(self.output_names, outputs))
+
+
+def _measurement_note(choice, unopened):
+    """What the measurement found: the rates, fastest first, and the engines left out."""
+    rates = sorted(choice.get('images_per_s', {}).items(), key=lambda kv: -kv[1])
+    note = ': ' + ', '.join(f'{name} {rate:.3g}' for name, rate in rates) + ' img/s'
+    if len(rates) == 1 and not choice.get('unavailable'):
+        note += ', no other engine installed'
+    if choice.get('unavailable'):
+        note += f'; {", ".join(choice["unavailable"])} could not run it'
+    if unopened:
+        note += f'; the remembered {unopened} is no longer available'
+    return note
+
+
+def describe_engine(run):
+    """``'openvino (auto: remembered for this machine)'``: the engine that runs ``run`` (a
+    :class:`Predictor`, or an eager callable) and how it was chosen, one phrase for every
+    report that names it."""
+    if isinstance(run, Predictor):
+        return f'{run.engine} ({run.how_chosen})'
+    return 'eager (requested)'
 
 
 def weights_digest(model):

@@ -106,6 +106,21 @@ def model_runner(args):
                                        device=args.device)
 
 
+def announcing_engine(predict):
+    """``predict`` that prints, before its first answer, the engine line that opens the
+    report: with 'auto' the engine is known only once the first image has been run."""
+    from ..inference import describe_engine
+    announced = []
+
+    def run(batch):
+        out = predict(batch)
+        if not announced:
+            announced.append(True)
+            print(f'engine: {describe_engine(predict)}')
+        return out
+    return run
+
+
 def default_class_names(count):
     """ImageNet's names for a 1000-way output, numbers otherwise (fine-tuned models)."""
     from ..imagenet import class_names
@@ -119,6 +134,7 @@ def run(args):
     if predict_dense.wanted(args):
         return predict_dense.run(args)
     recipe, names, predict = (exported_runner if args.exported else model_runner)(args)
+    predict = announcing_engine(predict)
     preprocess = Preprocess.of(recipe)
     for path in args.images:
         probs = softmax(predict(preprocess(path)[None]))[0]

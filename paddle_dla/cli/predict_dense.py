@@ -5,6 +5,7 @@ import os
 from ..atomic import same_file
 from ..dense_variants import DENSE_VARIANTS
 from ..errors import UsageError, printable
+from .predict import announcing_engine
 
 
 def wanted(args):
@@ -90,6 +91,7 @@ def run(args):
     from ..drawing import save_png
     paths = png_paths(args.out_dir, args.images)
     spec, predict = _runner(args)
+    predict = announcing_engine(predict)
     threshold = spec.score_threshold if args.threshold is None else args.threshold
     for image, path in zip(args.images, paths):
         result = run_dense(spec, predict, image)

@@ -1,0 +1,100 @@
+"""How a command line tool reports a failure: the error on one short line, and the details
+of a message of ours written on several lines (the sources tried, the command to run by
+hand) on the lines below it, indented; every other message on one line, as always."""
+import errno
+import os
+import socket
+import subprocess
+import sys
+import urllib.parse
+
+import numpy as np
+from PIL import Image
+
+from paddle_dla.errors import PaddleDLAError, UsageError, one_line, report
+from paddle_dla.weights import get_weights
+from helpers import REPO, child_env, stderr_lines
+
+
+def _reported(capsys, exc):
+    report('tool', exc)
+    captured = capsys.readouterr()
+    assert captured.out == ''
+    return captured.err.splitlines()
+
+
+def test_a_one_line_error_is_reported_as_before(capsys):
+    exc = UsageError('--dst x.pth is the source file itself')
+    assert _reported(capsys, exc) == ['tool: error: --dst x.pth is the source file itself']
+
+
+def test_a_foreign_multi_line_message_stays_on_one_line(capsys):
+    """Paddle's and others' messages run to pages: only ours are laid out on purpose."""
+    exc = RuntimeError('(InvalidArgument) shape mismatch\n  [Hint: ...]\n\nC++ Traceback')
+    assert _reported(capsys, exc) == [f'tool: error: {one_line(exc)}']
+    assert one_line(exc) == '(InvalidArgument) shape mismatch [Hint: ...] C++ Traceback'
+
+
+def test_a_multi_line_message_of_ours_keeps_its_lines_below_the_error(capsys):
+    exc = PaddleDLAError('could not get it; sources tried:\n  - http://a/x: refused\n\n'
+                         'To proceed by hand: run \x1b[31mthis\x1b[0m\t')
+    assert _reported(capsys, exc) == [
+        'tool: error: could not get it; sources tried:',
+        '    - http://a/x: refused',
+        '  To proceed by hand: run \\x1b[31mthis\\x1b[0m']
+
+
+def test_the_first_line_is_escaped_and_collapsed(capsys):
+    exc = PaddleDLAError('bad \x1b]0;title\x07  name\nmore')
+    assert _reported(capsys, exc) == ['tool: error: bad \\x1b]0;title\\x07 name', '  more']
+
+
+def test_a_full_disk_says_so_in_the_os_words_with_the_file():
+    exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), '/data/out/m.pdiparams')
+    assert one_line(exc) == 'no space left on device writing /data/out/m.pdiparams'
+    assert one_line(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) == \
+        'no space left on device'
+
+
+def _closed_port():
+    with socket.socket() as probe:  # a port with nobody listening
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+def _run(*args, **extra):
+    env = child_env(**extra)
+    for proxy in ('http_proxy', 'https_proxy', 'HTTP_PROXY', 'HTTPS_PROXY'):
+        env.pop(proxy, None)
+    return subprocess.run([sys.executable, '-m', 'paddle_dla', *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+
+
+def test_offline_predict_gives_a_short_error_then_the_sources_and_the_way_out(tmp_path):
+    image = tmp_path / 'cat.png'
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    proc = _run('predict', image, '--model', 'dla_34', PADDLE_DLA_HOME=tmp_path / 'cache',
+                PADDLE_DLA_MIRROR=f'http://127.0.0.1:{_closed_port()}')
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert 'Traceback' not in proc.stderr
+    first, *details = stderr_lines(proc)
+    assert first.startswith('paddle-dla predict: error: could not get pretrained weights '
+                            'dla_34'), first
+    assert len(first) < 200, first
+    assert details and all(line.startswith('  ') for line in details), details
+    for source in get_weights('dla_34').sources:  # each source on a line of its own
+        path = urllib.parse.urlsplit(source.url).path
+        assert sum(path in line for line in details) >= 1, (path, details)
+        assert path not in first
+    way_out = [line for line in details if 'paddle-dla convert --src' in line]
+    assert len(way_out) == 1 and 'To proceed by hand' in way_out[0], details
+
+
+def test_a_one_line_command_error_is_one_line(tmp_path):
+    src = tmp_path / 'same.pdparams'
+    src.write_bytes(b'')
+    proc = _run('to-torch', '--src', src, '--dst', src)
+    assert proc.returncode == 2
+    assert stderr_lines(proc) == [
+        f'paddle-dla to-torch: error: --dst {src} is the source file itself; converting '
+        f'would replace it: choose another destination']
