@@ -1,9 +1,18 @@
 """Streaming downloads that always end: a timeout per read, an overall deadline per file
-(a server dripping one byte a second is cut off), a size cap, bounded retries, digests
-computed on the fly and checked before the file appears under its name (atomic rename).
-Redirects are followed by hand, and never from HTTPS down to plain HTTP; the standard proxy
-variables are honoured."""
+(``$PADDLE_DLA_DEADLINE``), and a speed floor: a transfer whose average rate over the last
+``$PADDLE_DLA_SPEED_TIME`` seconds (default 30) stays under ``$PADDLE_DLA_SPEED_LIMIT``
+bytes/s (default 1024; 0 turns the floor off) is abandoned, as curl's ``--speed-limit`` /
+``--speed-time`` do, so a server dripping a byte a second, or sending nothing while the
+connection stays open, costs half a minute rather than the whole deadline. Such a source is
+not retried (the caller moves on to the next one), and the reason is printed on stderr in one
+line. One watchdog thread enforces both deadline and floor, shutting the socket down to wake
+a blocked read. Also: a size cap, bounded retries of transient failures, digests computed on
+the fly and checked before the file appears under its name (atomic rename: nothing partial is
+left). Redirects are followed by hand, and never from HTTPS down to plain HTTP; the standard
+proxy variables are honoured."""
+import collections
 import http.client
+import math
 import os
 import socket
 import ssl
@@ -15,10 +24,12 @@ import urllib.request
 
 from .atomic import atomic_output
 from .digests import DigestMismatch, Expected, Hasher
-from .errors import PaddleDLAError, one_line
+from .errors import PaddleDLAError, is_disk_full, one_line
 
 DEFAULT_TIMEOUT_S = 20.0
 DEFAULT_DEADLINE_S = 1800.0
+DEFAULT_SPEED_LIMIT = 1024.0  # bytes/s
+DEFAULT_SPEED_TIME_S = 30.0
 ATTEMPTS = 3
 CHUNK = 1 << 20
 MAX_REDIRECTS = 5
@@ -33,14 +44,22 @@ class DownloadError(PaddleDLAError):
         self.transient = transient
 
 
-def _env_seconds(name, default):
+def _env_number(name, default, unit, zero_ok=False):
+    """``$name`` as a finite number (positive, or also 0 when ``zero_ok``); read before any
+    connection is made, so a typo is refused at once rather than mid-transfer."""
+    raw = os.environ.get(name) or ''
     try:
-        value = float(os.environ.get(name) or default)
+        value = float(raw) if raw.strip() else default
     except ValueError:
-        raise DownloadError(f'{name} must be a number of seconds') from None
-    if value <= 0:
-        raise DownloadError(f'{name} must be positive')
+        value = math.nan
+    if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
+        kind = 'a non-negative' if zero_ok else 'a positive'
+        raise DownloadError(f'${name} must be {kind} number of {unit}, not {raw!r}')
     return value
+
+
+def _env_seconds(name, default):
+    return _env_number(name, default, 'seconds')
 
 
 def timeout_s():
@@ -53,35 +72,108 @@ def deadline_s():
     return _env_seconds('PADDLE_DLA_DEADLINE', DEFAULT_DEADLINE_S)
 
 
-class _Watchdog:
-    """Shuts the current connection's socket down when the deadline passes, which wakes a
-    read blocked on a server that sends nothing more."""
+class SpeedFloor(collections.namedtuple('SpeedFloor', 'limit seconds')):
+    """``limit`` bytes/s averaged over the last ``seconds``: a transfer slower than that is
+    not worth waiting for, however regularly its bytes arrive."""
 
-    def __init__(self, deadline):
-        self.deadline, self.expired, self._conn = deadline, False, None
-        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+    def too_slow(self, samples):
+        """Whether ``samples`` (a deque of ``(time, bytes so far)``, oldest first, the newest
+        taken now) show a whole window under the limit; drops samples no longer needed."""
+        now, received = samples[-1]
+        while len(samples) > 1 and samples[1][0] <= now - self.seconds:
+            samples.popleft()
+        start, before = samples[0]
+        span = now - start
+        return span >= self.seconds and received - before < self.limit * span
+
+    def __str__(self):
+        return (f'too slow: under {self.limit:,g} B/s for {self.seconds:g} s '
+                f'($PADDLE_DLA_SPEED_LIMIT, $PADDLE_DLA_SPEED_TIME)')
+
+
+def speed_floor():
+    """The :class:`SpeedFloor` of ``$PADDLE_DLA_SPEED_LIMIT`` bytes/s over
+    ``$PADDLE_DLA_SPEED_TIME`` seconds, or None when the limit is 0 (no floor)."""
+    limit = _env_number('PADDLE_DLA_SPEED_LIMIT', DEFAULT_SPEED_LIMIT,
+                        'bytes per second (0 turns the floor off)', zero_ok=True)
+    seconds = _env_seconds('PADDLE_DLA_SPEED_TIME', DEFAULT_SPEED_TIME_S)
+    return SpeedFloor(limit, seconds) if limit else None
+
+
+class _Watchdog:
+    """A thread that ends a transfer at the overall deadline, or when ``floor`` finds it too
+    slow, by shutting the current connection's socket down: that also wakes a read blocked
+    on a server that sends nothing more. ``why`` then says which, in one line."""
+
+    def __init__(self, seconds, floor):
+        self.deadline, self.floor = time.monotonic() + seconds, floor
+        self._late = f'not finished within the {seconds:g} s deadline ($PADDLE_DLA_DEADLINE)'
+        self.why, self._conn, self._sock = None, None, None
+        self._received, self._samples = 0, None
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        threading.Thread(target=self._run, name='paddle_dla-download-watchdog',
+                         daemon=True).start()
+
+    def begin(self):
+        """An attempt starts: the speed window starts afresh (waits between attempts and
+        earlier attempts' bytes do not count)."""
+        with self._lock:
+            self._samples = collections.deque([(time.monotonic(), self._received)])
+
+    def end(self):
+        with self._lock:
+            self._samples = None
+
+    def count(self, n):
+        self._received += n
 
     def watch(self, conn):
-        self._conn = conn
-        if self.expired:
-            self._fire()
-
-    def _fire(self):
-        self.expired = True
-        sock = getattr(self._conn, 'sock', None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        """Call with each new connection, and again once it is connected: the socket is kept
+        because http.client lets go of it when the server will close the connection after
+        the body, and a read of that body may still need waking."""
+        self._conn, self._sock = conn, getattr(conn, 'sock', None)
+        if self.why:
+            self._shutdown()
 
     def left(self):
         return self.deadline - time.monotonic()
 
     def cancel(self):
-        self._timer.cancel()
+        self._stop.set()
+
+    def _run(self):
+        while not self._stop.wait(self._tick()):
+            why = self._verdict()
+            if why:
+                self.why = why
+                self._shutdown()
+                return
+
+    def _tick(self):
+        """Sleep until the deadline, and meanwhile a tenth of the speed window at a time
+        (bounded), so the floor acts within about a tenth of a window of being crossed."""
+        step = self.left()
+        if self.floor is not None:
+            step = min(step, max(0.02, min(1.0, self.floor.seconds / 10)))
+        return max(0.0, step)
+
+    def _verdict(self):
+        now = time.monotonic()
+        if now >= self.deadline:
+            return self._late
+        with self._lock:
+            if self._samples is None or self.floor is None:
+                return None
+            self._samples.append((now, self._received))
+            return str(self.floor) if self.floor.too_slow(self._samples) else None
+
+    def _shutdown(self):
+        sock = getattr(self._conn, 'sock', None) or self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def _connection(parts, timeout):
@@ -179,10 +271,9 @@ def _fetch_once(url, tmp_path, label, expected, watchdog):
             try:
                 while True:
                     block = response.read1(CHUNK)
-                    if watchdog.expired:
+                    if watchdog.why or not block:
                         break
-                    if not block:
-                        break
+                    watchdog.count(len(block))
                     hasher.update(block)
                     if hasher.size > limit:
                         raise DownloadError(f'the server sent more than the {limit:,} bytes '
@@ -191,9 +282,8 @@ def _fetch_once(url, tmp_path, label, expected, watchdog):
                     progress.update(len(block))
             finally:
                 progress.close()
-        if watchdog.expired:
-            raise DownloadError(f'not finished within the {deadline_s():g} s deadline '
-                                f'($PADDLE_DLA_DEADLINE)')
+        if watchdog.why and hasher.size != total:  # a body complete as it was cut is kept
+            raise DownloadError(watchdog.why)
         if total is not None and hasher.size != total:
             raise DownloadError(f'connection dropped after {hasher.size:,} of {total:,} bytes',
                                 transient=True)
@@ -203,8 +293,8 @@ def _fetch_once(url, tmp_path, label, expected, watchdog):
 
 
 def _why(exc, watchdog):
-    if watchdog.expired:
-        return f'not finished within the {deadline_s():g} s deadline ($PADDLE_DLA_DEADLINE)'
+    if watchdog.why:
+        return watchdog.why
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return f'timed out after {timeout_s():g} s'
     if isinstance(exc, ConnectionRefusedError):
@@ -227,24 +317,39 @@ def _transient(exc):
                             http.client.IncompleteRead, http.client.RemoteDisconnected))
 
 
+def _attempt(url, dst, label, expected, watchdog):
+    """One try, timed by the watchdog's speed window; ``dst`` appears only when complete and
+    matching ``expected`` (atomic_output removes the ``.part`` file otherwise)."""
+    watchdog.begin()
+    try:
+        with atomic_output(dst, suffix='.part') as tmp:
+            found = _fetch_once(url, tmp, label, expected, watchdog)
+            try:
+                expected.check(found, 'downloaded file')
+            except DigestMismatch as exc:
+                raise DownloadError(str(exc).replace('downloaded file: ', '')) from None
+        return found
+    finally:
+        watchdog.end()
+
+
 def download(url, dst, expected=Expected(), attempts=ATTEMPTS):
     """Fetch ``url`` to ``dst`` atomically, checking ``expected``; returns the digests found.
     Nothing is left behind on failure, and the whole fetch ends within the deadline."""
     label = os.path.basename(dst)
-    watchdog = _Watchdog(time.monotonic() + deadline_s())
+    watchdog = _Watchdog(deadline_s(), speed_floor())  # bad settings refused before connecting
     try:
         for attempt in range(1, attempts + 1):
             try:
-                with atomic_output(dst, suffix='.part') as tmp:
-                    found = _fetch_once(url, tmp, label, expected, watchdog)
-                    try:
-                        expected.check(found, 'downloaded file')
-                    except DigestMismatch as exc:
-                        raise DownloadError(str(exc).replace('downloaded file: ', '')) from None
-                return found
+                return _attempt(url, dst, label, expected, watchdog)
             except Exception as exc:  # noqa: BLE001 - classified below
-                if watchdog.expired or attempt == attempts or not _transient(exc):
-                    if isinstance(exc, DownloadError) and not watchdog.expired:
+                if is_disk_full(exc):  # no source can help: the caller must hear it as such
+                    raise
+                if watchdog.why:  # cut off: said at once, the caller may try another source
+                    print(f'{url}: {watchdog.why}', file=sys.stderr, flush=True)
+                    raise DownloadError(watchdog.why) from exc
+                if attempt == attempts or not _transient(exc):
+                    if isinstance(exc, DownloadError):
                         raise
                     raise DownloadError(_why(exc, watchdog)) from exc
                 time.sleep(min(0.5 * attempt, max(0.0, watchdog.left())))

@@ -11,7 +11,9 @@ class MirrorServer:
     (other bytes, same length), 'drip' (the body one byte every 0.1 s), 'drip-headers' (the
     status line itself one byte every 0.1 s) or 'oversize' (the body and as much again,
     announced as such) or 'no-length' (no Content-Length: the body until the connection
-    closes). ``redirects[path] = url`` answers with a 302 to ``url``."""
+    closes) or 'hang' (the headers and 100 bytes of the body, then silence with the
+    connection open until the test ends). ``redirects[path] = url`` answers with a 302 to
+    ``url``."""
 
     def __init__(self, ssl_context=None):
         self.files, self.behaviour, self.redirects = {}, {}, {}
@@ -35,6 +37,9 @@ class MirrorServer:
                     return
                 if mode in ('drip', 'drip-headers'):
                     self._drip(body if mode == 'drip' else None)
+                    return
+                if mode == 'hang':
+                    self._hang(body)
                     return
                 if mode == 'oversize':
                     body = body + body
@@ -88,6 +93,16 @@ class MirrorServer:
                         self.wfile.flush()
                     except OSError:
                         return
+
+            def _hang(self, body):
+                """A transfer that stalls mid-body: the client's read blocks, with no
+                further byte to end it before the per-read timeout."""
+                self.send_response(200)
+                self.send_header('Content-Length', str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[:100])
+                self.wfile.flush()
+                server.stop_dripping.wait()
 
         self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
         self.httpd.daemon_threads = True

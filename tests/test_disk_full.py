@@ -129,6 +129,8 @@ def test_a_download_into_a_full_cache_names_the_reason_and_the_file(full_disk, t
                     PADDLE_DLA_HOME=full_disk, PADDLE_DLA_WEIGHTS_OVERRIDE=override,
                     PADDLE_DLA_MIRROR=server.url, PADDLE_DLA_TIMEOUT=5)
         assert server.requests[url_path] == 1  # a full disk is not worth a retry
-    _full_disk_line(proc, re.escape(str(full_disk)) + r'/\S+$')
+    line = _full_disk_line(proc, re.escape(str(full_disk)) + r'/\S+$')
+    said = [text for text in stderr_lines(proc) if '%|' not in text]  # not the progress bar
+    assert said == [line]  # the disk, not the source, and no list of sources
     assert _files(full_disk) == []
     assert not (tmp_path / 'exported').exists()
