@@ -563,7 +563,8 @@ def test_eval_default_engine_scores_as_eager(tmp_path, home):
         assert row['engine'].startswith(label), row['engine']
         assert (engine == 'auto') == ('(auto)' in row['engine']), row['engine']
         # The first line of the table names the engine, and how the CPU was shared.
-        first = proc.stdout.splitlines()[0]
+        first = next(line for line in proc.stdout.splitlines()
+                     if line.startswith(EVAL_VARIANT))
         assert first.startswith(f'{EVAL_VARIANT} (custom weights, {label}'), first
         assert f'{threads} model threads' in first and '0 decoding workers' in first, first
         assert f'{n} images' in first, first

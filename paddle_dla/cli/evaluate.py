@@ -1,6 +1,8 @@
 """``paddle-dla eval`` (and ``eval/imagenet_val.py``): top-1/top-5 of DLA models on
-ILSVRC2012 val, against the published numbers; also under ``paddle.distributed.launch``."""
+ILSVRC2012 val, against the published numbers when the weights are the published ones;
+also under ``paddle.distributed.launch``."""
 import argparse
+import filecmp
 import os
 import shutil
 import signal
@@ -8,20 +10,25 @@ import sys
 import tempfile
 import time
 
+from ..cache import cached_weights_path
 from ..cli_args import float_range, image_size, int_range, positive_int, variant_list
+from ..digests import FULL, PREFIX, file_digests
 from ..errors import Terminated, UsageError
+from ..evaluation.dataset import LABEL_FILE_NAMES, find_samples
 from ..evaluation.metrics import distributed_rank
-from ..evaluation.report import format_table, result_row, write_results
+from ..evaluation.report import decoding_split, format_table, result_row, write_results
+from ..evaluation.runner import CORES_PER_WORKER, MAX_DEFAULT_WORKERS, default_workers
 from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, ImageReadError, Preprocess
 from ..preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..preprocessing import INTERPOLATIONS
-from ..weights import DEFAULT_TAG, WEIGHTS, get_weights
+from ..weights import DEFAULT_TAG, WEIGHTS, get_weights, list_weights
 from . import common
 
 HELP = 'top-1/top-5 on ILSVRC2012 val against the published numbers'
 DESCRIPTION = ('Evaluate DLA models on the ILSVRC2012 validation set and compare top-1/'
-               'top-5 with the published numbers (PASS/FAIL within --tolerance).')
-EPILOG = """\
+               'top-5 with the published numbers (PASS/FAIL within --tolerance). Weights '
+               'other than the published ones (--weights) get their numbers only.')
+EPILOG = f"""\
 examples:
   # one model, published weights (downloaded and cached on first use)
   paddle-dla eval --model dla_60 --data-dir /data/imagenet/val
@@ -36,23 +43,17 @@ examples:
 data layouts (recognised automatically): synset folders (val/n01440764/*.JPEG); a flat
 folder plus a list file ("ILSVRC2012_val_00000001.JPEG 65" per line, labels in sorted-synset
 order); a flat folder plus Kaggle's LOC_val_solution.csv.
+label files: without --label-file and without synset folders, the first of
+  {", ".join(LABEL_FILE_NAMES)}
+found in --data-dir, then in its parent folder; a .csv is read as Kaggle's, any other file
+as a list. The report names the file read, with its path.
 """
-
-
 
 
 # Each worker is a fork of this process that keeps two batches decoded ahead: far more
 # workers than cores exhaust memory without decoding any faster.
 MAX_WORKERS = 256
 EVAL_ENGINES = ('auto', 'paddle', 'openvino', 'onnxruntime', 'eager', 'inference')
-
-
-def default_workers():
-    """Decoding takes about a tenth of the CPU time of the model per image, and the model
-    uses every core: one worker per four cores keeps up. Below four cores the main process
-    decodes between batches, since a worker there would preempt the model's threads, which
-    wait for one another at every layer (measured on 2 cores: 0 workers fastest)."""
-    return min(8, (os.cpu_count() or 1) // 4)
 
 
 def results_file(text):
@@ -74,19 +75,24 @@ def configure(p):
     p.add_argument('--model', required=True, type=variant_list,
                    help='variant (dla_34, ...), a comma list of variants, or "all"')
     p.add_argument('--data-dir', required=True, help='validation images (see layouts below)')
-    p.add_argument('--label-file', help='list file or LOC_val_solution.csv (default: the one '
-                                        'found next to the images)')
-    p.add_argument('--weights', help='.pdparams/.pth/.safetensors file (default: the published '
-                                     'weights of --tag, from the cache or downloaded)')
+    p.add_argument('--label-file', help='list file or LOC_val_solution.csv (default: synset '
+                                        'folders, or the label file found in --data-dir or its '
+                                        'parent, see below)')
+    p.add_argument('--weights', help='.pdparams/.pth/.safetensors file, evaluated without the '
+                                     'published comparison unless it is a published file '
+                                     '(default: the published weights of --tag, from the cache '
+                                     'or downloaded)')
     p.add_argument('--tag', default=DEFAULT_TAG, choices=sorted({t for _, t in WEIGHTS}),
-                   help='published weights: loaded unless --weights is given, and the numbers '
-                        'compared against (default: %(default)s)')
+                   help='published weights loaded and compared with their published numbers '
+                        'unless --weights is given (default: %(default)s)')
     p.add_argument('--batch-size', type=positive_int, default=64,
                    help='images per forward pass (default: %(default)s)')
     p.add_argument('--workers', type=int_range(0, MAX_WORKERS, what='a number of processes'),
                    default=default_workers(),
-                   help=f'image decoding processes, 0 to {MAX_WORKERS}; 0: decode in the main '
-                        f'process (default: the CPU count up to 8, here %(default)s)')
+                   help=f'image decoding processes, 0 to {MAX_WORKERS}; 0: the main process '
+                        f'decodes between batches (default: one per {CORES_PER_WORKER} cores, at '
+                        f'most {MAX_DEFAULT_WORKERS}, so 0 below {CORES_PER_WORKER} cores, where '
+                        f'workers would take CPU time from the model; here %(default)s)')
     p.add_argument('--limit', type=positive_int,
                    help='only the first N images, sorted by file name (default: all)')
     p.add_argument('--engine', choices=EVAL_ENGINES, default='auto',
@@ -217,24 +223,75 @@ def uses_torch(args):
     return args.compare_torch
 
 
+def published_weights(name, path):
+    """``(registry entry, how it was recognised)`` when the file at ``path`` holds the
+    published weights of ``name``, else None: only then do the published numbers apply."""
+    if os.fspath(path).endswith('.pdparams'):
+        return _cached_conversion(name, path)
+    return _published_checkpoint(name, path)
+
+
+def _published_checkpoint(name, path):
+    """A ``.pth``/``.safetensors`` recognised by content as the converter recognises it: it
+    matches a published file by that file's own check. A matching name proves nothing."""
+    from ..convert.identify import identify
+    if not os.path.isfile(path):
+        return None
+    match = identify(path, file_digests(path))
+    if match is None or match[2] not in (FULL, PREFIX) or match[0].variant != name:
+        return None
+    entry, source, how = match
+    return entry, f'the published {source.filename} of {entry.name} (its {how} matches)'
+
+
+def _cached_conversion(name, path):
+    """A ``.pdparams`` has no published digest: it is the published weights when it is,
+    byte for byte, this machine's cached conversion of a registry entry."""
+    for entry in list_weights(name):
+        cached = cached_weights_path(entry.variant, entry.tag)
+        if os.path.isfile(cached) and filecmp.cmp(path, cached, shallow=False):
+            return entry, (f'identical to the cached conversion of the published '
+                           f'{entry.name} weights')
+    return None
+
+
+def _weights_of(name, args):
+    """``(registry entry whose numbers apply or None, what was loaded in words)``."""
+    if not args.weights:
+        entry = get_weights(name, args.tag)
+        return entry, f'the published {entry.name} weights'
+    published = published_weights(name, args.weights)
+    if published is None:
+        return None, f'{os.path.abspath(args.weights)}, not the registry\'s published weights'
+    entry, how = published
+    return entry, f'{os.path.abspath(args.weights)}: {how}'
+
+
+def _summary(samples, labels, args):
+    """What the run reads, said before it starts (the label file above all, which may have
+    been found rather than given)."""
+    return (f'data: {len(samples):,} images in {os.path.abspath(args.data_dir)}, '
+            f'{decoding_split(args.workers)}\nlabels: {labels.describe()}')
+
+
 def run(args):
     if args.nproc > 1 and 'PADDLE_TRAINERS_NUM' not in os.environ:
         return launch(args)
-    from ..evaluation.dataset import find_samples
-
     names = args.model
     if args.weights and len(names) > 1:
         raise UsageError('--weights needs a single --model')
-    samples, layout = find_samples(args.data_dir, args.label_file)
+    samples, labels = find_samples(args.data_dir, args.label_file)
     if args.limit:
         samples = samples[:args.limit]
     rank, world = distributed_rank(quiet=not args.verbose)
     shard = samples[rank::world]
+    if rank == 0:
+        print(_summary(samples, labels, args), flush=True)
 
     rows, strict_failed = [], False
     for name in names:
         try:
-            row = _evaluate_model(name, args, shard, layout, rank, world)
+            row = _evaluate_model(name, args, shard, labels, rank, world)
         except ImageReadError as exc:
             raise ImageReadError(f'{exc}; pass --skip-bad to count and list unreadable '
                                  f'images and go on (no verdict then)') from None
@@ -257,7 +314,7 @@ def _check_resize(preprocess):
                          f'an image may be resized to; raise --crop-pct')
 
 
-def _evaluate_model(name, args, shard, layout, rank, world):
+def _evaluate_model(name, args, shard, labels, rank, world):
     """Evaluate one variant; returns its results row on rank 0, None elsewhere."""
     from ..complexity import count_params
     from ..factory import create_model
@@ -290,9 +347,11 @@ def _evaluate_model(name, args, shard, layout, rank, world):
     if rank != 0:
         return None
     params = count_params(model)
-    row = result_row(name, tally, weights, preprocess, params, args.tolerance,
-                     _how_run(predict, args, setup), 'custom' if args.weights else weights.tag)
-    print(format_table(row, tally, weights, layout, args.tolerance, params), flush=True)
+    published, described = _weights_of(name, args)
+    row = result_row(name, tally, published, preprocess, params, args.tolerance,
+                     _how_run(predict, args, setup), labels)
+    print(format_table(row, tally, published, labels, described, args.tolerance, params),
+          flush=True)
     return row
 
 

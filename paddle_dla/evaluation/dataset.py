@@ -6,14 +6,20 @@
   ``val/`` prefix), labels being sorted-synset indices;
 - a flat folder and Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``; the
   first token of the string is the synset).
+
+Without a label file named by the caller, synset folders are used if the data folder holds
+any; otherwise the first of ``LABEL_FILE_NAMES`` found in the data folder, then in its
+parent. A ``.csv`` label file is read as Kaggle's, any other as a list file. The
+:class:`LabelSource` returned says which file was read and how it was chosen.
 """
 import csv
 import io
 import os
 import re
+from dataclasses import dataclass
 
 from ..errors import PaddleDLAError
-from ..imagenet import NUM_CLASSES, synset_index
+from ..imagenet import CLASSES_FILE, NUM_CLASSES, synset_index
 
 IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 LABEL_FILE_NAMES = ('LOC_val_solution.csv', 'val.txt', 'val_list.txt', 'val_labels.txt',
@@ -28,27 +34,54 @@ class DatasetError(PaddleDLAError, ValueError):
     """The data folder or label file cannot be used; the message says how to fix it."""
 
 
+@dataclass(frozen=True)
+class LabelSource:
+    """Where the labels came from, so that a report can name the file rather than the kind:
+    a list found in a parent folder must not pass unnoticed."""
+
+    layout: str             # 'synset folders', 'list file' or 'Kaggle CSV'
+    path: str               # the label file read; for synset folders, the class list
+    how: str                # how it was chosen
+    unused: tuple = ()      # other recognised label files found, not read
+
+    def describe(self):
+        text = f'{os.path.abspath(self.path)} ({self.layout}, {self.how})'
+        if self.unused:
+            text += '; also found, not read: ' + ', '.join(map(os.path.abspath, self.unused))
+        return text
+
+
 def _is_image(name):
     return name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith('.')
 
 
 def find_samples(data_dir, label_file=None):
-    """``(samples, layout)``: ``[(path, label)]`` sorted by path, and the layout's name."""
+    """``(samples, labels)``: ``[(path, label)]`` sorted by path, and the
+    :class:`LabelSource` they were read from."""
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
         raise DatasetError(f'{data_dir} is not a folder' if os.path.exists(data_dir)
                            else f'no such data folder: {data_dir}')
-    if label_file is None:
-        synset_dirs = [d for d in _listdir(data_dir)
-                       if _SYNSET.match(d) and os.path.isdir(os.path.join(data_dir, d))]
-        if synset_dirs:
-            return _synset_folders(data_dir, sorted(synset_dirs)), 'synset folders'
-        label_file = _find_label_file(data_dir)
-    label_file = os.fspath(label_file)
+    if label_file is not None:
+        return _from_label_file(data_dir, os.fspath(label_file), 'as given')
+    synset_dirs = [d for d in _listdir(data_dir)
+                   if _SYNSET.match(d) and os.path.isdir(os.path.join(data_dir, d))]
+    if synset_dirs:
+        return (_synset_folders(data_dir, sorted(synset_dirs)),
+                LabelSource('synset folders', CLASSES_FILE,
+                            'folder names indexed in this sorted synset list'))
+    (label_file, how), *others = _label_candidates(data_dir)
+    return _from_label_file(data_dir, label_file, how, tuple(path for path, _ in others))
+
+
+def _from_label_file(data_dir, label_file, how, unused=()):
+    """Samples of a flat folder labelled by ``label_file``: Kaggle's CSV by its extension,
+    a list file otherwise."""
     text = _read_label_file(label_file)
-    if label_file.endswith('.csv'):
-        return _with_labels(data_dir, _kaggle_labels(label_file, text), label_file), 'Kaggle CSV'
-    return _with_labels(data_dir, _list_labels(label_file, text), label_file), 'list file'
+    kaggle = label_file.endswith('.csv')
+    entries = (_kaggle_labels if kaggle else _list_labels)(label_file, text)
+    return (_with_labels(data_dir, entries, label_file),
+            LabelSource('Kaggle CSV' if kaggle else 'list file', label_file, how, unused))
 
 
 def _listdir(folder):
@@ -84,16 +117,28 @@ def _read_label_file(label_file):
     return text[1:] if text.startswith('\ufeff') else text  # the mark some editors write
 
 
-def _find_label_file(data_dir):
-    for folder in (data_dir, os.path.dirname(os.path.abspath(data_dir))):
-        for name in LABEL_FILE_NAMES:
-            if os.path.isfile(os.path.join(folder, name)):
-                return os.path.join(folder, name)
+def _label_places(data_dir):
+    """The folders searched for a label file, in order, with how the report says it was found."""
+    places = [(data_dir, 'found in the data folder')]
+    parent = os.path.dirname(os.path.abspath(data_dir))
+    if parent != os.path.abspath(data_dir):
+        places.append((parent, 'found in the data folder\'s parent; --label-file to choose '
+                               'another'))
+    return places
+
+
+def _label_candidates(data_dir):
+    """``[(path, how found)]`` of the recognised label files, the one to use first."""
+    found = [(os.path.join(folder, name), how) for folder, how in _label_places(data_dir)
+             for name in LABEL_FILE_NAMES if os.path.isfile(os.path.join(folder, name))]
+    if found:
+        return found
     if not any(_is_image(f) for f in _listdir(data_dir)):
         raise DatasetError(f'{data_dir} holds no images and no synset folders (n01440764/...)')
     raise DatasetError(
-        f'{data_dir} holds images but no labels: pass --label-file (a list of "FILE LABEL" '
-        f'lines or Kaggle\'s LOC_val_solution.csv), or use synset folders')
+        f'{data_dir} holds images but no labels (no {", ".join(LABEL_FILE_NAMES)} in it or '
+        f'its parent): pass --label-file (a list of "FILE LABEL" lines or Kaggle\'s '
+        f'LOC_val_solution.csv), or use synset folders')
 
 
 def _synset_folders(data_dir, synset_dirs):
