@@ -6,14 +6,13 @@ files when installed: they read the ONNX translation paddle2onnx writes once per
 run the same oneDNN-class kernels on CPU, yet which is fastest differs by machine, model
 and batch, so :func:`choose_engine` measures them on first use and remembers the winner.
 """
-import contextlib
 import hashlib
 import json
 import os
 import re
 import statistics
+import subprocess
 import sys
-import tempfile
 import time
 
 from .atomic import atomic_output
@@ -36,33 +35,6 @@ class EngineUnavailable(PaddleDLAError, RuntimeError):
 
 def cpu_threads(threads):
     return threads or os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def captured_output():
-    """Hold what C++ libraries print to stdout and stderr (paddle2onnx reports progress
-    there); yields a list that receives the captured text when the block ends."""
-    captured = []
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = os.dup(1), os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no usable descriptors: nothing to hold
-        yield captured
-        return
-    with tempfile.TemporaryFile() as buffer:
-        os.dup2(buffer.fileno(), 1)
-        os.dup2(buffer.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, copy in zip((1, 2), saved):
-                os.dup2(copy, fd)
-                os.close(copy)
-            buffer.seek(0)
-            captured.append(buffer.read().decode('utf-8', 'replace'))
 
 
 # --- Paddle Inference ---------------------------------------------------------------------
@@ -177,26 +149,42 @@ def onnx_model(prefix, model_file):
                         _content_digest(model_file, params_file)[:32] + '.onnx')
     if os.path.isfile(path):
         return path
-    try:
-        import paddle2onnx
-    except ImportError:
+    if not importable('paddle2onnx'):
         raise EngineUnavailable('the ONNX route needs paddle2onnx: pip install '
-                                'paddle2onnx') from None
-    data, reason = None, None
-    with captured_output() as printed:
-        try:
-            data = paddle2onnx.export(model_file, params_file, save_file=None,
-                                      opset_version=ONNX_OPSET, enable_onnx_checker=True)
-        except Exception as exc:  # noqa: BLE001 - it reports failures as any type, or None
-            reason = one_line(exc)
-    if not data:
-        last = [line for line in ''.join(printed).splitlines() if line.strip()][-1:]
-        raise EngineUnavailable(f'paddle2onnx could not translate {printable(model_file)}: '
-                                f'{reason or (last[0] if last else "no output")}')
+                                'paddle2onnx')
     with atomic_output(path) as tmp:
-        with open(tmp, 'wb') as f:
-            f.write(data)
+        _translate(model_file, params_file, tmp)
     return path
+
+
+# paddle2onnx runs in a child: some releases abort the whole process on an operator they
+# cannot translate (1.3 on the deformable convolution), which must cost one engine, not the
+# run. Its progress lines go to the child's output, kept for the reason.
+_TRANSLATE = """import sys
+import paddle2onnx
+data = paddle2onnx.export(sys.argv[1], sys.argv[2], save_file=None,
+                          opset_version=int(sys.argv[3]), enable_onnx_checker=True)
+if not data:
+    sys.exit('paddle2onnx wrote nothing')
+with open(sys.argv[4], 'wb') as f:
+    f.write(data)
+"""
+
+
+def _translate(model_file, params_file, out):
+    """Write the ONNX translation of an exported model to ``out``, or raise
+    :class:`EngineUnavailable` with paddle2onnx's last words."""
+    proc = subprocess.run([sys.executable, '-c', _TRANSLATE, model_file, params_file,
+                           str(ONNX_OPSET), out], capture_output=True, text=True,
+                          errors='replace', stdin=subprocess.DEVNULL)
+    if proc.returncode == 0 and os.path.getsize(out) > 0:
+        return
+    said = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    reason = said[-1] if said else 'no output'
+    if proc.returncode < 0:
+        reason = f'it was killed by signal {-proc.returncode} ({reason})'
+    raise EngineUnavailable(f'paddle2onnx could not translate {printable(model_file)}: '
+                            f'{printable(reason)}')
 
 
 class OnnxRuntimeEngine:

@@ -163,6 +163,7 @@ def test_a_download_checked_only_by_prefix_is_used_but_not_cached(home, tmp_path
     assert model is not None and _cached(home) == []
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_cache_fetch_fills_no_slot_from_a_weaker_source(home, tmp_path, monkeypatch, dla34_file):
     data = dla34_file.read_bytes()
     sha256 = hashlib.sha256(data).hexdigest()
@@ -179,6 +180,7 @@ def test_cache_fetch_fills_no_slot_from_a_weaker_source(home, tmp_path, monkeypa
     assert _cached(home) == []
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_manual_instructions_name_a_source_that_fills_the_cache(home, monkeypatch):
     with socket.socket() as probe:
         probe.bind(('127.0.0.1', 0))

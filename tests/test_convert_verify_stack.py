@@ -63,6 +63,7 @@ def test_verify_names_the_mismatched_pair_before_converting(tmp_path, checkpoint
     assert not dst.exists() and list(tmp_path.glob('.out.pdparams*')) == []
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_without_verify_the_broken_torchvision_is_never_touched(tmp_path, checkpoint,
                                                                broken_torchvision):
     dst = tmp_path / 'out.pdparams'

@@ -70,6 +70,7 @@ def test_a_source_under_the_floor_is_abandoned_in_one_line(floor, tmp_path, monk
     assert _files(floor) == []  # the .part file that had some bytes is gone
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_a_stalled_transfer_over_tls_is_woken_too(floor, tmp_path, monkeypatch, checkpoint,
                                                   tls):
     context, cert = tls
@@ -84,6 +85,7 @@ def test_a_stalled_transfer_over_tls_is_woken_too(floor, tmp_path, monkeypatch, 
     assert _files(floor) == []
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_a_slow_but_steady_transfer_is_not_cut_off(floor, tmp_path, monkeypatch, checkpoint):
     """The body over 3 s, three times the window, every window well above the floor."""
     with MirrorServer() as server:
@@ -131,6 +133,7 @@ def test_bad_settings_are_refused_before_connecting(floor, tmp_path, monkeypatch
     assert _files(floor) == []
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_a_limit_of_zero_turns_the_floor_off(floor, tmp_path, monkeypatch, checkpoint):
     """Then only the deadline ends a dripping server, as before there was a floor."""
     monkeypatch.setenv('PADDLE_DLA_SPEED_LIMIT', '0')

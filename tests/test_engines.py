@@ -363,7 +363,7 @@ def copy_export(source, prefix):
 
 def test_onnx_translation_is_cached_by_content(dla34, home, tmp_path, monkeypatch):
     pytest.importorskip('onnxruntime')
-    paddle2onnx = pytest.importorskip('paddle2onnx')
+    pytest.importorskip('paddle2onnx')
     prefix = str(tmp_path / 'served' / 'model')
     copy_export(dla34.prefix, prefix)
     x, good = dla34.x(), dla34.reference[dla34.first]
@@ -371,8 +371,11 @@ def test_onnx_translation_is_cached_by_content(dla34, home, tmp_path, monkeypatc
     assert_parity(Predictor(prefix, engine='onnxruntime')(x), good)
     (translation,) = translations(home)
 
-    translate = paddle2onnx.export
-    monkeypatch.setattr(paddle2onnx, 'export', refuse)
+    def no_translation(model_file, *args):  # any new translation is refused from here on
+        raise runtimes.EngineUnavailable(f'paddle2onnx could not translate {model_file}: '
+                                         f'refused by the test')
+    translate = runtimes._translate
+    monkeypatch.setattr(runtimes, '_translate', no_translation)
     assert_parity(Predictor(prefix, engine='onnxruntime')(x), good)  # no second translation
     if importlib.util.find_spec('openvino'):  # OpenVINO reads the same translation
         assert_parity(Predictor(prefix, engine='openvino')(x), good)
@@ -390,7 +393,7 @@ def test_onnx_translation_is_cached_by_content(dla34, home, tmp_path, monkeypatc
         f.write(params.replace(bias.tobytes(), (bias + delta).astype('float32').tobytes()))
     with pytest.raises(EngineUnavailable, match='paddle2onnx could not translate'):
         Predictor(prefix, engine='onnxruntime')  # the old translation is not used
-    monkeypatch.setattr(paddle2onnx, 'export', translate)
+    monkeypatch.setattr(runtimes, '_translate', translate)
     moved = Predictor(prefix, engine='onnxruntime')(x)
     assert_parity(moved, good + delta)
     assert relative_error(moved, good) > MISTAKE

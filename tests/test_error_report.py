@@ -9,6 +9,7 @@ import sys
 import urllib.parse
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from paddle_dla.errors import PaddleDLAError, UsageError, one_line, report
@@ -90,6 +91,7 @@ def test_offline_predict_gives_a_short_error_then_the_sources_and_the_way_out(tm
     assert len(way_out) == 1 and 'To proceed by hand' in way_out[0], details
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_a_one_line_command_error_is_one_line(tmp_path):
     src = tmp_path / 'same.pdparams'
     src.write_bytes(b'')

@@ -98,7 +98,8 @@ def _results(proc, path):
 
 # The published comparison -----------------------------------------------------------------
 
-@pytest.mark.parametrize('kind,results', [('pdparams', 'r.json'), ('pth', 'r.csv')])
+@pytest.mark.parametrize('kind,results', [
+    ('pdparams', 'r.json'), pytest.param('pth', 'r.csv', marks=pytest.mark.full)])
 def test_own_weights_get_their_numbers_without_the_published_comparison(env, tmp_path, kind,
                                                                         results):
     weights = env['mine'] if kind == 'pdparams' else env['pth']
@@ -146,7 +147,8 @@ def _override(env, tmp_path):
     return {'PADDLE_DLA_WEIGHTS_OVERRIDE': str(path)}, f'dla46_c-{sha}.pth'
 
 
-@pytest.mark.parametrize('how', ['registry', 'copy of the cached .pdparams', 'published .pth'])
+@pytest.mark.parametrize('how', ['registry', *(pytest.param(how, marks=pytest.mark.full) for how in
+                                  ('copy of the cached .pdparams', 'published .pth'))])
 def test_published_weights_keep_their_comparison(env, tmp_path, how):
     """The registry's weights, however they are given, are compared with the published
     numbers as before; the report says what was loaded."""
@@ -178,8 +180,10 @@ def test_published_weights_keep_their_comparison(env, tmp_path, how):
 
 @pytest.mark.parametrize('cores,workers,note', [
     (2, None, None),
-    (2, 2, 'note: below 4 cores decoding workers take CPU time from the model; --workers 0'),
-    (8, 1, 'note: data loading was the bottleneck; raise --workers (now 1, try 2)')])
+    pytest.param(2, 2, 'note: below 4 cores decoding workers take CPU time from the model; '
+                 '--workers 0', marks=pytest.mark.full),
+    pytest.param(8, 1, 'note: data loading was the bottleneck; raise --workers (now 1, try 2)',
+                 marks=pytest.mark.full)])
 def test_decoding_advice_only_where_it_helps(env, cores, workers, note):
     """Large JPEGs keep the model waiting. Below four cores the main process decodes by
     default and more workers would slow the model: no "raise --workers" there."""
@@ -238,6 +242,7 @@ def test_label_file_found_in_the_parent_is_named(env, tmp_path):
     assert _results(proc, results)['label_file'] == listed
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_label_file_given_is_named(env, tmp_path):
     kaggle = tmp_path / 'LOC_val_solution.csv'
     kaggle.write_text('ImageId,PredictionString\n' + ''.join(
@@ -247,6 +252,7 @@ def test_label_file_given_is_named(env, tmp_path):
     assert _label_lines(proc, env['flat']) == f'labels: {kaggle} (Kaggle CSV, as given)'
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_synset_folders_name_the_class_list(env):
     proc = _eval(env, '--weights', env['mine'], '--data-dir', env['synsets'], '--workers', '0')
     assert _label_lines(proc, env['synsets']) == (
@@ -254,6 +260,7 @@ def test_synset_folders_name_the_class_list(env):
         f'list)')
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_label_files_found_but_not_read_are_named(env, tmp_path):
     """The data folder's own list wins over the parent's CSV; both are named."""
     flat = tmp_path / 'flat'

@@ -62,6 +62,7 @@ def _assert_measured_then_remembered(*args, home, timeout=180):
     assert second == f'engine: {found.group(1)} (auto: remembered for this machine)'
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_exported_classifier_names_the_requested_engine(tmp_path, classifier):
     _, exported = classifier
     lines = _report('--exported', exported, '--engine', 'paddle', home=tmp_path)
@@ -80,6 +81,7 @@ def test_eager_model_says_it_was_requested(tmp_path, classifier):
     assert lines[0] == 'engine: eager (requested)'
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_exported_dense_model_auto_is_measured_then_remembered(tmp_path, centernet):
     """OpenVINO cannot read CenterNet's translated DeformConv: the line says so."""
     _, exported = centernet
