@@ -118,13 +118,14 @@ def _full_disk_named(folder, destination):
 
 def disk_full_error(exc, folder, destination):
     """An ``OSError`` (ENOSPC, EDQUOT or EFBIG) naming ``destination(exc)`` when ``exc``
-    came from a full disk under ``folder``, else None: the OS said so, or said nothing of
-    its own and the file system has almost no free space left."""
+    came from a full disk under ``folder``, else None: the OS said so, or a library said
+    nothing of its own (our errors say theirs) and the file system has almost no free
+    space left."""
     if isinstance(exc, OSError) and exc.errno is not None:
         if exc.errno not in DISK_FULL_ERRNOS:
             return None  # the OS gave another reason
         code = exc.errno
-    elif _nearly_full(folder):
+    elif getattr(exc, 'may_mean_a_full_disk', True) and _nearly_full(folder):
         code = errno.ENOSPC
     else:
         return None

@@ -100,6 +100,13 @@ def speed_floor():
     return SpeedFloor(limit, seconds) if limit else None
 
 
+def check_settings():
+    """Refuse a mistyped timeout, deadline or speed floor before anything is fetched."""
+    timeout_s()
+    deadline_s()
+    speed_floor()
+
+
 class _Watchdog:
     """A thread that ends a transfer at the overall deadline, or when ``floor`` finds it too
     slow, by shutting the current connection's socket down: that also wakes a read blocked

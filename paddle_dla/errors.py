@@ -10,7 +10,22 @@ import unicodedata
 
 
 class PaddleDLAError(Exception):
-    """Base of the errors this package raises on purpose."""
+    """Base of the errors this package raises on purpose. ``details``: lines that a command
+    line prints indented below the one-line error (the sources tried, a command to run);
+    kept apart from the message, so a newline inside a name taken from a file or a path
+    can never start a line of its own."""
+
+    # Whether a nearly full disk may be the real cause: our errors say their own reason
+    # (a hash mismatch, a refused file), except those that check what a library wrote.
+    may_mean_a_full_disk = False
+
+    def __init__(self, *args, details=()):
+        super().__init__(*args)
+        self.details = tuple(str(line) for line in details)
+
+    def __str__(self):
+        text = super().__str__()
+        return '\n'.join((text, *self.details)) if self.details else text
 
 
 class CheckpointReadError(PaddleDLAError, ValueError):
@@ -77,15 +92,19 @@ def disk_full_message(exc):
 
 
 def message_lines(exc):
-    """The lines ``report`` prints: the message on one line, then, when one of our errors
-    was written on several lines on purpose (the sources tried, a command to run), its
-    further lines as they are; any other message stays on one line."""
-    text = str(exc).strip()
-    if not isinstance(exc, PaddleDLAError) or '\n' not in text:
+    """The lines ``report`` prints: the message on one line, then the error's ``details``
+    (if any), each on one line of its own, indentation kept, everything escaped."""
+    details = getattr(exc, 'details', ())
+    if not details:
         return [one_line(exc)]
-    first, *rest = text.splitlines()
-    return [printable(' '.join(first.split()))] + [printable(line.rstrip()) for line in rest
-                                                   if line.strip()]
+    head = printable(' '.join(str(exc.args[0] if exc.args else '').split()))
+    return [head or type(exc).__name__] + [_detail_line(line) for line in details
+                                            if line.strip()]
+
+
+def _detail_line(line):
+    indent = len(line) - len(line.lstrip(' '))
+    return ' ' * indent + printable(' '.join(line.split()))
 
 
 def report(prog, exc, debug=False):

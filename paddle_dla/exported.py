@@ -28,6 +28,8 @@ class ExportedModelError(PaddleDLAError, FileNotFoundError):
 class ModelFileError(PaddleDLAError, ValueError):
     """A file of an exported model is damaged or incomplete; the message names it."""
 
+    may_mean_a_full_disk = True  # paddle.jit.save truncates silently when the disk fills
+
 
 
 def recipe_of(meta):

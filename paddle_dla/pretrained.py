@@ -14,7 +14,7 @@ from .cache import cached_weights_path, weights_home
 from .checkpoint import load_pdparams, save_pdparams
 from .convert.pipeline import convert_checkpoint
 from .digests import file_digests
-from .download import DownloadError, download, remove_stale_parts
+from .download import DownloadError, check_settings, download, remove_stale_parts
 from .errors import PaddleDLAError
 from .weights import cache_order, get_weights, list_weights
 
@@ -55,7 +55,7 @@ def _lock_timeout_s():
     return value
 
 
-def _fetch_and_convert(weights, source, target, keep_download):
+def _fetch_and_convert(weights, source, target, keep_download, failures=()):
     """Download one source and convert it strictly; write ``target`` only when the source's
     check clears the entry's cache bar. Raises with a short reason."""
     downloads = os.path.join(weights_home(), 'downloads')
@@ -74,9 +74,12 @@ def _fetch_and_convert(weights, source, target, keep_download):
         else:
             how = ('has no published hash' if source.expected.strength is None else
                    f'is checked only by its {source.expected.describe()}')
+            before = f' (the stronger sources failed: {"; ".join(failures)})' if failures else ''
             warnings.warn(f'{weights.name}: {mirror_url(source.url)} {how}, weaker than the '
                           f'{weights.cache_bar} this entry is known by: its weights are used '
-                          f'now but not cached', stacklevel=3)
+                          f'now but not cached{before}. To keep them, convert the file '
+                          f'yourself (paddle-dla convert --src FILE --dst mine.pdparams) and '
+                          f'load it with pretrained=\'mine.pdparams\'', stacklevel=3)
         return conversion.state
     finally:
         if not keep_download and os.path.exists(raw):
@@ -86,6 +89,11 @@ def _fetch_and_convert(weights, source, target, keep_download):
 def manual_instructions(weights):
     """Fetching by hand: a source whose check fills the cache, and the command that does."""
     source = cache_order(weights)[0]
+    if not weights.caches(source.expected.strength):
+        return (f'To proceed by hand: no source of {weights.name} can fill the cache (none is '
+                f'checked by its {weights.cache_bar}); fetch {source.url}, convert it with '
+                f'paddle-dla convert --src {source.filename} --dst mine.pdparams and load it '
+                f'with pretrained=\'mine.pdparams\'')
     return (f'To proceed by hand: fetch {source.url} on a machine with internet access, then '
             f'run: paddle-dla convert --src {source.filename} (a file verified by its '
             f'{weights.cache_bar} goes into the cache, {weights_home()})')
@@ -136,6 +144,7 @@ def load_pretrained_state(variant, tag=None, keep_download=False):
     target = cached_weights_path(weights.variant, weights.tag)
     if os.path.isfile(target):
         return load_pdparams(target)
+    check_settings()  # a mistyped setting is the user's to mend, not every source's failure
     lock = FileLock(_lock_path(target))
     _acquire(lock, weights)
     try:
@@ -154,13 +163,12 @@ def load_pretrained_state(variant, tag=None, keep_download=False):
                               f'published, so its content cannot be checked '
                               f'({ALLOW_UNVERIFIED_ENV} is set)', stacklevel=2)
             try:
-                return _fetch_and_convert(weights, source, target, keep_download)
+                return _fetch_and_convert(weights, source, target, keep_download, failures)
             except DownloadError as exc:
                 failures.append(f'{url}: {exc}')
     finally:
         lock.release()
-    tried = '\n'.join(f'  - {f}' for f in failures)
     raise PretrainedUnavailable(
         f'could not get pretrained weights {weights.variant} (tag {weights.tag!r}) from any '
-        f'of its {len(weights.sources)} sources\nsources tried:\n{tried}\n'
-        f'{manual_instructions(weights)}')
+        f'of its {len(weights.sources)} sources',
+        details=['sources tried:', *(f'  - {f}' for f in failures), manual_instructions(weights)])

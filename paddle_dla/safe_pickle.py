@@ -298,8 +298,8 @@ def load_raw(f, name, allowed=NUMPY_GLOBALS, persistent_load=None, size=None,
     (a torch legacy file's storages follow the pickle that refers to them)."""
     if size is None:
         here = f.tell()
-        size = os.fstat(f.fileno()).st_size - here if hasattr(f, 'fileno') else \
-            len(f.getbuffer()) - here
+        size = len(f.getbuffer()) - here if hasattr(f, 'getbuffer') else \
+            os.fstat(f.fileno()).st_size - here
     with named_errors(name, what):
         try:
             return _Unpickler(f, size, name, allowed, persistent_load).load()

@@ -195,12 +195,25 @@ def _source_overrides():
                          f'"sha256_prefix": ..., "sha384": ..., "size": ...}}]}}}}') from None
 
 
+_HEX = frozenset('0123456789abcdef')
+
+
 def _override_source(entry):
+    """One source of an override file, its checks held to what they claim: a name prefix
+    of at least 8 hex digits (32 bits), a whole SHA-384, a size in bytes."""
     unknown = set(entry) - _OVERRIDE_FIELDS
     if unknown or not isinstance(entry.get('url'), str):
         raise ValueError(f'bad source entry {entry!r}')
-    return Source(entry['url'], entry.get('sha256_prefix'), entry.get('sha384'),
-                  entry.get('size'))
+    prefix, sha384, size = entry.get('sha256_prefix'), entry.get('sha384'), entry.get('size')
+    if prefix is not None and not (isinstance(prefix, str) and 8 <= len(prefix) <= 64 and
+                                   set(prefix.lower()) <= _HEX):
+        raise ValueError(f'sha256_prefix {prefix!r} of {entry["url"]} is not 8 to 64 hex digits')
+    if sha384 is not None and not (isinstance(sha384, str) and len(sha384) == 96 and
+                                   set(sha384.lower()) <= _HEX):
+        raise ValueError(f'sha384 of {entry["url"]} is not 96 hex digits')
+    if size is not None and not (type(size) is int and size > 0):
+        raise ValueError(f'size {size!r} of {entry["url"]} is not a positive whole number')
+    return Source(entry['url'], prefix, sha384, size)
 
 
 def get_weights(variant, tag=None):

@@ -130,13 +130,19 @@ def test_the_converter_caches_only_what_clears_the_bar(home, tmp_path, monkeypat
     assert 'SHA-384 verified' in proc.stdout
 
 
-def test_an_override_cannot_lower_the_bar():
-    """The registry's own bar stays, whatever sources an override lists."""
+def test_an_override_may_raise_the_bar_never_lower_it(home, tmp_path, monkeypatch):
     assert get_weights('dla_34').cache_bar == 'SHA-384'
     assert get_weights('dla_46_c').cache_bar == 'sha256 prefix'
-    weights = dataclasses.replace(WEIGHTS[('dla_34', 'official')])
+    _override(tmp_path, monkeypatch, 'dla_34', [
+        {'url': 'https://mirror.example.org/dla34-0123abcd.pth', 'sha256_prefix': '0123abcd'}])
+    weights = get_weights('dla_34')
+    assert [s.sha384 for s in weights.sources] == [None]  # only the weak source is left...
+    assert weights.cache_bar == 'SHA-384'                 # ...and the bar stays
     assert weights.caches('SHA-384') and not weights.caches('sha256 prefix')
     assert not weights.caches(None)
+    _override(tmp_path, monkeypatch, 'dla_46_c', [
+        {'url': 'https://mirror.example.org/x.pth', 'sha384': 'ab' * 48, 'size': 10}])
+    assert get_weights('dla_46_c').cache_bar == 'SHA-384'  # a stronger check raises it
 
 
 def test_a_download_checked_only_by_prefix_is_used_but_not_cached(home, tmp_path, monkeypatch,
@@ -192,3 +198,88 @@ def test_manual_instructions_name_a_source_that_fills_the_cache(home, monkeypatc
     assert 'fetch https://storage.openvinotoolkit.org/' in last
     assert 'paddle-dla convert --src dla34-ba72cf86.pth' in last and '--dst' not in last
     assert os.path.basename(cached_weights_path('dla_34', 'official')) not in last
+
+
+def _registered(tmp_path, monkeypatch, variant, path):
+    """An override naming ``path``'s full digest: that content is the published file."""
+    sha256, sha384, size = _digests(path)
+    _override(tmp_path, monkeypatch, variant, [
+        {'url': f'https://mirror.example.org/x-{sha256[:8]}.pth', 'sha256_prefix': sha256[:8],
+         'sha384': sha384, 'size': size}])
+
+
+def test_what_is_verified_is_what_is_converted(home, tmp_path, monkeypatch, capsys):
+    """The file is swapped for another between its hashing and its reading (the swap is
+    made at that moment here; a link flipping between two files does it by chance): the
+    cache must hold the verified weights, not the swapped-in ones."""
+    import numpy as np
+    from paddle_dla.checkpoint import load_pdparams
+    from paddle_dla.convert import pipeline
+    good, evil = tmp_path / 'good.pth', tmp_path / 'evil.pth'
+    save_state_dict(official_layout('dla_46_c', seed=1), good)
+    save_state_dict(official_layout('dla_46_c', seed=2), evil)
+    _registered(tmp_path, monkeypatch, 'dla_46_c', good)
+    src = tmp_path / 'shared.pth'
+    src.write_bytes(good.read_bytes())
+    identify = pipeline.identify
+
+    def swap_then_identify(*args):
+        src.write_bytes(evil.read_bytes())
+        return identify(*args)
+    monkeypatch.setattr(pipeline, 'identify', swap_then_identify)
+    assert cli_main(['convert', '--src', str(src), '--model', 'dla_46_c']) == 0
+    assert 'SHA-384 verified' in capsys.readouterr().out
+    cached = load_pdparams(cached_weights_path('dla_46_c', 'official'))
+    expected = pipeline.convert_checkpoint(good, 'dla_46_c', check_hash=False).state
+    assert sorted(cached) == sorted(expected)
+    assert all(np.array_equal(cached[k], expected[k]) for k in expected)
+
+
+@pytest.mark.full  # the fast tier keeps one case of this item
+def test_the_cache_slot_is_refused_under_another_name_of_its_folder(home, tmp_path,
+                                                                    dla34_file):
+    """A bind mount of the cache folder names the empty slot without any link to follow."""
+    alias = tmp_path / 'alias'
+    alias.mkdir()
+    home.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(['mount', '--bind', str(home), str(alias)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.skip(f'mount --bind is not permitted here: {proc.stderr.strip()}')
+    try:
+        src = _copy(dla34_file, tmp_path / 'downloads')
+        proc = subprocess.run([sys.executable, '-m', 'paddle_dla', 'convert', '--src', str(src),
+                               '--dst', str(alias / 'dla_34-official.pdparams')],
+                              capture_output=True, text=True, timeout=300, env=child_env())
+        assert proc.returncode != 0
+        (line,) = stderr_lines(proc)
+        assert 'is the cached dla_34.official weights' in line, line
+        assert _cached(home) == []
+    finally:
+        subprocess.run(['umount', str(alias)], capture_output=True)
+
+
+@pytest.mark.full  # the fast tier keeps one case of this item
+def test_an_override_with_a_weak_check_is_refused(home, tmp_path, monkeypatch, dla34_file):
+    """A 4-bit "prefix" would let any file through as published."""
+    src = _copy(dla34_file, tmp_path / 'downloads')
+    sha256 = _digests(src)[0]
+    _override(tmp_path, monkeypatch, 'dla_46_c', [
+        {'url': 'https://mirror.example.org/x.pth', 'sha256_prefix': sha256[:1]}])
+    proc = subprocess.run([sys.executable, '-m', 'paddle_dla', 'convert', '--src', str(src)],
+                          capture_output=True, text=True, timeout=300, env=child_env())
+    assert proc.returncode != 0
+    (line,) = stderr_lines(proc)
+    assert 'is not 8 to 64 hex digits' in line and 'PADDLE_DLA_WEIGHTS_OVERRIDE' in line, line
+    assert _cached(home) == [] and not (src.parent / f'{src.stem}.pdparams').exists()
+
+
+@pytest.mark.full  # the fast tier keeps one case of this item
+def test_the_old_allow_unverified_option_says_what_took_its_place(home):
+    proc = subprocess.run([sys.executable, '-m', 'paddle_dla', 'cache', 'fetch',
+                           '--allow-unverified'], capture_output=True, text=True, timeout=120,
+                          env=child_env())
+    assert proc.returncode != 0
+    (line,) = stderr_lines(proc)
+    assert '--allow-unverified is gone' in line and 'PADDLE_DLA_ALLOW_UNVERIFIED=1' in line
+    assert _cached(home) == []

@@ -1,5 +1,6 @@
 """The ``paddle-dla`` command as a user runs it: every subcommand in a subprocess, its exit
 status, what it prints and the files it writes."""
+import argparse
 import importlib.metadata
 import json
 import os
@@ -45,7 +46,7 @@ def test_every_job_has_a_subcommand_and_every_option_help_with_its_default():
         options = [a for a in parser._actions if a.option_strings and a.dest != 'help']
         assert any(a.dest == 'verbose' for a in options), command
         for action in options:
-            if action.required or action.help is None:
+            if action.required or action.help in (None, argparse.SUPPRESS):  # hidden: retired
                 continue
             assert re.search(r'\((default|required)\b|default:', action.help), \
                 (command, action.option_strings)

@@ -136,3 +136,23 @@ def test_a_download_into_a_full_cache_names_the_reason_and_the_file(full_disk, t
     assert said == [line]  # the disk, not the source, and no list of sources
     assert _files(full_disk) == []
     assert not (tmp_path / 'exported').exists()
+
+
+def test_a_nearly_full_disk_is_blamed_only_where_a_library_said_nothing(full_disk):
+    """With under 1 MiB free, a writer's reasonless failure is put down to the disk; an
+    error of ours (a hash mismatch, say) keeps its own reason."""
+    from paddle_dla.atomic import atomic_output
+    from paddle_dla.download import DownloadError
+    filler = full_disk / 'filler'
+    with open(filler, 'wb') as f:
+        f.write(b'\0' * ((2 << 20) - (512 << 10)))  # SMALL_FS less half a MiB
+    target = full_disk / 'out.bin'
+    with pytest.raises(DownloadError, match='sha256 mismatch'):
+        with atomic_output(target):
+            raise DownloadError('sha256 mismatch: expected 1234abcd')
+    with pytest.raises(OSError, match='No space left on device') as err:
+        with atomic_output(target):
+            raise RuntimeError('unexpected pos 1891904 vs 1891800')  # torch's words
+    assert err.value.filename == str(target)
+    filler.unlink()
+    assert _files(full_disk) == []

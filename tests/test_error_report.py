@@ -36,18 +36,33 @@ def test_a_foreign_multi_line_message_stays_on_one_line(capsys):
     assert one_line(exc) == '(InvalidArgument) shape mismatch [Hint: ...] C++ Traceback'
 
 
-def test_a_multi_line_message_of_ours_keeps_its_lines_below_the_error(capsys):
-    exc = PaddleDLAError('could not get it; sources tried:\n  - http://a/x: refused\n\n'
-                         'To proceed by hand: run \x1b[31mthis\x1b[0m\t')
+def test_the_details_of_ours_go_below_the_error(capsys):
+    exc = PaddleDLAError('could not get it', details=[
+        'sources tried:', '  - http://a/x: refused', '',
+        'To proceed by hand: run \x1b[31mthis\x1b[0m\t'])
     assert _reported(capsys, exc) == [
-        'tool: error: could not get it; sources tried:',
+        'tool: error: could not get it',
+        '  sources tried:',
         '    - http://a/x: refused',
         '  To proceed by hand: run \\x1b[31mthis\\x1b[0m']
+    assert str(exc).splitlines()[0] == 'could not get it'  # str() still tells it all
+    assert 'http://a/x: refused' in str(exc)
 
 
-def test_the_first_line_is_escaped_and_collapsed(capsys):
-    exc = PaddleDLAError('bad \x1b]0;title\x07  name\nmore')
-    assert _reported(capsys, exc) == ['tool: error: bad \\x1b]0;title\\x07 name', '  more']
+def test_a_newline_in_a_message_never_starts_a_line(capsys):
+    """A name taken from a file or a path may hold a newline: it stays on the error's line."""
+    exc = PaddleDLAError('bad \x1b]0;title\x07  name\nFAKE: all good')
+    assert _reported(capsys, exc) == ['tool: error: bad \\x1b]0;title\\x07 name FAKE: all good']
+
+
+@pytest.mark.full  # the fast tier keeps one case of this item
+def test_a_newline_in_a_path_stays_on_the_error_line_of_a_command(tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'paddle_dla', 'eval', '--model', 'dla_46_c',
+                           '--data-dir', str(tmp_path / 'nosuch\nFAKE: all good')],
+                          capture_output=True, text=True, timeout=120, env=child_env())
+    assert proc.returncode != 0
+    (line,) = stderr_lines(proc)
+    assert line.startswith('paddle-dla eval: error: ') and 'FAKE: all good' in line, line
 
 
 def test_a_full_disk_says_so_in_the_os_words_with_the_file():

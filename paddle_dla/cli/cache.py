@@ -1,5 +1,6 @@
 """``paddle-dla cache``: what the weights cache holds, filling it ahead of time, checking
 it, and emptying it."""
+import argparse
 import os
 
 from ..cache import cached_weights_path, weights_home
@@ -29,6 +30,7 @@ def configure(p):
     p.add_argument('--model', type=variant_name, help='only this variant (default: all)')
     p.add_argument('--tag', choices=sorted({t for _, t in WEIGHTS}),
                    help='only this weights tag (default: all)')
+    p.add_argument('--allow-unverified', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--keep-downloads', action='store_true',
                    help='fetch: keep the raw downloads in $PADDLE_DLA_HOME/downloads (default: '
                         'removed after conversion)')
@@ -60,6 +62,7 @@ def list_entries(args):
 
 def fetch(args):
     from . import convert
+    convert.refuse_allow_unverified(args)
     args.all = True
     return convert.fetch_all(args)
 

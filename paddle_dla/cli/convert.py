@@ -1,5 +1,6 @@
 """``paddle-dla convert`` (and ``convert/torch2paddle.py``): PyTorch DLA checkpoints to
 ``.pdparams``."""
+import argparse
 import os
 import sys
 
@@ -58,6 +59,7 @@ def configure(parser):
                       help='list the cache: each registry entry present or missing, with sha256; the '
                            'same as paddle-dla cache list (required: this, --src or --all)')
     parser.add_argument('--tag', help='with --all: only this weights tag, official or tricks (default: all)')
+    parser.add_argument('--allow-unverified', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--keep-downloads', action='store_true',
                         help='with --all: keep the raw downloaded checkpoints in '
                              '$PADDLE_DLA_HOME/downloads (default: removed after conversion)')
@@ -95,21 +97,39 @@ def default_destination(conversion, prog):
     return _pdparams_name(conversion.source_path)
 
 
-def refuse_cache_destination(dst, conversion=None):
+def _names(dst, slot):
+    """Whether ``dst`` names the cache file ``slot``, however spelt: links, a bind mount of
+    the folder, another letter case where the file system ignores it."""
+    if os.path.realpath(dst) == os.path.realpath(slot) or same_file(dst, slot):
+        return True
+    return (same_file(os.path.dirname(os.path.abspath(dst)), os.path.dirname(slot)) and
+            os.path.basename(dst).casefold() == os.path.basename(slot).casefold())
+
+
+def refuse_cache_destination(dst, conversion=None, given=True):
     """Only a file verified at the entry's strongest check may become a cached official
-    file: an explicit ``--dst`` naming one (however spelt) is refused for anything else."""
+    file: a destination naming one (however spelt) is refused for anything else."""
     for weights in list_weights():
         cached = cached_weights_path(weights.variant, weights.tag)
-        if os.path.realpath(dst) != os.path.realpath(cached) and not same_file(dst, cached):
+        if not _names(dst, cached):
             continue
         if conversion is not None and conversion.cacheable and \
                 (conversion.variant, conversion.tag) == (weights.variant, weights.tag):
             return
         why = (conversion.why_not_cached() if conversion is not None else None) or \
             f'the file is not verified as the published {weights.name} weights'
-        raise UsageError(f'--dst {printable(dst)} is the cached {weights.name} weights, which '
-                         f'only a file verified by its {weights.cache_bar} may become: {why}; '
-                         f'choose another --dst (nothing was written)')
+        named = f'--dst {printable(dst)}' if given else \
+            f'the destination beside the source, {printable(dst)},'
+        raise UsageError(f'{named} is the cached {weights.name} weights, which only a file '
+                         f'verified by its {weights.cache_bar} may become: {why}; choose '
+                         f'another --dst (nothing was written)')
+
+
+def into_folder(dst, src):
+    """A --dst that is a folder receives the file under the source's name, as cp does."""
+    if os.path.isdir(dst):
+        return os.path.join(dst, os.path.basename(_pdparams_name(src)))
+    return dst
 
 
 def refuse_overwriting_source(src, dst):
@@ -120,7 +140,16 @@ def refuse_overwriting_source(src, dst):
 
 
 def convert_one(src, dst, args):
-    """Convert one file; returns the summary line, raises on any problem."""
+    """Convert one file, from one read of it (what is verified is what is converted);
+    returns the summary line, raises on any problem."""
+    from ..convert.readers import snapshot
+    if not os.path.isfile(src):
+        return _convert_one(src, dst, args)  # the pipeline names what is wrong
+    with snapshot(src):
+        return _convert_one(src, dst, args)
+
+
+def _convert_one(src, dst, args):
     from ..checkpoint import save_pdparams
     from ..convert.dense import dense_checkpoint_or_none
     from ..convert.pipeline import convert_checkpoint
@@ -136,9 +165,10 @@ def convert_one(src, dst, args):
         if not verdict.ok:
             raise ValueError(f'verification against timm failed for {conversion.variant}: '
                              f'{verdict}; nothing was written')
-    dst = dst or default_destination(conversion, args.prog)
+    given = dst is not None
+    dst = into_folder(dst, src) if given else default_destination(conversion, args.prog)
     refuse_overwriting_source(src, dst)
-    refuse_cache_destination(dst, conversion)
+    refuse_cache_destination(dst, conversion, given)
     save_pdparams(conversion.state, dst)
     line = (f'{printable(src)}: {conversion.describe_source()} -> {conversion.variant}, '
             f'tag {conversion.tag or "-"}, {conversion.num_classes} classes, '
@@ -156,9 +186,10 @@ def convert_dense_one(src, dst, conversion, args):
         raise UsageError(f'--verify compares classifiers with timm, which has no '
                          f'{conversion.name}; the dense models are held to their PyTorch '
                          f'reference by the test suite. Leave out --verify; nothing was written')
-    dst = dst or _pdparams_name(src)
+    given = dst is not None
+    dst = into_folder(dst, src) if given else _pdparams_name(src)
     refuse_overwriting_source(src, dst)
-    refuse_cache_destination(dst)
+    refuse_cache_destination(dst, given=given)
     save_pdparams(conversion.state, dst)
     dropped = [f'{n} {what}' for n, what in (
         (conversion.classifier_dropped, 'base.fc tensors (the ImageNet classifier, unused)'),
@@ -222,7 +253,17 @@ def uses_torch(args):
     return args.verify
 
 
+def refuse_allow_unverified(args):
+    """The option of earlier releases: say what took its place rather than not knowing it."""
+    if getattr(args, 'allow_unverified', False):
+        raise UsageError('--allow-unverified is gone: a file without a published hash is never '
+                         'cached; to use one for a run, set PADDLE_DLA_ALLOW_UNVERIFIED=1 and '
+                         'load with pretrained=True (or convert the file yourself and pass its '
+                         'path)')
+
+
 def run(args):
+    refuse_allow_unverified(args)
     if args.list_cache:
         return list_cache()
     if args.all:

@@ -5,14 +5,14 @@ from typing import Optional
 
 from ..variants import get_config
 from .detect import detect_variants
-from ..digests import at_least, file_digests
+from ..digests import at_least
 from ..dla import state_num_classes
 from ..errors import PaddleDLAError, printable
 from .identify import check_name_hash, identify
 from .layouts import drop_dead_keys, unwrap_state_dict
 from ..checkpoint import to_numpy
 from .mapping import TORCH_ONLY_LEAVES, convert_state_dict
-from .readers import read_checkpoint
+from .readers import read_checkpoint, source_digests
 
 
 class VariantUnknown(PaddleDLAError, ValueError):
@@ -99,7 +99,7 @@ def convert_checkpoint(path, model=None, check_hash=True, raw=None):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f'no such checkpoint: {path}')
-    found = file_digests(path) if os.path.isfile(path) else None
+    found = source_digests(path) if os.path.isfile(path) else None
     if check_hash and found:
         check_name_hash(path, found)
     published = identify(path, found) if found else None

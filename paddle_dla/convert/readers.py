@@ -10,6 +10,8 @@ capped relative to the data it really holds. Safetensors files follow the rules 
 reference ``safetensors`` library (no duplicate names, no overlapping or unused bytes,
 shapes that fit, a bounded header).
 """
+import contextlib
+import contextvars
 import io
 import json
 import os
@@ -19,6 +21,7 @@ import zipfile
 import numpy as np
 
 from .. import safe_pickle
+from ..digests import Hasher, file_digests
 from ..errors import CheckpointReadError, printable
 
 __all__ = ['CheckpointReadError', 'read_checkpoint', 'read_safetensors', 'read_torch_checkpoint',
@@ -41,6 +44,51 @@ ZIP_EXPANSION = 4
 _ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
+# The file being converted, as read once: (absolute path, bytes) or None.
+_SNAPSHOT = contextvars.ContextVar('paddle_dla_checkpoint_snapshot', default=None)
+
+
+@contextlib.contextmanager
+def snapshot(path):
+    """Read ``path`` once; within the block, every reader and :func:`source_digests` see
+    those bytes, not the file. The bytes whose digest decides what a file is are then the
+    bytes that are converted, whatever happens to the file meanwhile."""
+    path = os.fspath(path)
+    with open(path, 'rb') as f:
+        data = f.read()
+    token = _SNAPSHOT.set((os.path.abspath(path), data))
+    try:
+        yield
+    finally:
+        _SNAPSHOT.reset(token)
+
+
+def _held(path):
+    held = _SNAPSHOT.get()
+    return held[1] if held and held[0] == os.path.abspath(os.fspath(path)) else None
+
+
+def source_open(path):
+    """A binary reader of ``path``: its snapshot when one is held, else the file."""
+    data = _held(path)
+    return io.BytesIO(data) if data is not None else open(path, 'rb')
+
+
+def source_size(path):
+    data = _held(path)
+    return len(data) if data is not None else os.path.getsize(path)
+
+
+def source_digests(path):
+    """The digests of what the readers will read of ``path``."""
+    data = _held(path)
+    if data is None:
+        return file_digests(path)
+    hasher = Hasher()
+    hasher.update(data)
+    return hasher.found()
+
+
 def _bf16_to_f32(array):
     return (array.astype(np.uint32) << 16).view(np.float32)
 
@@ -57,7 +105,7 @@ def _no_duplicates(pairs):
 def read_safetensors(path):
     """``{name: numpy array}`` from a ``.safetensors`` file; bfloat16 widens to float32."""
     name = printable(os.fspath(path))
-    with open(path, 'rb') as f:
+    with source_open(path) as f:
         data = f.read()
     header, body = _safetensors_header(data, name)
     entries = _safetensors_entries(header, name)
@@ -260,7 +308,7 @@ class _TensorBuilder:
 
 def _read_torch_zip(path, name):
     """``torch.load`` for the zip format, without torch and without running any code."""
-    with zipfile.ZipFile(path) as archive:
+    with zipfile.ZipFile(source_open(path)) as archive:
         infos = {info.filename: info for info in archive.infolist()}
         odd = next((i for i in infos.values() if i.compress_type not in _ZIP_METHODS
                     or i.flag_bits & 0x1), None)
@@ -271,9 +319,9 @@ def _read_torch_zip(path, name):
         if len(pickles) != 1:
             raise CheckpointReadError(f'{name} is a zip file but not a PyTorch checkpoint')
         expanded = sum(info.file_size for info in infos.values())
-        if expanded > ZIP_EXPANSION * os.path.getsize(path) + (1 << 20):
+        if expanded > ZIP_EXPANSION * source_size(path) + (1 << 20):
             raise CheckpointReadError(f'{name} is refused: its members would expand to '
-                                      f'{expanded:,} bytes from a {os.path.getsize(path):,}-byte '
+                                      f'{expanded:,} bytes from a {source_size(path):,}-byte '
                                       f'file')
         root = pickles[0][:-len('data.pkl')]
 
@@ -324,7 +372,7 @@ def _resolver(builder):
 def _read_torch_legacy(path, name):
     """``torch.load`` for the legacy format (PyTorch < 1.6): five pickles, then the raw
     storages in the order the fifth lists, each an int64 element count and its bytes."""
-    size = os.path.getsize(path)
+    size = source_size(path)
     refs = {}
 
     def storage(pid):
@@ -348,7 +396,7 @@ def _read_torch_legacy(path, name):
                                       f'sizes')
         return ref
 
-    with open(path, 'rb') as f:
+    with source_open(path) as f:
         def header():
             return safe_pickle.load(f, name, {}, size=size - f.tell(), what='PyTorch checkpoint')
         if header() != _LEGACY_MAGIC_NUMBER:
@@ -382,14 +430,15 @@ def read_torch_checkpoint(path):
     """Load a ``.pth`` file: tensors and containers only, any other object is refused.
     No format needs torch."""
     name = printable(os.fspath(path))
-    with open(path, 'rb') as f:
+    with source_open(path) as f:
         head = f.read(len(_LEGACY_MAGIC))
     if head == _LEGACY_MAGIC:
         with safe_pickle.named_errors(name, 'PyTorch checkpoint'):
             return _read_torch_legacy(path, name)
     if head.startswith(b'PK\x03\x04'):
         try:
-            is_zip = zipfile.is_zipfile(path)
+            with source_open(path) as f:
+                is_zip = zipfile.is_zipfile(f)
         except OSError:
             is_zip = False
         if not is_zip:
@@ -397,7 +446,7 @@ def read_torch_checkpoint(path):
                                       f'download it again')
         with safe_pickle.named_errors(name, 'PyTorch checkpoint (corrupt zip archive)'):
             return _read_torch_zip(path, name)
-    with open(path, 'rb') as f:  # a bare pickle: only what a state dict holds
+    with source_open(path) as f:  # a bare pickle: only what a state dict holds
         return safe_pickle.load(f, name, _TORCH_GLOBALS, what='PyTorch checkpoint')
 
 
@@ -408,7 +457,7 @@ def read_checkpoint(path):
         raise CheckpointReadError(f'{printable(path)} is a folder, not a checkpoint file')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'no such checkpoint: {printable(path)}')
-    with open(path, 'rb') as f:
+    with source_open(path) as f:
         head = f.read(16)
     if not head:
         raise CheckpointReadError(f'{printable(path)} is empty')

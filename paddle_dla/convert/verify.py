@@ -42,22 +42,29 @@ def _installed_version(distribution):
 
 def torch_stack_problem():
     """None when torch, torchvision (which timm imports) and timm load; else one sentence
-    saying what is wrong and how to mend it. A torchvision built for another torch fails
-    at import with a RuntimeError such as ``operator torchvision::nms does not exist``."""
-    try:
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
-        import timm  # noqa: F401
-    except ImportError as exc:
-        return (f"comparing with timm's PyTorch model needs torch, torchvision and timm "
-                f'({one_line(exc)}): pip install torch torchvision timm')
-    except Exception as exc:  # noqa: BLE001 - a broken install raises anything at import
-        torch_version, vision_version = (_installed_version(d) for d in ('torch', 'torchvision'))
-        return (f'torchvision {vision_version} does not belong with torch {torch_version} '
-                f'({one_line(exc)}): the two must be a matching pair; install the '
-                f'torchvision release made for torch {torch_version} (the compatibility '
-                f'table in the torchvision README names it)')
+    naming the package that fails and how to mend it. A torchvision built for another torch
+    fails at import with a RuntimeError such as ``operator torchvision::nms does not exist``."""
+    import importlib
+    for package in ('torch', 'torchvision', 'timm'):
+        try:
+            importlib.import_module(package)
+        except ImportError as exc:
+            return (f"comparing with timm's PyTorch model needs torch, torchvision and timm "
+                    f'({one_line(exc)}): pip install torch torchvision timm')
+        except Exception as exc:  # noqa: BLE001 - a broken install raises anything at import
+            return _broken(package, exc)
     return None
+
+
+def _broken(package, exc):
+    torch_version = _installed_version('torch')
+    if package == 'torchvision':
+        return (f'torchvision {_installed_version("torchvision")} does not belong with torch '
+                f'{torch_version} ({one_line(exc)}): the two must be a matching pair; install '
+                f'the torchvision release made for torch {torch_version} (the compatibility '
+                f'table in the torchvision README names it)')
+    return (f'{package} {_installed_version(package)} fails to import ({one_line(exc)}): '
+            f'reinstall it (pip install --force-reinstall {package})')
 
 
 def timm_available():
