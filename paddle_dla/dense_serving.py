@@ -8,7 +8,7 @@ import numpy as np
 
 from .decode import Detections, decode_detections, segment
 from .dense_input import letterbox_image, read_image, stretch_image
-from .dense_variants import DenseInput
+from .dense_variants import DEFAULT_SCORE_THRESHOLD, DEFAULT_TOP_K, DenseInput
 from .drawing import draw_detections, draw_segmentation
 
 @dataclass(frozen=True)
@@ -21,8 +21,8 @@ class DenseSpec:
     input: DenseInput
     stride: int
     class_names: Optional[Tuple[str, ...]] = None
-    top_k: int = 100
-    score_threshold: float = 0.3
+    top_k: int = DEFAULT_TOP_K
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
 
     @classmethod
     def of_export(cls, meta):
@@ -71,7 +71,7 @@ class DenseResult:
     detections: Optional[Detections] = None
     classes: Optional[np.ndarray] = None   # (H, W) at the image's size
 
-    def drawn(self, class_names=None, threshold=0.3):
+    def drawn(self, class_names=None, threshold=DEFAULT_SCORE_THRESHOLD):
         if self.classes is not None:
             return draw_segmentation(self.image, self.classes)
         return draw_detections(self.image, self.detections, class_names, threshold)

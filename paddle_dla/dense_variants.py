@@ -23,6 +23,8 @@ COCO_STD_BGR = (0.28863828, 0.27408164, 0.27809835)
 CITYSCAPES_MEAN = (0.28689554, 0.32513303, 0.28389177)
 CITYSCAPES_STD = (0.18696375, 0.19017339, 0.18720214)
 MAX_HEADS = 64
+DEFAULT_TOP_K = 100              # detections decoded per image: CenterNet's K
+DEFAULT_SCORE_THRESHOLD = 0.3    # the lowest score shown: CenterNet's demo vis_thresh
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,8 @@ class DenseConfig:
     num_classes: int = 0            # segmentation classes
     head_conv: int = 256
     class_names: Tuple[str, ...] = field(default=(), repr=False)
-    top_k: int = 100                # detections decoded per image (CenterNet's K)
-    score_threshold: float = 0.3    # the lowest score shown (CenterNet's demo vis_thresh)
+    top_k: int = DEFAULT_TOP_K
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
 
     @property
     def is_centernet(self):

@@ -5,6 +5,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .atomic import atomic_output
 from .dense_input import class_map_to_image, read_image
+from .dense_variants import DEFAULT_SCORE_THRESHOLD
 
 # Cityscapes' 19 training classes, road to bicycle, in the colours of its own tools.
 CITYSCAPES_PALETTE = np.array([
@@ -31,7 +32,7 @@ def class_colour(label):
     return tuple(int(v) for v in label_palette(int(label) + 2)[int(label) + 1])
 
 
-def draw_detections(image, detections, class_names=None, threshold=0.3):
+def draw_detections(image, detections, class_names=None, threshold=DEFAULT_SCORE_THRESHOLD):
     """A new RGB image with the boxes of ``detections`` (in this image's pixels) scoring at
     least ``threshold``, each labelled "name score" in its class's colour."""
     canvas = read_image(image).copy()

@@ -230,7 +230,7 @@ def _check_metadata(meta, shown):
     checks.update({
         'task': meta.get('task') in TASKS,
         'outputs': isinstance(outputs, list) and 0 < len(outputs) <= MAX_HEADS
-        and all(isinstance(n, str) for n in outputs),  # MAX_HEADS outputs at most
+        and all(isinstance(n, str) for n in outputs),
         'heads': meta.get('heads') is None or (
             isinstance(meta['heads'], dict) and all(_is_count(c, 1) for c in meta['heads'].values())),
         'stride': _is_count(meta.get('stride'), 1),
