@@ -107,8 +107,26 @@ def _detail_line(line):
     return ' ' * indent + printable(' '.join(line.split()))
 
 
+def end_progress_lines():
+    """Close every progress bar still showing: a bar's line stays open (``\\r``, no
+    newline), and an error printed after it would join its text instead of starting a
+    line of its own."""
+    tqdm = sys.modules.get('tqdm')
+    bars = list(getattr(getattr(tqdm, 'tqdm', None), '_instances', None) or ())
+    cleared = False
+    for bar in bars:
+        try:
+            cleared |= not bar.leave  # such a bar wipes its text but leaves the line open
+            bar.close()
+        except Exception:  # noqa: BLE001 - a broken bar must not hide the error
+            cleared = True
+    if cleared:
+        print(file=sys.stderr, flush=True)
+
+
 def report(prog, exc, debug=False):
     """``prog: error: message`` on stderr; a multi-line message's details follow indented."""
+    end_progress_lines()
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__)
     first, *details = message_lines(exc)
@@ -135,6 +153,7 @@ def run_command(prog, action, debug=False):
 
 
 def _interrupted(prog, exc):
+    end_progress_lines()
     print(f'{prog}: error: {one_line(exc) if str(exc) else "interrupted"}', file=sys.stderr)
     return 143 if isinstance(exc, Terminated) else 130
 

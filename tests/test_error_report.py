@@ -115,3 +115,16 @@ def test_a_one_line_command_error_is_one_line(tmp_path):
     assert stderr_lines(proc) == [
         f'paddle-dla to-torch: error: --dst {src} is the source file itself; converting '
         f'would replace it: choose another destination']
+
+
+@pytest.mark.parametrize('leave', [True, False])
+def test_an_error_after_a_progress_bar_starts_a_line_of_its_own(leave):
+    """A bar on stderr leaves its line open; the error must not join it."""
+    code = ('import sys, tqdm\n'
+            'from paddle_dla.errors import PaddleDLAError, report\n'
+            f'bar = tqdm.tqdm(total=10, file=sys.stderr, unit="img", leave={leave})\n'
+            'bar.update(3)\n'
+            'report("tool", PaddleDLAError("it broke"))\n')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=60, env=child_env())
+    assert 'tool: error: it broke' in proc.stderr.split('\n'), repr(proc.stderr)

@@ -148,6 +148,8 @@ def test_sigterm_mid_run_one_line_and_nothing_left(data, tmp_path):
              if l.strip() and 'img' not in l]
     assert proc.returncode == 143, out + err
     assert lines == ['paddle-dla eval: error: terminated by signal 15'], out + err
+    # ...on a line of its own, not after the progress bar's open line
+    assert 'paddle-dla eval: error: terminated by signal 15' in (seen + err).split('\n'), err
     assert 'Termination signal' not in out
     assert not list(tmp_path.glob('paddle_dla_eval_*'))
 
