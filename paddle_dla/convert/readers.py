@@ -308,7 +308,7 @@ class _TensorBuilder:
 
 def _read_torch_zip(path, name):
     """``torch.load`` for the zip format, without torch and without running any code."""
-    with zipfile.ZipFile(source_open(path)) as archive:
+    with source_open(path) as stream, zipfile.ZipFile(stream) as archive:
         infos = {info.filename: info for info in archive.infolist()}
         odd = next((i for i in infos.values() if i.compress_type not in _ZIP_METHODS
                     or i.flag_bits & 0x1), None)
