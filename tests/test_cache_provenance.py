@@ -89,6 +89,7 @@ def test_a_prefix_collision_with_the_timm_mirror_source_is_not_cached(home, tmp_
     assert (src.parent / 'some_model_from_the_internet.pdparams').is_file()
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_the_converter_caches_only_what_clears_the_bar(home, tmp_path, monkeypatch, dla34_file):
     """Through the command line: a prefix-only match converts beside the source with one
     warning; an explicit --dst naming the cache slot is refused; a SHA-384 match is cached."""

@@ -96,6 +96,7 @@ def test_a_slow_but_steady_transfer_is_not_cut_off(floor, tmp_path, monkeypatch,
     assert _files(floor) == [f'{VARIANT}-official.pdparams']
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_the_command_line_says_so_and_uses_the_next_source(floor, tmp_path, monkeypatch,
                                                            checkpoint):
     with MirrorServer() as server:

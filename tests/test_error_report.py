@@ -86,6 +86,7 @@ def _run(*args, **extra):
                           capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_offline_predict_gives_a_short_error_then_the_sources_and_the_way_out(tmp_path):
     image = tmp_path / 'cat.png'
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)

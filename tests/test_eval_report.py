@@ -147,8 +147,8 @@ def _override(env, tmp_path):
     return {'PADDLE_DLA_WEIGHTS_OVERRIDE': str(path)}, f'dla46_c-{sha}.pth'
 
 
-@pytest.mark.parametrize('how', ['registry', *(pytest.param(how, marks=pytest.mark.full) for how in
-                                  ('copy of the cached .pdparams', 'published .pth'))])
+@pytest.mark.parametrize('how', [pytest.param(how, marks=pytest.mark.full) for how in (
+    'registry', 'copy of the cached .pdparams', 'published .pth')])
 def test_published_weights_keep_their_comparison(env, tmp_path, how):
     """The registry's weights, however they are given, are compared with the published
     numbers as before; the report says what was loaded."""

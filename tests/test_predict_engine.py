@@ -69,6 +69,7 @@ def test_exported_classifier_names_the_requested_engine(tmp_path, classifier):
     assert lines[0] == 'engine: paddle (requested)'
 
 
+@pytest.mark.full  # the fast tier keeps one case of this item
 def test_exported_classifier_auto_is_measured_then_remembered(tmp_path, classifier):
     _, exported = classifier
     _assert_measured_then_remembered('--exported', exported, '--topk', '2', home=tmp_path)
