@@ -128,14 +128,16 @@ def test_export_at_256_then_predict_uses_the_recorded_preprocessing(tmp_path, we
     meta = json.loads((out / f'{VARIANT}.dla.json').read_text())
     assert meta['preprocessing']['img_size'] == 256 and meta['variant'] == VARIANT
     assert len(meta['class_names']) == 1000 and meta['class_names'][281] == 'tabby'
-    proc = run_module('predict', PHOTO, '--exported', out, '--topk', '2', timeout=300)
+    proc = run_module('predict', PHOTO, '--exported', out, '--topk', '2', '--engine', 'paddle',
+                      timeout=300)  # 'auto' is held to its word in test_engines.py
     assert proc.returncode == 0, proc.stderr
     assert len([l for l in proc.stdout.splitlines() if l.startswith('  ')]) == 2
 
     os.remove(out / f'{VARIANT}.dla.json')  # an export that says nothing about itself
     proc = run_module('predict', PHOTO, '--exported', out, timeout=300)
     assert_refused(proc, 'give --model NAME')
-    proc = run_module('predict', PHOTO, '--exported', out, '--model', VARIANT, timeout=300)
+    proc = run_module('predict', PHOTO, '--exported', out, '--model', VARIANT, '--engine',
+                      'paddle', timeout=300)
     assert proc.returncode == 0, proc.stderr
 
 

@@ -258,7 +258,7 @@ def test_export_then_predict_draws_detections_on_a_photograph(tmp_path, centerne
     assert proc.returncode == 0, proc.stderr
     assert 'outputs hm, wh, reg' in proc.stdout
     proc = run_module('predict', PHOTO, '--exported', tmp_path / 'exported', '--out-dir',
-                      out_dir, '--threshold', '0.05')
+                      out_dir, '--threshold', '0.05', '--engine', 'paddle')  # auto: elsewhere
     assert proc.returncode == 0, proc.stderr
     assert re.search(r'\d+ detections scoring >= 0.05', proc.stdout), proc.stdout
     drawn = Image.open(out_dir / 'chelsea.png')
