@@ -1,6 +1,7 @@
 """The package's exception base, and how every command line tool reports a failure: one
 line on stderr (then, for a message of ours written on several lines, its details indented
 below), control characters escaped, a traceback only on request."""
+import contextlib
 import errno
 import os
 import signal
@@ -162,6 +163,25 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every ``finally`` removes its temporary files."""
 
 
+# SIGTERMs that arrived while :func:`sigterm_held` was in force, or None outside it.
+_held_signals = None
+
+
+@contextlib.contextmanager
+def sigterm_held():
+    """Hold SIGTERM across a fork: another thread may take the signal while the forking
+    one runs the at-fork hooks (logging's, filelock's), where Python ignores an exception,
+    and the run would go on as if never stopped. The signal is raised when the block ends."""
+    global _held_signals
+    outer, _held_signals = _held_signals, []
+    try:
+        yield
+    finally:
+        held, _held_signals = _held_signals, outer
+        if held:
+            raise Terminated(f'terminated by signal {held[0]}')
+
+
 def exit_cleanly_on_sigterm():
     """Make SIGTERM unwind the stack as SIGINT does. Command line tools call this first, and
     again once Paddle is imported: Paddle's import installs glog's crash handler for SIGTERM
@@ -171,6 +191,9 @@ def exit_cleanly_on_sigterm():
         # once: paddle.distributed.launch sends SIGTERM to the process group three times,
         # 0.2 s apart, and a second Terminated would break off the clean-up of the first
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if _held_signals is not None:  # inside a fork: raised when it is over
+            _held_signals.append(signum)
+            return
         raise Terminated(f'terminated by signal {signum}')
     try:
         signal.signal(signal.SIGTERM, handler)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import Terminated, sigterm_held
 from .metrics import topk_hits
 from .transforms import ImageReadError
 
@@ -98,8 +99,15 @@ def _worker_pool(workers):
     """Forked decoding workers. Stop signals stay blocked across the fork until a worker
     has reset its handlers, so even a worker stopped at once exits without a traceback."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    pool = None
     try:
-        return multiprocessing.get_context('fork').Pool(workers, initializer=_quiet_worker)
+        with sigterm_held():  # the mask is this thread's: another may take the signal
+            pool = multiprocessing.get_context('fork').Pool(workers, initializer=_quiet_worker)
+        return pool
+    except Terminated:
+        if pool is not None:
+            pool.terminate()
+        raise
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
