@@ -12,6 +12,9 @@ from typing import Optional
 from .errors import PaddleDLAError
 
 CHUNK = 1 << 20
+# No DLA checkpoint comes near this, training state included: the most a file or a download
+# may hold before it is refused (a server, or a file, may not exhaust disk or memory).
+MAX_CHECKPOINT_BYTES = 2 << 30
 FULL, PREFIX = 'SHA-384', 'sha256 prefix'
 # Checks from strongest to weakest; None is no check at all.
 STRENGTHS = (FULL, PREFIX, None)

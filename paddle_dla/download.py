@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 
 from .atomic import atomic_output
-from .digests import DigestMismatch, Expected, Hasher
+from .digests import MAX_CHECKPOINT_BYTES, DigestMismatch, Expected, Hasher
 from .errors import PaddleDLAError, is_disk_full, one_line
 
 DEFAULT_TIMEOUT_S = 20.0
@@ -33,7 +33,7 @@ DEFAULT_SPEED_TIME_S = 30.0
 ATTEMPTS = 3
 CHUNK = 1 << 20
 MAX_REDIRECTS = 5
-MAX_UNKNOWN_SIZE = 2 << 30   # no DLA checkpoint is near this; a server may not fill the disk
+MAX_UNKNOWN_SIZE = MAX_CHECKPOINT_BYTES  # the cap where no size is published
 
 
 class DownloadError(PaddleDLAError):

@@ -284,3 +284,15 @@ def test_the_old_allow_unverified_option_says_what_took_its_place(home):
     (line,) = stderr_lines(proc)
     assert '--allow-unverified is gone' in line and 'PADDLE_DLA_ALLOW_UNVERIFIED=1' in line
     assert _cached(home) == []
+
+
+def test_a_file_larger_than_any_checkpoint_is_refused_before_it_is_read(tmp_path):
+    """The converter reads a file once into memory: a (sparse) 3 GiB file is refused by its
+    size, in one line, under a memory bound it could not be read within."""
+    from hostile import assert_refused, run_module
+    huge = tmp_path / 'huge.pth'
+    with open(huge, 'wb') as f:
+        f.truncate(3 << 30)
+    dst = tmp_path / 'out.pdparams'
+    proc = run_module('convert', '--src', huge, '--dst', dst, memory=2 << 30)
+    assert_refused(proc, 'huge.pth', 'more than 2,147,483,648 bytes', absent=[dst])

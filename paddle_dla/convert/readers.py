@@ -21,7 +21,7 @@ import zipfile
 import numpy as np
 
 from .. import safe_pickle
-from ..digests import Hasher, file_digests
+from ..digests import MAX_CHECKPOINT_BYTES, Hasher, file_digests
 from ..errors import CheckpointReadError, printable
 
 __all__ = ['CheckpointReadError', 'read_checkpoint', 'read_safetensors', 'read_torch_checkpoint',
@@ -55,7 +55,12 @@ def snapshot(path):
     bytes that are converted, whatever happens to the file meanwhile."""
     path = os.fspath(path)
     with open(path, 'rb') as f:
-        data = f.read()
+        too_big = os.fstat(f.fileno()).st_size > MAX_CHECKPOINT_BYTES
+        data = b'' if too_big else f.read(MAX_CHECKPOINT_BYTES + 1)  # + 1: it may grow
+    if too_big or len(data) > MAX_CHECKPOINT_BYTES:
+        raise CheckpointReadError(f'{printable(path)} is refused: it holds more than '
+                                  f'{MAX_CHECKPOINT_BYTES:,} bytes, far more than any DLA '
+                                  f'checkpoint')
     token = _SNAPSHOT.set((os.path.abspath(path), data))
     try:
         yield
