@@ -21,7 +21,7 @@ import zipfile
 import numpy as np
 
 from .. import safe_pickle
-from ..digests import MAX_CHECKPOINT_BYTES, Hasher, file_digests
+from ..digests import CHUNK, MAX_CHECKPOINT_BYTES, Hasher, file_digests
 from ..errors import CheckpointReadError, printable
 
 __all__ = ['CheckpointReadError', 'read_checkpoint', 'read_safetensors', 'read_torch_checkpoint',
@@ -55,9 +55,8 @@ def snapshot(path):
     bytes that are converted, whatever happens to the file meanwhile."""
     path = os.fspath(path)
     with open(path, 'rb') as f:
-        too_big = os.fstat(f.fileno()).st_size > MAX_CHECKPOINT_BYTES
-        data = b'' if too_big else f.read(MAX_CHECKPOINT_BYTES + 1)  # + 1: it may grow
-    if too_big or len(data) > MAX_CHECKPOINT_BYTES:
+        data = _read_capped(f, MAX_CHECKPOINT_BYTES)
+    if data is None:
         raise CheckpointReadError(f'{printable(path)} is refused: it holds more than '
                                   f'{MAX_CHECKPOINT_BYTES:,} bytes, far more than any DLA '
                                   f'checkpoint')
@@ -66,6 +65,24 @@ def snapshot(path):
         yield
     finally:
         _SNAPSHOT.reset(token)
+
+
+def _read_capped(f, cap):
+    """All of ``f``, or None when it holds more than ``cap`` bytes. Reads by the file's size:
+    ``read(n)`` reserves ``n`` bytes before reading, so asking for the cap itself would
+    reserve 2 GiB for a 70 MB checkpoint; a file that grows meanwhile is read in chunks."""
+    size = os.fstat(f.fileno()).st_size
+    if size > cap:
+        return None
+    first = f.read(size)
+    parts, total = [first], len(first)
+    while total <= cap:
+        part = f.read(CHUNK)
+        if not part:
+            return parts[0] if len(parts) == 1 else b''.join(parts)
+        parts.append(part)
+        total += len(part)
+    return None
 
 
 def _held(path):
