@@ -20,7 +20,7 @@ RUNTIME = requirements('requirements.txt')
 
 setup(
     name='paddle_dla',
-    version=re.search(r"__version__ = '([^']+)'", read('paddle_dla/__init__.py')).group(1),
+    version=re.search(r"__version__ = '([^']+)'", read('paddle_dla/core/__init__.py')).group(1),
     description='Deep Layer Aggregation (DLA) ImageNet classifiers and backbones for PaddlePaddle, '
                 'exact against the official PyTorch checkpoints',
     long_description=read('README.md'),

@@ -21,10 +21,10 @@ try:
 except ImportError:  # running from a source checkout that is not installed
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_dla.cli_args import (ArgumentParser, float_range, image_size, int_range,  # noqa: E402
+from paddle_dla.cli.args import (ArgumentParser, float_range, image_size, int_range,  # noqa: E402
                                  non_negative_int, positive_int, variant_name)
-from paddle_dla.errors import exit_cleanly_on_sigterm, run_command  # noqa: E402
-from paddle_dla.preprocessing import DEFAULT as DEFAULT_PREPROCESSING  # noqa: E402
+from paddle_dla.core.errors import exit_cleanly_on_sigterm, run_command  # noqa: E402
+from paddle_dla.models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING  # noqa: E402
 
 PROG = 'finetune.py'
 

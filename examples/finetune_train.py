@@ -13,14 +13,14 @@ import paddle.nn.functional as F
 from paddle.vision import transforms as T
 
 import paddle_dla
-from paddle_dla.atomic import atomic_output
-from paddle_dla.checkpoint import load_pdparams, read_paddle_pickle, save_pdparams
-from paddle_dla.errors import CheckpointReadError, PaddleDLAError, printable
+from paddle_dla.core.atomic import atomic_output
+from paddle_dla.weights.checkpoint import load_pdparams, read_paddle_pickle, save_pdparams
+from paddle_dla.core.errors import CheckpointReadError, PaddleDLAError, printable
 from paddle_dla.evaluation.dataset import IMAGE_SUFFIXES
 from paddle_dla.evaluation.metrics import distributed_rank, topk_hits
 from paddle_dla.evaluation.transforms import Preprocess
-from paddle_dla.factory import load_pretrained
-from paddle_dla.weights import get_weights
+from paddle_dla import load_pretrained
+from paddle_dla.weights.registry import get_weights
 
 
 class FinetuneError(PaddleDLAError):

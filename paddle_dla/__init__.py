@@ -1,4 +1,5 @@
-"""Deep Layer Aggregation (DLA) ImageNet classifiers and backbones for PaddlePaddle.
+"""Deep Layer Aggregation (DLA) for PaddlePaddle: ImageNet classifiers and backbones, and the
+CenterNet, FairMOT and DLA-Up dense networks over them.
 
 Importing the package is cheap: Paddle and the model code load on first use of a name
 below (``paddle_dla.create_model``, ``paddle_dla.dla_34``, ...), so that command lines
@@ -12,20 +13,22 @@ try:  # Paddle 2.6 ships its own zlib; Pillow's image decoders must load theirs 
 except ImportError:
     pass
 
-from .dense_variants import DENSE_VARIANTS
-from .variants import VARIANTS, DLAConfig, get_config, list_models, resolve_name
+from .core import __version__
+from .core.errors import PaddleDLAError
+from .models.registry import MODELS, get_model, list_models
+from .models.variants import VARIANTS, DLAConfig, get_config, resolve_name
 
-__version__ = '0.1.0'
 
 # Paddle warns on import about a C++ build cache that only its extension builder uses.
 warnings.filterwarnings('ignore', message='No ccache found')
 
-_LAZY = {'DLA': 'dla', 'FeatureInfo': 'dla', 'create_model': 'factory',
-         'StateDictMismatch': 'checkpoint', 'load_state_dict_strict': 'checkpoint'}
+_LAZY = {'DLA': 'models.dla', 'FeatureInfo': 'models.dla', 'create_model': 'zoo.factory',
+         'load_pretrained': 'zoo.classifier', 'StateDictMismatch': 'weights.checkpoint',
+         'load_state_dict_strict': 'weights.checkpoint'}
 
-__all__ = ['DLA', 'DLAConfig', 'FeatureInfo', 'StateDictMismatch', 'VARIANTS', 'create_model',
-           'get_config', 'list_models', 'load_state_dict_strict', 'resolve_name', *VARIANTS,
-           *DENSE_VARIANTS]
+__all__ = ['DLA', 'DLAConfig', 'FeatureInfo', 'MODELS', 'PaddleDLAError', 'StateDictMismatch',
+           'VARIANTS', 'create_model', 'get_config', 'get_model', 'list_models',
+           'load_pretrained', 'load_state_dict_strict', 'resolve_name', *MODELS]
 
 
 def _factory(name, doc):
@@ -36,15 +39,9 @@ def _factory(name, doc):
     return build
 
 
-for _name, _cfg in VARIANTS.items():
-    globals()[_name] = _factory(_name, (
-        f'{_name} (official name {_cfg.official_name}): levels {_cfg.levels}, channels '
-        f'{_cfg.channels}, {_cfg.block} blocks.\n\nSame arguments as '
-        f':func:`paddle_dla.create_model`.'))
-for _name, _cfg in DENSE_VARIANTS.items():
-    globals()[_name] = _factory(_name, (
-        f'{_name}: {_cfg.task} over {_cfg.backbone} ({_cfg.reference}).\n\nSame arguments '
-        f'as :func:`paddle_dla.dense_factory.create_dense_model`.'))
+for _entry in MODELS.values():
+    globals()[_entry.name] = _factory(_entry.name, f'{_entry.summary}.\n\nSame arguments as '
+                                                   f':func:`paddle_dla.create_model`.')
 
 
 def __getattr__(name):

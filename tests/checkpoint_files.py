@@ -2,7 +2,7 @@
 import torch
 from safetensors.torch import save_file
 
-from paddle_dla.convert.layouts import dead_key_shapes
+from paddle_dla.weights.convert.layouts import dead_key_shapes
 from oracle import oracle_state_dict
 
 

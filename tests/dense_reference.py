@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torchvision.ops import deform_conv2d
 
-from paddle_dla.convert.layouts import dead_key_shapes
+from paddle_dla.weights.convert.layouts import dead_key_shapes
 
 CENTERNET_HEADS = {'hm': 80, 'wh': 2, 'reg': 2}
 FAIRMOT_HEADS = {'hm': 1, 'wh': 4, 'id': 128, 'reg': 2}

@@ -10,6 +10,8 @@ import numpy as np
 import paddle
 
 import paddle_dla
+from paddle_dla.core.parity import (  # noqa: F401 - the tests read the standard here
+    FLOAT32_LIMIT, FLOAT64_LIMIT, TOP2_GAP, relative_error, top1_agreement)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,20 +41,12 @@ def stderr_lines(proc):
     return [line for line in proc.stderr.splitlines() if line.strip()]
 
 
-def relative_error(ours, reference):
-    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
-    return float(np.max(np.abs(ours - reference)) / max(1.0, np.max(np.abs(reference))))
-
-
-def top1_agrees(ours, reference, min_gap=1e-2):
+def top1_agrees(ours, reference, min_gap=TOP2_GAP):
     """Same top-1 on every row whose reference top-2 gap exceeds ``min_gap`` (the parity
     standard; random weights can leave no row that clear, and then only the logit error
     speaks)."""
-    ours, reference = np.asarray(ours), np.asarray(reference)
-    ours, reference = ours.reshape(len(ours), -1), reference.reshape(len(reference), -1)
-    top2 = np.sort(reference, axis=1)[:, -2:]
-    decided = (top2[:, 1] - top2[:, 0]) > min_gap
-    return bool(np.all(ours.argmax(1)[decided] == reference.argmax(1)[decided]))
+    agreeing, decided = top1_agreement(ours, reference, min_gap)
+    return agreeing == decided
 
 
 def run_paddle(model, images):

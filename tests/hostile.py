@@ -55,7 +55,7 @@ def run_bounded(argv, env=None, cwd=REPO, timeout=180, memory=MEMORY_LIMIT, stdi
 
 
 def run_script(script, *args, **kwargs):
-    """One of the repository's scripts (``convert/torch2paddle.py``, ...) as a user runs it."""
+    """One of the repository's scripts (``tools/torch2paddle.py``, ...) as a user runs it."""
     return run_bounded([sys.executable, os.path.join(REPO, script), *map(str, args)], **kwargs)
 
 

@@ -12,7 +12,7 @@ import torch
 
 import paddle_dla
 from paddle_dla import get_config
-from paddle_dla.convert import convert_state_dict
+from paddle_dla.weights.convert import convert_state_dict
 
 
 @torch.no_grad()

@@ -18,10 +18,10 @@ import sys
 import pytest
 
 import paddle_dla
-from paddle_dla.cache import cached_weights_path
+from paddle_dla.weights.cache import cached_weights_path
 from paddle_dla.cli import main as cli_main
-from paddle_dla.pretrained import PretrainedUnavailable
-from paddle_dla.weights import WEIGHTS, get_weights
+from paddle_dla.weights.pretrained import PretrainedUnavailable
+from paddle_dla.weights.registry import WEIGHTS, get_weights
 from helpers import child_env, stderr_lines
 from mirror_server import MirrorServer
 from torch_files import official_layout, save_state_dict
@@ -214,8 +214,8 @@ def test_what_is_verified_is_what_is_converted(home, tmp_path, monkeypatch, caps
     made at that moment here; a link flipping between two files does it by chance): the
     cache must hold the verified weights, not the swapped-in ones."""
     import numpy as np
-    from paddle_dla.checkpoint import load_pdparams
-    from paddle_dla.convert import pipeline
+    from paddle_dla.weights.checkpoint import load_pdparams
+    from paddle_dla.weights.convert import pipeline
     good, evil = tmp_path / 'good.pth', tmp_path / 'evil.pth'
     save_state_dict(official_layout('dla_46_c', seed=1), good)
     save_state_dict(official_layout('dla_46_c', seed=2), evil)

@@ -5,7 +5,7 @@ import pytest
 
 import paddle_dla
 from paddle_dla import StateDictMismatch
-from paddle_dla.checkpoint import load_pdparams, save_pdparams
+from paddle_dla.weights.checkpoint import load_pdparams, save_pdparams
 
 pytestmark = pytest.mark.paddle_compat
 

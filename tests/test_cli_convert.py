@@ -1,4 +1,4 @@
-"""convert/torch2paddle.py as a user runs it: bad input gives one line, an exit code, no file."""
+"""tools/torch2paddle.py as a user runs it: bad input gives one line, an exit code, no file."""
 import pickle
 import re
 import subprocess
@@ -23,7 +23,7 @@ def _assert_clean_failure(proc, dst, *phrases):
 
 def test_missing_source(tmp_path):
     dst = tmp_path / 'out.pdparams'
-    proc = run_cli('convert/torch2paddle.py', '--src', tmp_path / 'absent.pth', '--model',
+    proc = run_cli('tools/torch2paddle.py', '--src', tmp_path / 'absent.pth', '--model',
                    'dla_34', '--dst', dst)
     _assert_clean_failure(proc, dst, 'no such checkpoint', 'absent.pth')
 
@@ -35,8 +35,8 @@ def test_unknown_model(tmp_path):
     from oracle import oracle_state_dict
     src, dst = tmp_path / 'dla34.pth', tmp_path / 'out.pdparams'
     torch.save(oracle_state_dict('dla_34'), src)
-    proc = run_cli('convert/torch2paddle.py', '--src', src, '--model', 'dla_35', '--dst', dst)
-    _assert_clean_failure(proc, dst, "unknown DLA variant 'dla_35'")
+    proc = run_cli('tools/torch2paddle.py', '--src', src, '--model', 'dla_35', '--dst', dst)
+    _assert_clean_failure(proc, dst, "unknown model 'dla_35'")
 
 
 @pytest.mark.full
@@ -46,7 +46,7 @@ def test_wrong_model_says_which_it_is(tmp_path):
     from oracle import oracle_state_dict
     src, dst = tmp_path / 'dla34.pth', tmp_path / 'out.pdparams'
     torch.save(oracle_state_dict('dla_34'), src)
-    proc = run_cli('convert/torch2paddle.py', '--src', src, '--model', 'dla_46_c', '--dst', dst)
+    proc = run_cli('tools/torch2paddle.py', '--src', src, '--model', 'dla_46_c', '--dst', dst)
     _assert_clean_failure(proc, dst, 'is a dla_34 checkpoint, not dla_46_c')
 
 
@@ -54,7 +54,7 @@ def test_wrong_model_says_which_it_is(tmp_path):
 def test_not_a_checkpoint(tmp_path):
     src, dst = tmp_path / 'junk.pth', tmp_path / 'out.pdparams'
     src.write_bytes(b'\x00' * 100)
-    proc = run_cli('convert/torch2paddle.py', '--src', src, '--model', 'dla_34', '--dst', dst)
+    proc = run_cli('tools/torch2paddle.py', '--src', src, '--model', 'dla_34', '--dst', dst)
     _assert_clean_failure(proc, dst, 'not a readable PyTorch checkpoint')
 
 
@@ -66,7 +66,7 @@ def test_checkpoint_with_an_extra_key_is_refused_naming_it(tmp_path):
     src, dst = tmp_path / 'odd.pth', tmp_path / 'out.pdparams'
     state = dict(oracle_state_dict('dla_34'), **{'level2.extra.weight': torch.zeros(3)})
     torch.save(state, src)
-    proc = run_cli('convert/torch2paddle.py', '--src', src, '--model', 'dla_34', '--dst', dst)
+    proc = run_cli('tools/torch2paddle.py', '--src', src, '--model', 'dla_34', '--dst', dst)
     _assert_clean_failure(proc, dst, 'unexpected keys [level2.extra.weight]')
 
 
@@ -79,7 +79,7 @@ def test_partial_dead_keys_are_not_silently_dropped(tmp_path):
     state = official_layout('dla_60')
     del state['level4.tree1.project.0.weight']
     torch.save(state, src)
-    proc = run_cli('convert/torch2paddle.py', '--src', src, '--model', 'dla_60', '--dst', dst)
+    proc = run_cli('tools/torch2paddle.py', '--src', src, '--model', 'dla_60', '--dst', dst)
     _assert_clean_failure(proc, dst, 'unexpected keys', 'level3.project.0.weight')
 
 
@@ -87,7 +87,7 @@ def test_partial_dead_keys_are_not_silently_dropped(tmp_path):
 def test_folder_without_checkpoints(tmp_path):
     (tmp_path / 'notes.txt').write_text('no weights here')
     dst = tmp_path / 'out'
-    proc = run_cli('convert/torch2paddle.py', '--src', tmp_path, '--dst', dst)
+    proc = run_cli('tools/torch2paddle.py', '--src', tmp_path, '--dst', dst)
     assert proc.returncode != 0 and len(stderr_lines(proc)) == 1
     assert 'no checkpoints' in proc.stderr and not dst.exists()
 
@@ -100,7 +100,7 @@ def test_truncated_zip(tmp_path):
     good, src, dst = tmp_path / 'good.pth', tmp_path / 'cut.pth', tmp_path / 'out.pdparams'
     torch.save(oracle_state_dict('dla_46_c'), good)
     src.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst)
+    proc = run_cli('tools/torch2paddle.py', '--src', src, '--dst', dst)
     _assert_clean_failure(proc, dst, 'cut.pth is truncated')
 
 
@@ -111,7 +111,7 @@ def test_truncated_safetensors(tmp_path):
     good, src, dst = tmp_path / 'good.safetensors', tmp_path / 'cut.safetensors', tmp_path / 'o.pdparams'
     save_safetensors('dla_46_c', good)
     src.write_bytes(good.read_bytes()[:-1000])
-    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst)
+    proc = run_cli('tools/torch2paddle.py', '--src', src, '--dst', dst)
     _assert_clean_failure(proc, dst, 'truncated or corrupt')
 
 
@@ -123,7 +123,7 @@ def test_unsupported_layout(tmp_path, payload):
     src, dst = tmp_path / 'odd.pth', tmp_path / 'out.pdparams'
     torch.save({'dict of lists': {'weights': [1, 2, 3]}, 'list of tensors': [torch.zeros(2)],
                 'text': 'text'}[payload], src)
-    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst)
+    proc = run_cli('tools/torch2paddle.py', '--src', src, '--dst', dst)
     _assert_clean_failure(proc, dst)
     assert 'state dict' in proc.stderr
 
@@ -151,7 +151,7 @@ def test_hostile_pickle_is_refused_and_never_runs(tmp_path, container):
     else:
         src.write_bytes(pickle.dumps(payload, protocol=2))
     assert not marker.exists()
-    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst)
+    proc = run_cli('tools/torch2paddle.py', '--src', src, '--dst', dst)
     _assert_clean_failure(proc, dst, 'refused', 'could run code')
     assert not marker.exists()
 
@@ -164,9 +164,9 @@ def test_name_hash_mismatch_is_refused_unless_overridden(tmp_path):
     src = tmp_path / 'dla34-ba72cf86.pth'  # an official file name, other content
     torch.save(official_layout('dla_34'), src)
     dst = tmp_path / 'out.pdparams'
-    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst)
+    proc = run_cli('tools/torch2paddle.py', '--src', src, '--dst', dst)
     _assert_clean_failure(proc, dst, 'sha256 mismatch', 'dla34-ba72cf86.pth', '--no-hash-check')
-    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst, '--no-hash-check')
+    proc = run_cli('tools/torch2paddle.py', '--src', src, '--dst', dst, '--no-hash-check')
     assert proc.returncode == 0, proc.stderr
     assert 'published dla34-ba72cf86.pth (dla_34 official, identified by name only)' in proc.stdout
     assert '10 dead keys dropped' in proc.stdout and dst.exists()
@@ -178,7 +178,7 @@ def test_verify_reports_agreement(tmp_path):
     from checkpoint_files import save_training_checkpoint
     src, dst = tmp_path / 'w.pth', tmp_path / 'out.pdparams'
     save_training_checkpoint('dla_60_res2next', src)
-    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst, '--verify')
+    proc = run_cli('tools/torch2paddle.py', '--src', src, '--dst', dst, '--verify')
     assert proc.returncode == 0, proc.stderr
     assert re.search(r'verify: max abs logit error \S+, relative \S+ \(limit 0.001\), '
                      r'top-1 agreement (\d)/\1: OK', proc.stdout), proc.stdout
@@ -187,8 +187,8 @@ def test_verify_reports_agreement(tmp_path):
 @pytest.mark.torch
 def test_verify_catches_a_wrong_conversion():
     from oracle import oracle_state_dict
-    from paddle_dla.convert import convert_state_dict
-    from paddle_dla.convert.verify import verify_with_timm
+    from paddle_dla.weights.convert import convert_state_dict
+    from paddle_dla.weights.convert.verify import verify_with_timm
     torch_state = {k: v.numpy() for k, v in oracle_state_dict('dla_46_c').items()}
     paddle_state = convert_state_dict(torch_state, 'dla_46_c')
     paddle_state['level3.tree1.tree2.bn2._mean'] = paddle_state['level3.tree1.tree2.bn2._mean'] + 3
@@ -235,7 +235,7 @@ def test_batch_continues_past_bad_files_and_reports_them(tmp_path):
     save_timm('dla_46_c', src / 'a_good.pth')
     (src / 'b_junk.pth').write_bytes(b'junk' * 10)
     save_timm('dla_34', src / 'c_good.pth')
-    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst)
+    proc = run_cli('tools/torch2paddle.py', '--src', src, '--dst', dst)
     assert proc.returncode != 0
     assert 'converted 2 of 3 checkpoints' in proc.stdout
     (line,) = stderr_lines(proc)  # one line, naming the bad file and only it
@@ -246,7 +246,7 @@ def test_batch_continues_past_bad_files_and_reports_them(tmp_path):
 
 @pytest.mark.full
 def test_help_shows_examples_for_each_input_kind():
-    proc = run_cli('convert/torch2paddle.py', '--help')
+    proc = run_cli('tools/torch2paddle.py', '--help')
     assert proc.returncode == 0, proc.stderr
     for kind in ('dla34-ba72cf86.pth', 'timm mirror', '.safetensors', "{'state_dict'",
                  '--src checkpoints/', '--verify', '--no-hash-check'):

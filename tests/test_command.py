@@ -14,10 +14,10 @@ import pytest
 import skimage
 
 import paddle_dla
-from paddle_dla.checkpoint import load_pdparams, save_pdparams
+from paddle_dla.weights.checkpoint import load_pdparams, save_pdparams
 from paddle_dla.cli import SUBCOMMANDS, build_parser
-from paddle_dla.convert.readers import read_safetensors
-from paddle_dla.convert.reverse import paddle_to_torch_state
+from paddle_dla.weights.convert.readers import read_safetensors
+from paddle_dla.weights.convert.reverse import paddle_to_torch_state
 from hostile import REPO, assert_refused, run_bounded, run_module
 
 PHOTO = os.path.join(skimage.data_dir, 'chelsea.png')

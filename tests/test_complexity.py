@@ -4,8 +4,8 @@ published table)."""
 import pytest
 
 import paddle_dla
-from paddle_dla.complexity import count_macs, count_params
-from paddle_dla.weights import get_weights
+from paddle_dla.models.complexity import count_macs, count_params
+from paddle_dla.weights.registry import get_weights
 from helpers import inspected_model
 
 pytestmark = pytest.mark.paddle_compat

@@ -12,9 +12,10 @@ import paddle
 import pytest
 
 import paddle_dla
-import paddle_dla.complexity
-import paddle_dla.convert
-from helpers import inspected_model, relative_error, run_cli, run_paddle, top1_agrees
+import paddle_dla.models.complexity
+import paddle_dla.weights.convert
+from helpers import (FLOAT32_LIMIT, inspected_model, relative_error, run_cli, run_paddle,
+                     top1_agrees)
 
 ALL = paddle_dla.list_models()
 OFFICIAL = [n for n in ALL if 'res2' not in n]  # the ten files of the official release
@@ -48,7 +49,7 @@ def _batch_run(tmp_path_factory, cases):
             save(variant, src / filename)
         else:
             save(variant, src / filename, num_classes=classes)
-    proc = run_cli('convert/torch2paddle.py', '--src', src, '--dst', dst, timeout=900)
+    proc = run_cli('tools/torch2paddle.py', '--src', src, '--dst', dst, timeout=900)
     shutil.rmtree(src)  # gigabytes of sources, no longer needed
     return proc, dst
 
@@ -83,7 +84,7 @@ def test_batch_converts_every_layout_without_model(tier, request):
     for filename, (variant, classes, _) in cases.items():
         line = next(l for l in proc.stdout.splitlines() if l.split(': ')[0].endswith(filename))
         assert f'-> {variant}, ' in line and f'{classes} classes' in line
-        dead = sum(1 for k in paddle_dla.convert.dead_key_shapes(variant)
+        dead = sum(1 for k in paddle_dla.weights.convert.dead_key_shapes(variant)
                    if not k.endswith('num_batches_tracked'))
         expected_dropped = dead if '_official' in filename else 0
         assert f'{expected_dropped} dead keys dropped' in line, line
@@ -104,7 +105,7 @@ def test_converted_file_matches_oracle(tier, filename, request):
     reference = reference_logits(oracle(variant, num_classes=classes), images)
     ours = run_paddle(model, images)
     assert ours.shape == (2, classes)
-    assert relative_error(ours, reference) <= 1e-3
+    assert relative_error(ours, reference) <= FLOAT32_LIMIT
     assert top1_agrees(ours, reference)
 
 
@@ -135,7 +136,7 @@ def test_dead_keys_are_what_the_official_files_carry():
     expected['dla_169'] = ['level2'] + deep + ['level4.tree1.tree1.tree1']
     expected['dla_60_res2net'] = expected['dla_60_res2next'] = expected['dla_60']
     for name in ALL:
-        got = [p for p, _, _ in paddle_dla.convert.dead_projects(name)]
+        got = [p for p, _, _ in paddle_dla.weights.convert.dead_projects(name)]
         assert sorted(got) == sorted(expected[name]), name
 
 
@@ -146,7 +147,7 @@ def test_dead_keys_are_what_the_official_files_carry():
 def test_official_file_parameter_counts(name, millions):
     """Trainable parameters plus the dead projections equal what the official release's
     files hold (counted in those files, in millions)."""
-    dead = sum(int(np.prod(s)) for k, s in paddle_dla.convert.dead_key_shapes(name).items()
+    dead = sum(int(np.prod(s)) for k, s in paddle_dla.weights.convert.dead_key_shapes(name).items()
                if k.endswith(('0.weight', '1.weight', '1.bias')))
-    total = paddle_dla.complexity.count_params(inspected_model(name)) + dead
+    total = paddle_dla.models.complexity.count_params(inspected_model(name)) + dead
     assert round(total / 1e6, 3) == millions

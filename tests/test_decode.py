@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from paddle_dla.decode import (DecodeError, Detections, decode_detections, heatmap_peaks,
+from paddle_dla.tasks.decode import (DecodeError, Detections, decode_detections, heatmap_peaks,
                                letterbox_geometry, max_pool3x3, segment, sigmoid)
-from paddle_dla.dense_variants import COCO_MEAN_BGR, COCO_STD_BGR
-from paddle_dla.dense_input import (ImageReadError, class_map_to_image, letterbox_image,
+from paddle_dla.models.dense_variants import COCO_MEAN_BGR, COCO_STD_BGR
+from paddle_dla.tasks.inputs import (ImageReadError, class_map_to_image, letterbox_image,
                                     stretch_image)
-from paddle_dla.drawing import (CITYSCAPES_PALETTE, class_colour, draw_detections,
+from paddle_dla.tasks.drawing import (CITYSCAPES_PALETTE, class_colour, draw_detections,
                                 draw_segmentation, label_palette, save_png)
 
 # CenterNet's COCO statistics, in OpenCV's BGR order.

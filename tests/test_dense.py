@@ -7,22 +7,22 @@ import paddle
 import pytest
 
 import paddle_dla
-from paddle_dla import dcn as dcn_module
-from paddle_dla import necks
-from paddle_dla.convert.dense import convert_dense_state
-from paddle_dla.dense_variants import FAIRMOT_HEADS
+from paddle_dla.models import dcn as dcn_module
+from paddle_dla.models import necks
+from paddle_dla.weights.convert.dense import convert_dense_state
+from paddle_dla.models.dense_variants import FAIRMOT_HEADS
 torch = pytest.importorskip('torch')  # marked torch: skipped whole without PyTorch
 pytest.importorskip('torchvision')
 pytest.importorskip('timm')
 from dense_reference import (CENTERNET_HEADS, centernet_reference, official_dense_state,
                              segmentation_reference)
-from helpers import relative_error
+from helpers import FLOAT32_LIMIT, FLOAT64_LIMIT, relative_error
 from numpy_dcn import modulated_deform_conv2d
 
 pytestmark = pytest.mark.torch
 
-STRUCTURE_TOLERANCE = 1e-7
-FLOAT32_TOLERANCE = 1e-3
+STRUCTURE_TOLERANCE = FLOAT64_LIMIT
+FLOAT32_TOLERANCE = FLOAT32_LIMIT
 SIZES = [(64, 96), (96, 96)]   # multiples of 32, one not square
 SEGMENTATION_BACKBONES = {'dla34up': ('dla34', 'dla_34'), 'dla60up': ('dla60', 'dla_60'),
                           'dla102up': ('dla102', 'dla_102'), 'dla169up': ('dla169', 'dla_169')}

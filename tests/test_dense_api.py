@@ -8,8 +8,8 @@ import pytest
 import skimage
 
 import paddle_dla
-from paddle_dla.dense_serving import DenseSpec, run_dense
-from paddle_dla.dense_variants import DENSE_VARIANTS
+from paddle_dla.tasks.serving import DenseSpec, run_dense
+from paddle_dla.models.dense_variants import DENSE_VARIANTS
 
 PHOTO = os.path.join(skimage.data_dir, 'chelsea.png')
 DENSE = ['dla34up', 'dla60up', 'dla102up', 'dla169up', 'centernet_dla34', 'fairmot_dla34']
@@ -92,7 +92,7 @@ def test_an_image_through_a_model_to_boxes_or_a_class_map(name):
 
 
 def test_the_necks_over_any_features_only_backbone_with_or_without_dcn():
-    from paddle_dla.necks import DLAUp, IDAUp
+    from paddle_dla.models.necks import DLAUp, IDAUp
     backbone = paddle_dla.create_model('dla_60', features_only=True, out_indices=(2, 3, 4, 5))
     channels = backbone.feature_info.channels()           # 128, 256, 512, 1024
     for deformable in (True, False):

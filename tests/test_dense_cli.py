@@ -18,12 +18,12 @@ pytest.importorskip('timm')
 from dense_reference import (CENTERNET_HEADS, FAIRMOT_HEADS, centernet_reference,
                              official_dense_state, save_centernet_checkpoint,
                              save_segmentation_checkpoint, segmentation_reference)
-from helpers import relative_error, top1_agrees
+from helpers import FLOAT32_LIMIT, relative_error, top1_agrees
 from hostile import Payload, assert_refused, leftovers, run_module, run_python
 
 pytestmark = pytest.mark.torch
 
-FLOAT32_TOLERANCE = 1e-3
+FLOAT32_TOLERANCE = FLOAT32_LIMIT
 SIZES = [(64, 96), (96, 96)]
 PHOTO = os.path.join(skimage.data_dir, 'chelsea.png')   # 451 x 300: letterboxed
 
@@ -191,8 +191,8 @@ def _tampered(how):
 @pytest.mark.parametrize('how', ['extra key under base.fc', 'head named after a method',
                                  'lying arch', 'another down ratio'])
 def test_what_the_dense_converter_refuses(how):
-    from paddle_dla.convert.dense import convert_dense_state
-    from paddle_dla.errors import PaddleDLAError
+    from paddle_dla.weights.convert.dense import convert_dense_state
+    from paddle_dla.core.errors import PaddleDLAError
     raw, phrase = _tampered(how)
     with pytest.raises(PaddleDLAError, match='tampered.pth'):
         convert_dense_state(raw, 'tampered.pth')
@@ -202,8 +202,8 @@ def test_what_the_dense_converter_refuses(how):
 
 
 def test_a_pdparams_of_the_other_family_is_refused_by_name(tmp_path):
-    from paddle_dla.checkpoint import save_pdparams
-    from paddle_dla.convert.dense import convert_dense_state
+    from paddle_dla.weights.checkpoint import save_pdparams
+    from paddle_dla.weights.convert.dense import convert_dense_state
     fairmot = convert_dense_state(official_dense_state(centernet_reference(FAIRMOT_HEADS),
                                                        'dla_34'))
     path = tmp_path / 'fairmot.pdparams'

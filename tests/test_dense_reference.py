@@ -6,7 +6,7 @@ import pytest
 
 from helpers import relative_error
 from numpy_dcn import modulated_deform_conv2d
-from paddle_dla.convert.layouts import dead_key_shapes
+from paddle_dla.weights.convert.layouts import dead_key_shapes
 
 pytestmark = pytest.mark.torch
 

@@ -141,8 +141,8 @@ def test_a_download_into_a_full_cache_names_the_reason_and_the_file(full_disk, t
 def test_a_nearly_full_disk_is_blamed_only_where_a_library_said_nothing(full_disk):
     """With under 1 MiB free, a writer's reasonless failure is put down to the disk; an
     error of ours (a hash mismatch, say) keeps its own reason."""
-    from paddle_dla.atomic import atomic_output
-    from paddle_dla.download import DownloadError
+    from paddle_dla.core.atomic import atomic_output
+    from paddle_dla.weights.download import DownloadError
     filler = full_disk / 'filler'
     with open(filler, 'wb') as f:
         f.write(b'\0' * ((2 << 20) - (512 << 10)))  # SMALL_FS less half a MiB

@@ -11,8 +11,8 @@ import time
 import pytest
 
 import paddle_dla
-from paddle_dla.download import DownloadError
-from paddle_dla.pretrained import PretrainedUnavailable
+from paddle_dla.weights.download import DownloadError
+from paddle_dla.weights.pretrained import PretrainedUnavailable
 from helpers import REPO, child_env
 from mirror_server import MirrorServer
 from test_hostile_download import STEM, VARIANT, _files, cache, checkpoint, tls  # noqa: F401

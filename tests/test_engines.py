@@ -25,18 +25,20 @@ import pytest
 import skimage
 
 import paddle_dla
-from paddle_dla import inference, runtimes
-from paddle_dla.checkpoint import save_pdparams
-from paddle_dla.engines import ENGINE_CHOICES, ENGINE_EXTRAS, ENGINES
-from paddle_dla.exported import MODEL_SUFFIXES, META_SUFFIX, PARAMS_SUFFIX, cpu_supports_bf16
+from paddle_dla.inference import predictor as inference
+from paddle_dla.inference import runtimes
+from paddle_dla.weights.checkpoint import save_pdparams
+from paddle_dla.inference.engines import ENGINE_CHOICES, ENGINE_EXTRAS, ENGINES
+from paddle_dla.inference.exported import MODEL_SUFFIXES, META_SUFFIX, PARAMS_SUFFIX, cpu_supports_bf16
 from paddle_dla.inference import EngineUnavailable, Predictor, compile_model, export
-from paddle_dla.layers import BN_MOMENTUM
-from helpers import REPO, child_env, pick_label, relative_error, run_paddle, top1_agrees
+from paddle_dla.models.layers import BN_MOMENTUM
+from helpers import (FLOAT32_LIMIT, REPO, child_env, pick_label, relative_error, run_paddle,
+                     top1_agrees)
 from hostile import run_module
 
 pytestmark = pytest.mark.paddle_compat
 
-TOL = 1e-3           # float32 engines against eager float32 (relative error)
+TOL = FLOAT32_LIMIT  # float32 engines against eager float32 (relative error)
 MISTAKE = 100 * TOL  # what a real mistake must exceed: orders of magnitude above TOL
 DYNAMIC = (None, 3, None, None)
 FAST_INPUTS = ((2, 3, 224, 224), (2, 3, 160, 224))  # square and non-square
@@ -509,8 +511,8 @@ def _labelled_photos(root, model):
     """Photographs in synset folders, each labelled with the class the eager model ranks
     1st, 3rd or 8th (rotating): the expected top-1 and top-5 are known exactly."""
     from paddle_dla.evaluation.transforms import Preprocess
-    from paddle_dla.imagenet import synsets
-    from paddle_dla.weights import get_weights
+    from paddle_dla.models.imagenet import synsets
+    from paddle_dla.weights.registry import get_weights
     from PIL import Image
 
     preprocess = Preprocess.of(get_weights(EVAL_VARIANT).preprocessing)

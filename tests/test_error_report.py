@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from paddle_dla.errors import PaddleDLAError, UsageError, one_line, report
-from paddle_dla.weights import get_weights
+from paddle_dla.core.errors import PaddleDLAError, UsageError, one_line, report
+from paddle_dla.weights.registry import get_weights
 from helpers import REPO, child_env, stderr_lines
 
 
@@ -122,7 +122,7 @@ def test_a_one_line_command_error_is_one_line(tmp_path):
 def test_an_error_after_a_progress_bar_starts_a_line_of_its_own(leave):
     """A bar on stderr leaves its line open; the error must not join it."""
     code = ('import sys, tqdm\n'
-            'from paddle_dla.errors import PaddleDLAError, report\n'
+            'from paddle_dla.core.errors import PaddleDLAError, report\n'
             f'bar = tqdm.tqdm(total=10, file=sys.stderr, unit="img", leave={leave})\n'
             'bar.update(3)\n'
             'report("tool", PaddleDLAError("it broke"))\n')

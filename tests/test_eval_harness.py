@@ -1,4 +1,4 @@
-"""eval/imagenet_val.py on a small real-photograph set whose expected scores are known."""
+"""tools/imagenet_val.py on a small real-photograph set whose expected scores are known."""
 import json
 import os
 import signal
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from paddle_dla.checkpoint import save_pdparams
-from paddle_dla.convert import convert_state_dict
-from paddle_dla.engines import ENGINES
+from paddle_dla.weights.checkpoint import save_pdparams
+from paddle_dla.weights.convert import convert_state_dict
+from paddle_dla.inference.engines import ENGINES
 from paddle_dla.evaluation.report import NOT_PUBLISHED, RESULT_FIELDS, verdict
 from paddle_dla.evaluation.transforms import Preprocess
 from helpers import REPO, child_env, run_cli, stderr_lines
@@ -37,7 +37,7 @@ def data(tmp_path_factory):
 
 def _evaluate(data, tmp_path, *extra, script=None):
     results = tmp_path / 'results.json'
-    command = script or [sys.executable, os.path.join(REPO, 'eval/imagenet_val.py')]
+    command = script or [sys.executable, os.path.join(REPO, 'tools/imagenet_val.py')]
     proc = subprocess.run(command + ['--model', VARIANT, '--weights', data['weights'],
                                      '--batch-size', '4', '--workers', '2', '--results-file',
                                      str(results), *map(str, extra)],
@@ -97,7 +97,7 @@ def test_label_file_found_next_to_the_images(data, tmp_path):
 @oracle_data
 def test_two_cpu_processes_count_every_image_once(data, tmp_path):
     launch = [sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2',
-              '--log_dir', str(tmp_path / 'logs'), os.path.join(REPO, 'eval/imagenet_val.py')]
+              '--log_dir', str(tmp_path / 'logs'), os.path.join(REPO, 'tools/imagenet_val.py')]
     _, row = _evaluate(data, tmp_path, '--data-dir', data['synsets'], '--no-progress',
                        script=launch)
     assert len(data['paths']) % 2 == 1  # uneven shards: no padding may creep in
@@ -167,7 +167,7 @@ def test_compare_torch_agrees_fully(data, tmp_path):
 @oracle_data
 def test_csv_results_in_timm_schema(data, tmp_path):
     out = tmp_path / 'r.csv'
-    proc = run_cli('eval/imagenet_val.py', '--model', VARIANT, '--weights', data['weights'],
+    proc = run_cli('tools/imagenet_val.py', '--model', VARIANT, '--weights', data['weights'],
                    '--data-dir', data['synsets'], '--results-file', out, '--workers', '0')
     assert proc.returncode == 0, proc.stderr
     header = out.read_text().splitlines()[0].split(',')
@@ -183,7 +183,7 @@ def _fails_with(proc, *phrases):
 
 
 def _run(data, *args):
-    return run_cli('eval/imagenet_val.py', '--model', VARIANT, '--weights', data['weights'],
+    return run_cli('tools/imagenet_val.py', '--model', VARIANT, '--weights', data['weights'],
                    '--no-progress', *args)
 
 
@@ -243,8 +243,8 @@ def test_unreadable_image_stops_the_run_or_is_skipped(data, tmp_path):
 @pytest.mark.full
 @oracle_data
 def test_unknown_model(data):
-    proc = run_cli('eval/imagenet_val.py', '--model', 'dla_7', '--data-dir', data['synsets'])
-    _fails_with(proc, "unknown DLA variant 'dla_7'")
+    proc = run_cli('tools/imagenet_val.py', '--model', 'dla_7', '--data-dir', data['synsets'])
+    _fails_with(proc, "unknown model 'dla_7'")
 
 
 @pytest.mark.full

@@ -18,14 +18,14 @@ import skimage
 from PIL import Image
 
 import paddle_dla
-from paddle_dla.cache import cached_weights_path
-from paddle_dla.checkpoint import save_pdparams
+from paddle_dla.weights.cache import cached_weights_path
+from paddle_dla.weights.checkpoint import save_pdparams
 from paddle_dla.evaluation.dataset import LabelSource
 from paddle_dla.evaluation.report import NOT_PUBLISHED, format_table, result_row
 from paddle_dla.evaluation.runner import Tally
 from paddle_dla.evaluation.transforms import Preprocess
-from paddle_dla.imagenet import CLASSES_FILE, synsets
-from paddle_dla.weights import get_weights
+from paddle_dla.models.imagenet import CLASSES_FILE, synsets
+from paddle_dla.weights.registry import get_weights
 from helpers import REPO, child_env
 from torch_files import official_layout, save_state_dict
 

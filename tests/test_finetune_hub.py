@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 import paddle_dla
-from paddle_dla.checkpoint import save_pdparams
-from paddle_dla.convert import convert_state_dict
+from paddle_dla.weights.checkpoint import save_pdparams
+from paddle_dla.weights.convert import convert_state_dict
 from helpers import REPO, run_cli
 
 

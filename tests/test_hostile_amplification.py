@@ -10,9 +10,9 @@ import zipfile
 
 import pytest
 
-from paddle_dla.checkpoint import load_pdparams
-from paddle_dla.convert import read_checkpoint
-from paddle_dla.errors import CheckpointReadError
+from paddle_dla.weights.checkpoint import load_pdparams
+from paddle_dla.weights.convert import read_checkpoint
+from paddle_dla.core.errors import CheckpointReadError
 from hostile import assert_refused, run_module, run_python, run_script
 
 # Pickle records, opcode by opcode (pickle.dump would never write these files).
@@ -93,7 +93,7 @@ def test_shared_sub_trees_are_walked_once(tmp_path):
     assert path.stat().st_size < 1500
     _timed_refusal(path, 'not a named tensor')
     code = ('import sys, paddle_dla\ntry:\n    paddle_dla.create_model("dla_46_c", '
-            'pretrained=sys.argv[1])\nexcept paddle_dla.errors.PaddleDLAError as e:\n'
+            'pretrained=sys.argv[1])\nexcept paddle_dla.core.errors.PaddleDLAError as e:\n'
             '    print(e, file=sys.stderr); sys.exit(3)')
     proc = run_python(code, path, timeout=120)
     assert_refused(proc, 'laughs.pdparams')
@@ -141,7 +141,7 @@ def test_a_bzip2_bomb_is_not_decompressed(tmp_path):
     with zipfile.ZipFile(path, 'w', zipfile.ZIP_BZIP2) as archive:
         archive.writestr('archive/data.pkl', pickle.dumps({}, protocol=2))
         archive.writestr('archive/byteorder', 'little')
-    proc = run_script('convert/torch2paddle.py', '--src', path, '--dst', tmp_path / 'o.pdparams')
+    proc = run_script('tools/torch2paddle.py', '--src', path, '--dst', tmp_path / 'o.pdparams')
     assert_refused(proc, 'bomb.pth', 'compressed in a way torch never writes',
                    absent=[tmp_path / 'o.pdparams'])
     assert len(packed) < 2000  # what such a member would have cost
@@ -193,7 +193,7 @@ def test_predict_refuses_a_fifo_instead_of_hanging(tmp_path):
     fifo = tmp_path / 'photo.jpg'
     os.mkfifo(fifo)
     weights = tmp_path / 'w.pdparams'
-    code = ('import sys, paddle_dla\nfrom paddle_dla.checkpoint import save_pdparams\n'
+    code = ('import sys, paddle_dla\nfrom paddle_dla.weights.checkpoint import save_pdparams\n'
             'save_pdparams(paddle_dla.dla_46_c().state_dict(), sys.argv[1])')
     assert run_python(code, weights).returncode == 0
     proc = run_module('predict', fifo, '--model', 'dla_46_c', '--weights', weights, timeout=120)
@@ -205,7 +205,7 @@ def test_predict_refuses_a_fifo_instead_of_hanging(tmp_path):
     for value in ('-1', '0', 'inf', 'soon')])
 def test_the_lock_wait_cannot_be_made_unbounded(tmp_path, value):
     code = ('import paddle_dla\ntry:\n    paddle_dla.dla_46_c(pretrained=True)\n'
-            'except paddle_dla.errors.PaddleDLAError as e:\n    print(e)')
+            'except paddle_dla.core.errors.PaddleDLAError as e:\n    print(e)')
     proc = run_python(code, env={'PADDLE_DLA_HOME': str(tmp_path),
                                  'PADDLE_DLA_LOCK_TIMEOUT': value}, timeout=120)
     assert 'PADDLE_DLA_LOCK_TIMEOUT must be a positive number of seconds' in proc.stdout
@@ -213,8 +213,8 @@ def test_the_lock_wait_cannot_be_made_unbounded(tmp_path, value):
 
 SIGTERM_WHILE_WRITING = """
 import os, signal, sys, time
-from paddle_dla.atomic import atomic_output
-from paddle_dla import checkpoint
+from paddle_dla.core.atomic import atomic_output
+from paddle_dla.weights import checkpoint
 from paddle_dla.cli import convert
 
 def save_then_terminated(state, path):  # SIGTERM arrives halfway through the write
@@ -247,9 +247,9 @@ def test_a_converter_interrupted_by_sigterm_says_so_in_one_line(tmp_path):
 def test_a_server_announcing_more_than_the_cap_is_refused_before_reading(tmp_path,
                                                                        monkeypatch):
     import paddle_dla
-    from paddle_dla.download import DownloadError, download
+    from paddle_dla.weights.download import DownloadError, download
     from mirror_server import MirrorServer
-    monkeypatch.setattr(paddle_dla.download, 'MAX_UNKNOWN_SIZE', 1000)
+    monkeypatch.setattr(paddle_dla.weights.download, 'MAX_UNKNOWN_SIZE', 1000)
     with MirrorServer() as server:
         server.files['/big.pth'] = bytes(5000)
         with pytest.raises(DownloadError, match='announces 5,000 bytes, more than the 1,000'):

@@ -17,7 +17,7 @@ from PIL import Image
 
 import paddle_dla
 from paddle_dla import cli
-from paddle_dla.checkpoint import save_pdparams
+from paddle_dla.weights.checkpoint import save_pdparams
 from paddle_dla.inference import ExportError, ModelFileError, Predictor, export, tensor_shapes
 from helpers import child_env
 from hostile import (REPO, assert_refused, hostile_pdparams, leftovers, run_module,
@@ -68,7 +68,7 @@ def _nothing_written(out):
 
 
 def _own_sources():
-    names = ['paddle_dla/inference.py', 'examples/finetune.py', 'examples/finetune_train.py']
+    names = ['paddle_dla/inference/predictor.py', 'examples/finetune.py', 'examples/finetune_train.py']
     cli = os.path.join(REPO, 'paddle_dla', 'cli')
     names += [os.path.join('paddle_dla', 'cli', n) for n in sorted(os.listdir(cli))
               if n.endswith('.py')]

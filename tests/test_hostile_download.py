@@ -12,8 +12,8 @@ import pytest
 from filelock import FileLock
 
 import paddle_dla
-from paddle_dla.pretrained import CacheBusy, PretrainedUnavailable
-from paddle_dla.weights import get_weights
+from paddle_dla.weights.pretrained import CacheBusy, PretrainedUnavailable
+from paddle_dla.weights.registry import get_weights
 from helpers import REPO
 from mirror_server import MirrorServer
 from torch_files import official_layout, save_state_dict
@@ -91,7 +91,7 @@ def test_the_lock_wait_is_bounded_and_says_what_to_do(cache, monkeypatch):
                                   'dla_46_c.official'), proc.stdout + proc.stderr
     assert 'PADDLE_DLA_LOCK_TIMEOUT' in proc.stdout and '.lock' in proc.stdout
     assert elapsed < 60
-    assert issubclass(CacheBusy, paddle_dla.errors.PaddleDLAError)
+    assert issubclass(CacheBusy, paddle_dla.core.errors.PaddleDLAError)
 
 
 def test_stale_partial_files_are_removed_by_the_next_download(cache, tmp_path, monkeypatch,
@@ -158,8 +158,8 @@ def test_a_source_without_a_hash_needs_an_explicit_opt_in(cache, tmp_path, monke
 
 
 def test_registry_prefers_https_and_the_strongest_check():
-    for weights in paddle_dla.weights.list_weights():
-        keys = [paddle_dla.weights.preference(s) for s in weights.sources]
+    for weights in paddle_dla.weights.registry.list_weights():
+        keys = [paddle_dla.weights.registry.preference(s) for s in weights.sources]
         assert keys == sorted(keys), weights.name
     first = get_weights('dla_34').sources[0]
     assert first.url.startswith('https://storage.openvinotoolkit.org/') and first.sha384
@@ -202,13 +202,13 @@ def test_a_redirect_from_https_to_plain_http_is_refused(cache, tmp_path, monkeyp
 
 def test_a_body_of_unknown_length_is_capped(cache, tmp_path, monkeypatch, checkpoint):
     """Without a Content-Length or a published size, a server may still not fill the disk."""
-    monkeypatch.setattr(paddle_dla.download, 'MAX_UNKNOWN_SIZE', 4096)
+    monkeypatch.setattr(paddle_dla.weights.download, 'MAX_UNKNOWN_SIZE', 4096)
     with MirrorServer() as server:
         path = _serve(server, tmp_path, monkeypatch, checkpoint)
         server.behaviour[path] = 'no-length'
         with pytest.raises(PretrainedUnavailable, match='more than the 4,096 bytes expected'):
             paddle_dla.create_model(VARIANT, pretrained=True)
-        monkeypatch.setattr(paddle_dla.download, 'MAX_UNKNOWN_SIZE', 2 << 30)
+        monkeypatch.setattr(paddle_dla.weights.download, 'MAX_UNKNOWN_SIZE', 2 << 30)
         paddle_dla.create_model(VARIANT, pretrained=True)  # the same body, within the cap
     assert _files(cache) == [f'{VARIANT}-official.pdparams']
 
@@ -221,7 +221,7 @@ def test_cache_fetch_never_caches_a_source_without_a_hash(cache, tmp_path, monke
     with MirrorServer() as server:
         _serve(server, tmp_path, monkeypatch, checkpoint, sha256_prefix=None)
         run = lambda **env: subprocess.run(
-            [sys.executable, os.path.join(REPO, 'convert/torch2paddle.py'), '--all', '--model',
+            [sys.executable, os.path.join(REPO, 'tools/torch2paddle.py'), '--all', '--model',
              VARIANT, '--tag', 'official'], capture_output=True, text=True,
             cwd=REPO, timeout=300, env=dict(os.environ, **env))
         proc = run()

@@ -1,4 +1,4 @@
-"""eval/imagenet_val.py on hostile or broken input: one line naming the file, a non-zero
+"""tools/imagenet_val.py on hostile or broken input: one line naming the file, a non-zero
 exit, no results file, nothing executed, memory bounded (see hostile.py)."""
 import glob
 import json
@@ -20,17 +20,17 @@ import skimage
 from PIL import Image
 
 import paddle_dla
-from paddle_dla.checkpoint import save_pdparams
+from paddle_dla.weights.checkpoint import save_pdparams
 from paddle_dla.cli import common
 from paddle_dla.cli import evaluate as cli
 from paddle_dla.evaluation.dataset import DatasetError, find_samples
 from paddle_dla.evaluation.transforms import MAX_IMAGE_PIXELS, ImageReadError, Preprocess
-from paddle_dla.imagenet import synsets
+from paddle_dla.models.imagenet import synsets
 from helpers import child_env
 from hostile import REPO, assert_refused, hostile_pdparams, run_script
 
 VARIANT = 'dla_46_c'
-SCRIPT = 'eval/imagenet_val.py'
+SCRIPT = 'tools/imagenet_val.py'
 PHOTOS = ('chelsea.png', 'coffee.png', 'astronaut.png')
 
 

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 import paddle_dla
-from paddle_dla.checkpoint import load_pdparams, save_pdparams
-from paddle_dla.convert import read_checkpoint
-from paddle_dla.errors import CheckpointReadError
+from paddle_dla.weights.checkpoint import load_pdparams, save_pdparams
+from paddle_dla.weights.convert import read_checkpoint
+from paddle_dla.core.errors import CheckpointReadError
 from hostile import (MEMORY_LIMIT, REPO, OpenPayload, Payload, assert_refused, hostile_pdparams,
                      leftovers, run_python, run_script)
 # torch's zip format, written without torch
 from torch_files import Storage, View, official_layout, save_state_dict, torch_zip
 
-TORCH2PADDLE, PADDLE2TORCH = 'convert/torch2paddle.py', 'convert/paddle2torch.py'
+TORCH2PADDLE, PADDLE2TORCH = 'tools/torch2paddle.py', 'tools/paddle2torch.py'
 
 
 def _read_refused(path, *phrases):
@@ -274,7 +274,7 @@ def test_pdparams_written_by_paddle_read_safely_and_exactly(tmp_path):
     hapi.train_batch([paddle.randn([4, 2])], [paddle.randn([4, 3])])
     hapi.save(str(tmp_path / 'hapi'))  # paddle.Model.save, as Paddle's tutorials do
     assert sorted(load_pdparams(tmp_path / 'hapi.pdparams')) == ['bias', 'weight']
-    optimizer_state = paddle_dla.checkpoint.read_paddle_pickle(tmp_path / 'hapi.pdopt')
+    optimizer_state = paddle_dla.weights.checkpoint.read_paddle_pickle(tmp_path / 'hapi.pdopt')
     assert any(k.endswith('moment1_0') for k in optimizer_state)
 
 
@@ -301,7 +301,7 @@ def test_code_in_a_pdparams_never_runs_through_the_api(tmp_path, protocol):
     marker = tmp_path / 'pwned'
     path = hostile_pdparams(tmp_path / 'evil.pdparams', marker, protocol)
     code = ('import sys, paddle_dla\ntry:\n    paddle_dla.create_model("dla_46_c", '
-            'pretrained=sys.argv[1])\nexcept paddle_dla.errors.PaddleDLAError as e:\n'
+            'pretrained=sys.argv[1])\nexcept paddle_dla.core.errors.PaddleDLAError as e:\n'
             '    print(e, file=sys.stderr); sys.exit(3)')
     proc = run_python(code, path)
     assert proc.returncode == 3
@@ -316,7 +316,7 @@ def test_a_planted_cache_file_never_runs(tmp_path):
     home.mkdir()
     hostile_pdparams(home / 'dla_46_c-official.pdparams', marker)
     code = ('import sys, paddle_dla\ntry:\n    paddle_dla.dla_46_c(pretrained=True)\n'
-            'except paddle_dla.errors.PaddleDLAError as e:\n'
+            'except paddle_dla.core.errors.PaddleDLAError as e:\n'
             '    print(e, file=sys.stderr); sys.exit(3)')
     proc = run_python(code, env={'PADDLE_DLA_HOME': str(home)})
     assert proc.returncode == 3
@@ -371,7 +371,7 @@ def test_no_runtime_module_unpickles_unsafely():
     weights_only), or builds a pickle.Unpickler, outside the safe reader."""
     found, scanned = [], []
     package = os.path.join(REPO, 'paddle_dla')
-    scripts = [os.path.join(REPO, d) for d in ('convert', 'eval', 'bench', 'examples')]
+    scripts = [os.path.join(REPO, d) for d in ('tools', 'examples')]
     for folder in [package] + scripts:
         for root, _, files in os.walk(folder):
             for name in files:
@@ -383,8 +383,7 @@ def test_no_runtime_module_unpickles_unsafely():
                     found += [f'{scanned[-1]}:{line} {call}'
                               for line, call in _unsafe_calls(f.read())]
     # Every folder was there to scan (a moved folder would make this pass on nothing).
-    assert {p.split(os.sep)[0] for p in scanned} == {'paddle_dla', 'convert', 'eval', 'bench',
-                                                     'examples'}
+    assert {p.split(os.sep)[0] for p in scanned} == {'paddle_dla', 'tools', 'examples'}
     assert len(scanned) > 20
     assert found == []
 
@@ -434,8 +433,8 @@ def test_outputs_get_the_umask_permissions(tmp_path, umask, mode):
 
 SIGTERM_MIDWAY = '''
 import os, signal, sys
-from paddle_dla.atomic import atomic_output
-from paddle_dla.errors import exit_cleanly_on_sigterm
+from paddle_dla.core.atomic import atomic_output
+from paddle_dla.core.errors import exit_cleanly_on_sigterm
 exit_cleanly_on_sigterm()
 with atomic_output(sys.argv[1]) as tmp:
     with open(tmp, 'wb') as f:
@@ -464,11 +463,11 @@ def test_a_local_file_counts_as_published_only_at_the_strength_the_registry_know
     into the registry: finding a real collision takes minutes) is not the published file
     where the full SHA-384 is known; where only the prefix is known, the prefix decides."""
     import dataclasses
-    from paddle_dla import weights as weights_module
-    from paddle_dla.convert.identify import HashMismatch
-    from paddle_dla.convert.pipeline import convert_checkpoint
-    from paddle_dla.digests import file_digests
-    from paddle_dla.weights import WEIGHTS
+    from paddle_dla.weights import registry as weights_module
+    from paddle_dla.weights.convert.identify import HashMismatch
+    from paddle_dla.weights.convert.pipeline import convert_checkpoint
+    from paddle_dla.core.digests import file_digests
+    from paddle_dla.weights.registry import WEIGHTS
 
     staging = tmp_path / 'staging.pth'
     save_state_dict(official_layout('dla_34', dead_keys=False), staging)
@@ -508,7 +507,7 @@ def test_pdparams_that_paddle_split_are_read_whole(tmp_path):
     paddle.save({'big': paddle.to_tensor(values), 'small': paddle.ones([3])}, str(path),
                 protocol=3)
     del values
-    check = ('import sys, numpy as np\nfrom paddle_dla.checkpoint import load_pdparams\n'
+    check = ('import sys, numpy as np\nfrom paddle_dla.weights.checkpoint import load_pdparams\n'
              'state = load_pdparams(sys.argv[1])\nbig = state["big"]\n'
              'assert sorted(state) == ["big", "small"] and big.shape == ((1 << 30) + 8,)\n'
              'assert (big[-8:] == np.arange(8)).all() and big[255] == 255\nprint("whole")')

@@ -1,25 +1,19 @@
-"""The package's layers import only downward, at module top (ARCHITECTURE.md)."""
+"""The package's folders are its layers: a folder imports only itself and the folders
+below it (ARCHITECTURE.md), at module top; no module imports in a circle."""
 import ast
 import os
+import re
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'paddle_dla')
+ARCHITECTURE = os.path.join(os.path.dirname(PACKAGE), 'ARCHITECTURE.md')
 
-# Lowest first; a module may import its own layer and those below it.
-LAYERS = [
-    {'errors', 'digests', 'atomic', 'safe_pickle', 'imagenet', 'variants', 'preprocessing',
-     'cli_args', 'engines', 'machine', 'dense_variants', 'decode', 'dense_input', 'drawing'},
-    {'layers', 'blocks', 'dla', 'complexity', 'dcn', 'necks', 'dense'},
-    {'weights', 'cache', 'exported'},
-    {'checkpoint', 'convert', 'convert.readers', 'convert.layouts', 'convert.mapping',
-     'convert.detect', 'convert.identify', 'convert.pipeline', 'convert.reverse',
-     'convert.verify', 'convert.dense'},
-    {'download', 'pretrained', 'runtimes'},
-    {'factory', 'dense_factory', 'dense_serving', 'inference', 'model_table', 'benchmark', 'bench_worker', 'evaluation', 'evaluation.transforms',
-     'evaluation.dataset', 'evaluation.runner', 'evaluation.report', 'evaluation.metrics'},
-    {'cli', 'cli.common', 'cli.convert', 'cli.to_torch', 'cli.evaluate', 'cli.cache', 'cli.export',
-     'cli.predict', 'cli.predict_dense', 'cli.bench', 'cli.info', 'cli.eval_worker', '__main__', ''},
-]
-COMMAND_LINE = {m for m in LAYERS[-1] if m.startswith('cli') or m == '__main__'}
+# Lowest first. A module's folder is the first part of its name ('' is the package's own
+# __init__, the public face, above everything).
+LAYERS = ['core', 'models', 'weights', 'zoo', 'tasks', 'inference', 'evaluation',
+          'benchmarking', 'cli', '__main__', '']
+# Command lines import their work inside run() so that --help loads nothing heavy.
+DEFERRING = {'cli'}
+MAX_FLAT_MODULES = 6
 OPTIONAL = {'torch', 'timm', 'torchvision', 'onnx', 'onnxruntime', 'openvino', 'cv2',
             'safetensors', 'paddle2onnx'}
 
@@ -34,19 +28,8 @@ def _modules():
                        '' if rel == '__init__' else rel), path
 
 
-def _layer(module):
-    return next(i for i, layer in enumerate(LAYERS) if module in layer)
-
-
-def _target(module, node):
-    """The package module an import names, or None for anything outside the package."""
-    if node.level == 0:
-        name = node.module or ''
-        return name[len('paddle_dla.'):] if name.startswith('paddle_dla.') else None
-    package = module.split('.') if _is_package(module) else module.split('.')[:-1]
-    base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
-    parts = [p for p in base + (node.module.split('.') if node.module else []) if p]
-    return '.'.join(parts)
+def folder(module):
+    return module.split('.')[0]
 
 
 def _is_package(module):
@@ -54,31 +37,94 @@ def _is_package(module):
     return os.path.isdir(path)
 
 
-def test_every_module_has_a_layer():
-    unplaced = [m for m, _ in _modules() if not any(m in layer for layer in LAYERS)]
-    assert unplaced == []
+def _target(module, node, is_package=None):
+    """The package module an import names, or None for anything outside the package."""
+    if node.level == 0:
+        name = node.module or ''
+        return name[len('paddle_dla.'):] if name.startswith('paddle_dla.') else None
+    package = module.split('.') if (_is_package(module) if is_package is None else is_package) \
+        else module.split('.')[:-1]
+    base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
+    return '.'.join(p for p in base + (node.module.split('.') if node.module else []) if p)
+
+
+def imports_of(module, source, is_package=None):
+    """``(target module, line, at module top)`` for every import of the package's own."""
+    tree = ast.parse(source)
+    top = {id(n) for n in tree.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            target = _target(module, node, is_package)
+            if target is not None:
+                yield target, node.lineno, id(node) in top
+
+
+def violations(module, source, is_package=None):
+    """What in ``source`` (the text of ``module``) breaks the folders' order."""
+    found = []
+    for target, line, at_top in imports_of(module, source, is_package):
+        if target and folder(target) not in LAYERS:
+            continue  # a name from the package's own __init__ (e.g. __version__)
+        if LAYERS.index(folder(target)) > LAYERS.index(folder(module)):
+            found.append(f'{module}:{line} imports {target or "paddle_dla"}, a higher folder')
+        elif not at_top and folder(module) not in DEFERRING:
+            found.append(f'{module}:{line} imports {target} inside a function')
+    return found
+
+
+def test_every_folder_has_a_layer_and_few_modules_stand_flat():
+    folders = {folder(m) for m, _ in _modules()}
+    assert folders - set(LAYERS) == set()
+    flat = [n for n in os.listdir(PACKAGE) if n.endswith('.py')]
+    assert len(flat) <= MAX_FLAT_MODULES, flat
+
+
+def test_every_folder_says_its_job_and_is_drawn_in_the_architecture():
+    text = open(ARCHITECTURE, encoding='utf-8').read()
+    for name in LAYERS:
+        path = os.path.join(PACKAGE, name, '__init__.py')
+        if not name or not os.path.exists(path):
+            continue
+        doc = ast.get_docstring(ast.parse(open(path, encoding='utf-8').read()))
+        assert doc and len(doc) > 40, f'{name}/__init__.py says nothing of its job'
+        assert re.search(rf'`{name}/`', text), f'ARCHITECTURE.md does not name {name}/'
 
 
 def test_imports_go_downward_at_module_top():
-    upward, deferred = [], []
+    found = []
     for module, path in _modules():
-        tree = ast.parse(open(path, encoding='utf-8').read())
-        top = set(id(n) for n in tree.body)
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.ImportFrom):
-                continue
-            target = _target(module, node)
-            if target is None:
-                continue
-            names = [target] if node.module else [
-                f'{target}.{a.name}'.lstrip('.') for a in node.names]
-            for name in names:
-                known = name if any(name in layer for layer in LAYERS) else name.rsplit('.', 1)[0]
-                if any(known in layer for layer in LAYERS) and _layer(known) > _layer(module):
-                    upward.append(f'{module} -> {known}')
-            if id(node) not in top and module not in COMMAND_LINE:
-                deferred.append(f'{module}:{node.lineno} {target}')
-    assert upward == [] and deferred == []
+        found += violations(module, open(path, encoding='utf-8').read())
+    assert found == []
+
+
+def test_no_module_imports_in_a_circle():
+    graph = {}
+    for module, path in _modules():
+        graph[module] = {t for t, _, at_top in imports_of(module, open(path, encoding='utf-8').read())
+                         if at_top and t != module}
+    modules = set(graph)
+
+    def resolved(name):  # 'from .x import y' where y is a module: the edge goes to x.y
+        return name if name in modules else name.rsplit('.', 1)[0] if '.' in name else name
+
+    state, cycles = {}, []
+
+    def visit(node, stack):
+        state[node] = 'open'
+        for nxt in sorted({resolved(t) for t in graph.get(node, ())} & modules):
+            if state.get(nxt) == 'open':
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 'done'
+
+    for module in sorted(modules):
+        if module not in state:
+            visit(module, [module])
+    # A package's __init__ importing its own modules is no circle of work.
+    cycles = [c for c in cycles if not any(c[i + 1].startswith(c[i] + '.') or c[i] == ''
+                                           for i in range(len(c) - 1))]
+    assert cycles == []
 
 
 def test_optional_dependencies_are_not_imported_at_module_top():
@@ -95,10 +141,17 @@ def test_optional_dependencies_are_not_imported_at_module_top():
     assert found == []
 
 
-def test_the_checker_sees_a_violation():
-    """An upward import is caught (the checks above are not vacuous)."""
-    node = ast.parse('from ..factory import create_model').body[0]
-    assert _target('convert.verify', node) == 'factory'
-    assert _layer('factory') > _layer('convert.verify')
-    node = ast.parse('from . import safe_pickle').body[0]
-    assert _target('checkpoint', node) == '' and node.names[0].name == 'safe_pickle'
+def test_the_checker_catches_a_violation():
+    """The checks above are not vacuous: an upward import, a deferred one outside the
+    command line, and the same written absolutely are each reported; a downward one is not."""
+    upward = 'from ...zoo.classifier import create_model\n'
+    assert violations('weights.convert.verify', upward, is_package=False) == [
+        'weights.convert.verify:1 imports zoo.classifier, a higher folder']
+    absolute = 'import os\nfrom paddle_dla.inference import Predictor\n'
+    assert violations('tasks.serving', absolute, is_package=False) == [
+        'tasks.serving:2 imports inference, a higher folder']
+    deferred = 'def f():\n    from ..core.errors import one_line\n'
+    assert violations('models.dla', deferred, is_package=False) == [
+        'models.dla:2 imports core.errors inside a function']
+    assert violations('cli.convert', deferred, is_package=False) == []
+    assert violations('zoo.classifier', 'from ..models.dla import DLA\n', is_package=False) == []

@@ -12,10 +12,10 @@ import paddle
 import pytest
 
 import paddle_dla
-from paddle_dla.checkpoint import StateDictMismatch, save_pdparams
-from paddle_dla.convert.mapping import to_paddle_key, to_torch_key
-from paddle_dla.convert.readers import write_safetensors
-from paddle_dla.factory import VariantMismatch, adapt_input_conv, load_pretrained
+from paddle_dla.weights.checkpoint import StateDictMismatch, save_pdparams
+from paddle_dla.weights.convert.mapping import to_paddle_key, to_torch_key
+from paddle_dla.weights.convert.readers import write_safetensors
+from paddle_dla.zoo.classifier import VariantMismatch, adapt_input_conv, load_pretrained
 from torch_files import official_layout, save_state_dict
 
 VARIANT = 'dla_46_c'

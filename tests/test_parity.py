@@ -2,7 +2,7 @@
 import pytest
 
 import paddle_dla
-from helpers import relative_error, run_cli, run_paddle, top1_agrees
+from helpers import FLOAT32_LIMIT, FLOAT64_LIMIT, relative_error, run_cli, run_paddle, top1_agrees
 
 pytestmark = pytest.mark.torch
 
@@ -11,8 +11,8 @@ LARGE_SHAPE_VARIANTS = ['dla_34', 'dla_102x2', 'dla_60_res2next']
 SHAPES = [(2, 3, 64, 64)]
 EXTRA_SHAPES = [(1, 3, 224, 224), (2, 3, 96, 160)]
 
-STRUCTURE_TOL = 1e-7
-FLOAT32_TOL = 1e-3
+STRUCTURE_TOL = FLOAT64_LIMIT
+FLOAT32_TOL = FLOAT32_LIMIT
 
 
 def _cases(*marks):
@@ -46,7 +46,7 @@ def converted_by_cli(tmp_path_factory):
         if name not in cache:
             src, dst = folder / f'{name}.pth', folder / f'{name}.pdparams'
             torch.save(oracle_state_dict(name, dtype=torch.float32), src)
-            proc = run_cli('convert/torch2paddle.py', '--src', src, '--model', name, '--dst', dst)
+            proc = run_cli('tools/torch2paddle.py', '--src', src, '--model', name, '--dst', dst)
             assert proc.returncode == 0, proc.stderr
             assert name in proc.stdout and str(dst) in proc.stdout
             src.unlink()

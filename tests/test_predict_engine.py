@@ -8,9 +8,9 @@ import pytest
 import skimage
 
 import paddle_dla
-from paddle_dla.exported import locate, read_metadata
+from paddle_dla.inference.exported import locate, read_metadata
 from paddle_dla.inference import Predictor, describe_engine, export
-from paddle_dla.runtimes import choice_key, installed_engines, remember_choice
+from paddle_dla.inference.runtimes import choice_key, installed_engines, remember_choice
 from hostile import run_module
 
 pytestmark = pytest.mark.paddle_compat
@@ -114,7 +114,7 @@ def test_a_remembered_engine_gone_since_is_measured_again(tmp_path, classifier, 
     prefix, model_file = locate(str(exported))
     key = choice_key(model_file, read_metadata(prefix), 'cpu', 'fp32', None)
     remember_choice(key, {'engine': 'openvino'})
-    monkeypatch.setattr('paddle_dla.inference.installed_engines', lambda *_: ['paddle'])
+    monkeypatch.setattr('paddle_dla.inference.predictor.installed_engines', lambda *_: ['paddle'])
     predictor = Predictor(exported)
     assert describe_engine(predictor) == ('paddle (auto: Paddle Inference until the first '
                                           'batch is measured)')

@@ -6,7 +6,7 @@ import paddle
 import pytest
 
 import paddle_dla
-from paddle_dla.model_table import feature_markdown, markdown
+from paddle_dla.weights.model_table import feature_markdown, markdown
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')
 

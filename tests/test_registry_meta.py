@@ -3,7 +3,7 @@ its weights meta: what a loader adapts by name must exist with the described sha
 import paddle
 
 import paddle_dla
-from paddle_dla.weights import list_weights
+from paddle_dla.weights.registry import list_weights
 
 
 def test_classifier_and_first_conv_name_the_live_layers():

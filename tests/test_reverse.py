@@ -19,8 +19,8 @@ def test_round_trip_is_bit_exact_and_timm_loads_strictly(tmp_path, name, classes
     src = tmp_path / 'source.pth'
     save_training_checkpoint(name, src, num_classes=classes)
     first, back, second = tmp_path / 'a.pdparams', tmp_path / 'back.pth', tmp_path / 'b.pdparams'
-    assert run_cli('convert/torch2paddle.py', '--src', src, '--dst', first).returncode == 0
-    proc = run_cli('convert/paddle2torch.py', '--src', first, '--dst', back)
+    assert run_cli('tools/torch2paddle.py', '--src', src, '--dst', first).returncode == 0
+    proc = run_cli('tools/paddle2torch.py', '--src', first, '--dst', back)
     assert proc.returncode == 0, proc.stderr
     assert f'{name}, {classes} classes' in proc.stdout
 
@@ -28,7 +28,7 @@ def test_round_trip_is_bit_exact_and_timm_loads_strictly(tmp_path, name, classes
     result = model.load_state_dict(torch.load(back, weights_only=True), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
 
-    assert run_cli('convert/torch2paddle.py', '--src', back, '--dst', second).returncode == 0
+    assert run_cli('tools/torch2paddle.py', '--src', back, '--dst', second).returncode == 0
     a, b = paddle.load(str(first), return_numpy=True), paddle.load(str(second), return_numpy=True)
     assert list(a) == list(b)
     for key in a:
@@ -41,11 +41,11 @@ def test_safetensors_output_is_readable_by_the_safetensors_package(tmp_path):
     import timm
     import torch
     from oracle import oracle_state_dict
-    from paddle_dla.checkpoint import save_pdparams
-    from paddle_dla.convert import convert_state_dict
+    from paddle_dla.weights.checkpoint import save_pdparams
+    from paddle_dla.weights.convert import convert_state_dict
     pd, out = tmp_path / 's.pdparams', tmp_path / 'model.safetensors'
     save_pdparams(convert_state_dict(oracle_state_dict('dla_46_c'), 'dla_46_c'), pd)
-    proc = run_cli('convert/paddle2torch.py', '--src', pd, '--dst', out)
+    proc = run_cli('tools/paddle2torch.py', '--src', pd, '--dst', out)
     assert proc.returncode == 0, proc.stderr
     theirs = load_file(str(out))
     ours = paddle.load(str(pd), return_numpy=True)
@@ -57,7 +57,7 @@ def test_safetensors_output_is_readable_by_the_safetensors_package(tmp_path):
 
 @pytest.mark.full
 def test_bad_input_gives_one_line(tmp_path):
-    proc = run_cli('convert/paddle2torch.py', '--src', tmp_path / 'absent.pdparams', '--dst',
+    proc = run_cli('tools/paddle2torch.py', '--src', tmp_path / 'absent.pdparams', '--dst',
                    tmp_path / 'x.pth')
     assert proc.returncode != 0 and not (tmp_path / 'x.pth').exists()
     assert len(stderr_lines(proc)) == 1 and 'no such weights file' in proc.stderr

@@ -9,8 +9,8 @@ import zipfile
 
 import numpy as np
 
-from paddle_dla.convert.layouts import dead_key_shapes
-from paddle_dla.convert.mapping import expected_torch_shapes
+from paddle_dla.weights.convert.layouts import dead_key_shapes
+from paddle_dla.weights.convert.mapping import expected_torch_shapes
 
 
 class _Global:

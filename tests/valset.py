@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from paddle_dla.imagenet import synsets
+from paddle_dla.models.imagenet import synsets
 from helpers import pick_label
 from oracle import oracle
 

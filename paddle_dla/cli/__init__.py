@@ -4,8 +4,8 @@ import argparse
 import importlib
 import sys
 
-from ..cli_args import ArgumentParser
-from ..errors import exit_cleanly_on_sigterm
+from .args import ArgumentParser
+from ..core.errors import exit_cleanly_on_sigterm
 from . import common
 
 PROG = 'paddle-dla'
@@ -33,7 +33,7 @@ def build_parser():
                             formatter_class=argparse.RawDescriptionHelpFormatter,
                             description='Deep Layer Aggregation (DLA) models for PaddlePaddle: '
                                         'convert, evaluate, export, predict, benchmark.')
-    from .. import __version__
+    from ..core import __version__
     parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for command in SUBCOMMANDS:

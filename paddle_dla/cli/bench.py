@@ -1,10 +1,11 @@
-"""``paddle-dla bench`` (and ``bench/throughput.py``): images per second of every engine,
+"""``paddle-dla bench`` (and ``tools/throughput.py``): images per second of every engine,
 measured side by side on this machine."""
 import argparse
 import sys
 
-from ..cli_args import image_size, model_name, non_negative_int, positive_int
-from ..preprocessing import DEFAULT as DEFAULT_PREPROCESSING
+from .args import image_size, model_name, non_negative_int, positive_int
+from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
+from ..inference.engines import BENCH_ENGINES, ENGINES
 from . import common
 
 HELP = 'images per second of every engine on this machine'
@@ -23,8 +24,7 @@ examples:
   paddle-dla bench --models centernet_dla34 --img-size 512 --batch-sizes 1
 """
 QUICK = {'models': 'dla_46_c', 'batch_sizes': '1', 'rounds': 1, 'warmup': 0}
-ENGINE_NAMES = ('paddle eager', 'paddle fp32', 'paddle bf16', 'openvino fp32', 'openvino bf16',
-                'onnxruntime fp32', 'torch eager', 'torch channels-last')
+ENGINE_NAMES = BENCH_ENGINES
 
 
 def variants(text):
@@ -40,7 +40,7 @@ def engine_list(text):
         if not matches:
             raise argparse.ArgumentTypeError(
                 f'unknown engine {name!r}; choose from: {", ".join(ENGINE_NAMES)} (or '
-                f'paddle, openvino, onnxruntime, torch for all of theirs)')
+                f'{", ".join(ENGINES)}, torch for all of theirs)')
         names.update(matches)
     if not names:
         raise argparse.ArgumentTypeError('no engine named')
@@ -84,7 +84,7 @@ def run(args):
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
-    from ..benchmark import run_benchmark
+    from ..benchmarking.runner import run_benchmark
     run_benchmark(args.models.split(','), [int(b) for b in args.batch_sizes.split(',')],
                   args.rounds, args.warmup, args.img_size, args.threads,
                   args.engines, with_photos=not args.quick,

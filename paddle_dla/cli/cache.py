@@ -2,11 +2,12 @@
 it, and emptying it."""
 import argparse
 import os
+import sys
 
-from ..cache import cached_weights_path, weights_home
-from ..cli_args import variant_name
-from ..errors import UsageError, one_line
-from ..weights import WEIGHTS, list_weights
+from ..weights.cache import cached_weights_path, weights_home
+from .args import variant_name
+from ..core.errors import UsageError, one_line
+from ..weights.registry import WEIGHTS, list_weights
 
 HELP = 'list, fetch, verify or clean the pretrained weights cache'
 DESCRIPTION = ('The cache of converted published weights ($PADDLE_DLA_HOME, default '
@@ -43,34 +44,60 @@ def selected(args):
     return entries
 
 
+def refuse_allow_unverified(args):
+    """The option of earlier releases: say what took its place rather than not knowing it."""
+    if getattr(args, 'allow_unverified', False):
+        raise UsageError('--allow-unverified is gone: a file without a published hash is never '
+                         'cached; to use one for a run, set PADDLE_DLA_ALLOW_UNVERIFIED=1 and '
+                         'load with pretrained=True (or convert the file yourself and pass its '
+                         'path)')
+
+
 def run(args):
     return {'list': list_entries, 'fetch': fetch, 'verify': verify, 'clean': clean}[
         args.action](args)
 
 
 def list_entries(args):
-    from ..digests import file_digests
+    from ..weights.pretrained import cache_report
     print(f'cache: {weights_home()}')
-    for weights in selected(args):
-        path = cached_weights_path(weights.variant, weights.tag)
-        present = os.path.isfile(path)
-        print(f'{weights.name:<26} {"present" if present else "missing":<8} '
-              f'{os.path.basename(path):<30} '
-              f'{file_digests(path).sha256 if present else ""}'.rstrip())
+    for weights, path, sha256 in cache_report(selected(args)):
+        print(f'{weights.name:<26} {"present" if sha256 else "missing":<8} '
+              f'{os.path.basename(path):<30} {sha256 or ""}'.rstrip())
     return 0
 
 
 def fetch(args):
-    from . import convert
-    convert.refuse_allow_unverified(args)
-    args.all = True
-    return convert.fetch_all(args)
+    """Every selected entry downloaded, verified, converted and cached; keeps going past a
+    failure and reports each at the end."""
+    from ..core.digests import file_digests
+    from ..weights.pretrained import load_pretrained_state
+    refuse_allow_unverified(args)
+    entries = selected(args)
+    failures = []
+    for weights in entries:
+        try:
+            load_pretrained_state(weights.variant, weights.tag, args.keep_downloads)
+            path = cached_weights_path(weights.variant, weights.tag)
+            if not os.path.isfile(path):
+                raise UsageError(f'only sources checked more weakly than its {weights.cache_bar} '
+                                 f'answered, so nothing was cached (see the warning above)')
+            print(f'{weights.name}: ready {path} (sha256 {file_digests(path).sha256})',
+                  flush=True)
+        except Exception as exc:  # noqa: BLE001 - keep going, report at the end
+            failures.append(weights.name)
+            print(f'{weights.name}: FAILED {one_line(exc)}', flush=True)
+    if failures:
+        print(f'{args.prog}: error: {len(failures)} of {len(entries)} weights could not be '
+              f'fetched ({", ".join(failures)}); see the lines above', file=sys.stderr)
+        return 1
+    return 0
 
 
 def verify(args):
     """Every cached file is read by the safe reader and fits its variant exactly."""
-    from ..checkpoint import load_pdparams
-    from ..convert.reverse import paddle_to_torch_state
+    from ..weights.checkpoint import load_pdparams
+    from ..weights.convert.reverse import paddle_to_torch_state
     failures = checked = 0
     for weights in selected(args):
         path = cached_weights_path(weights.variant, weights.tag)

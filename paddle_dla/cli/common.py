@@ -11,12 +11,12 @@ import os
 import signal
 import sys
 
-from ..cli_args import ArgumentParser, model_name
-from ..dense_variants import DENSE_VARIANTS
-from ..errors import UsageError, exit_cleanly_on_sigterm, run_command
-from ..imagenet import NUM_CLASSES
-from ..variants import VARIANTS
-from ..weights import DEFAULT_TAG, WEIGHTS
+from .args import ArgumentParser, model_name
+from ..models.dense_variants import DENSE_VARIANTS
+from ..core.errors import UsageError, exit_cleanly_on_sigterm, run_command
+from ..models.imagenet import NUM_CLASSES
+from ..models.variants import VARIANTS
+from ..weights.registry import DEFAULT_TAG, WEIGHTS
 
 # Paddle's C++ logging (glog): INFO lines and notices stay out of the user's way.
 QUIET_ENVIRONMENT = {'GLOG_minloglevel': '2', 'GLOG_v': '0'}
@@ -54,7 +54,7 @@ def add_model_options(p, num_classes, required):
 def build_model(args):
     """The model ``add_model_options`` describe, holding its weights. A dense model has
     no published weights and takes its heads or classes from its file."""
-    from ..factory import create_model
+    from ..zoo.factory import create_model
     if args.model in DENSE_VARIANTS:
         if not args.weights:
             raise UsageError(f'{args.model} has no published Paddle weights: give --weights '
@@ -113,7 +113,7 @@ def load_torch_first():
         pass
 
 
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ..core import SOURCE_ROOT as PACKAGE_ROOT  # noqa: E402 - the path children get
 
 
 def execute(prog, module, args, argv):
@@ -131,7 +131,7 @@ def execute(prog, module, args, argv):
 
 
 def script_main(module, prog, argv=None):
-    """``main`` of a subcommand module run as its own tool (``convert/torch2paddle.py``)."""
+    """``main`` of a subcommand module run as its own tool (``tools/torch2paddle.py``)."""
     exit_cleanly_on_sigterm()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser_for(module, prog).parse_args(argv)

@@ -1,18 +1,18 @@
-"""``paddle-dla convert`` (and ``convert/torch2paddle.py``): PyTorch DLA checkpoints to
+"""``paddle-dla convert`` (and ``tools/torch2paddle.py``): PyTorch DLA checkpoints to
 ``.pdparams``."""
 import argparse
 import os
 import sys
 
-from ..atomic import same_file
-from ..cache import cached_weights_path, weights_home
-from ..cli_args import model_name
-from ..digests import file_digests
-from ..errors import UsageError, one_line, printable, report
-from ..dense_variants import DENSE_VARIANTS
-from ..variants import VARIANTS
-from ..weights import list_weights
-from . import common
+from ..core.atomic import same_file
+from ..weights.cache import cached_weights_path, weights_home
+from .args import model_name
+from ..core.digests import file_digests
+from ..core.errors import UsageError, one_line, printable, report
+from ..models.dense_variants import DENSE_VARIANTS
+from ..models.variants import VARIANTS
+from ..weights.registry import list_weights
+from . import cache, common
 
 CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors', '.pth.tar', '.ckpt')
 
@@ -142,7 +142,7 @@ def refuse_overwriting_source(src, dst):
 def convert_one(src, dst, args):
     """Convert one file, from one read of it (what is verified is what is converted);
     returns the summary line, raises on any problem."""
-    from ..convert.readers import snapshot
+    from ..weights.convert.readers import snapshot
     if not os.path.isfile(src):
         return _convert_one(src, dst, args)  # the pipeline names what is wrong
     with snapshot(src):
@@ -150,10 +150,10 @@ def convert_one(src, dst, args):
 
 
 def _convert_one(src, dst, args):
-    from ..checkpoint import save_pdparams
-    from ..convert.dense import dense_checkpoint_or_none
-    from ..convert.pipeline import convert_checkpoint
-    from ..convert.verify import verify_with_timm
+    from ..weights.checkpoint import save_pdparams
+    from ..weights.convert.dense import dense_checkpoint_or_none
+    from ..weights.convert.pipeline import convert_checkpoint
+    from ..weights.convert.verify import verify_with_timm
     dense, raw = dense_checkpoint_or_none(src, args.model)
     if dense is not None:
         return convert_dense_one(src, dst, dense, args)
@@ -181,7 +181,7 @@ def _convert_one(src, dst, args):
 
 def convert_dense_one(src, dst, conversion, args):
     """Write a converted CenterNet / FairMOT / DLA-Up checkpoint; returns the summary line."""
-    from ..checkpoint import save_pdparams
+    from ..weights.checkpoint import save_pdparams
     if args.verify:
         raise UsageError(f'--verify compares classifiers with timm, which has no '
                          f'{conversion.name}; the dense models are held to their PyTorch '
@@ -211,40 +211,6 @@ def checkpoints_in(folder):
     return files
 
 
-def list_cache():
-    from ..pretrained import cache_report
-    print(f'cache: {weights_home()}')
-    for weights, path, sha256 in cache_report():
-        print(f'{weights.name:<26} {"present" if sha256 else "missing":<8} '
-              f'{os.path.basename(path):<30} {sha256 or ""}'.rstrip())
-    return 0
-
-
-def fetch_all(args):
-    from ..pretrained import load_pretrained_state
-    entries = [w for w in list_weights(args.model) if args.tag in (None, w.tag)]
-    if not entries:
-        raise UsageError(f'no registry entries for --model {args.model} --tag {args.tag}')
-    failures = []
-    for weights in entries:
-        try:
-            load_pretrained_state(weights.variant, weights.tag, args.keep_downloads)
-            path = cached_weights_path(weights.variant, weights.tag)
-            if not os.path.isfile(path):
-                raise UsageError(f'only sources checked more weakly than its {weights.cache_bar} '
-                                 f'answered, so nothing was cached (see the warning above)')
-            print(f'{weights.name}: ready {path} (sha256 {file_digests(path).sha256})',
-                  flush=True)
-        except Exception as exc:  # noqa: BLE001 - keep going, report at the end
-            failures.append(weights.name)
-            print(f'{weights.name}: FAILED {one_line(exc)}', flush=True)
-    if failures:
-        print(f'{args.prog}: error: {len(failures)} of {len(entries)} weights could not be '
-              f'fetched ({", ".join(failures)}); see the lines above', file=sys.stderr)
-        return 1
-    return 0
-
-
 def main(argv=None, prog='torch2paddle'):
     return common.script_main(sys.modules[__name__], prog, argv)
 
@@ -253,21 +219,12 @@ def uses_torch(args):
     return args.verify
 
 
-def refuse_allow_unverified(args):
-    """The option of earlier releases: say what took its place rather than not knowing it."""
-    if getattr(args, 'allow_unverified', False):
-        raise UsageError('--allow-unverified is gone: a file without a published hash is never '
-                         'cached; to use one for a run, set PADDLE_DLA_ALLOW_UNVERIFIED=1 and '
-                         'load with pretrained=True (or convert the file yourself and pass its '
-                         'path)')
-
-
 def run(args):
-    refuse_allow_unverified(args)
-    if args.list_cache:
-        return list_cache()
+    cache.refuse_allow_unverified(args)
+    if args.list_cache:  # the cache's own commands, under their older names
+        return cache.list_entries(argparse.Namespace(model=None, tag=None))
     if args.all:
-        return fetch_all(args)
+        return cache.fetch(args)
     if args.verify:
         refuse_broken_torch()
     if not os.path.isdir(args.src):
@@ -279,7 +236,7 @@ def run(args):
 def refuse_broken_torch():
     """--verify needs a working torch, torchvision and timm: say before converting anything
     what is wrong with them, rather than fail after the conversion with nothing written."""
-    from ..convert.verify import torch_stack_problem
+    from ..weights.convert.verify import torch_stack_problem
     problem = torch_stack_problem()
     if problem:
         raise UsageError(f'--verify cannot run: {problem}; or leave out --verify to convert '

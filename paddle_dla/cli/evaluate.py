@@ -1,4 +1,4 @@
-"""``paddle-dla eval`` (and ``eval/imagenet_val.py``): top-1/top-5 of DLA models on
+"""``paddle-dla eval`` (and ``tools/imagenet_val.py``): top-1/top-5 of DLA models on
 ILSVRC2012 val, against the published numbers when the weights are the published ones;
 also under ``paddle.distributed.launch``."""
 import argparse
@@ -10,18 +10,19 @@ import sys
 import tempfile
 import time
 
-from ..cache import cached_weights_path
-from ..cli_args import float_range, image_size, int_range, positive_int, variant_list
-from ..digests import FULL, PREFIX, file_digests
-from ..errors import Terminated, UsageError
+from ..weights.cache import cached_weights_path
+from .args import float_range, image_size, int_range, positive_int, variant_list
+from ..core.digests import FULL, PREFIX, file_digests
+from ..core.errors import Terminated, UsageError
 from ..evaluation.dataset import LABEL_FILE_NAMES, find_samples
 from ..evaluation.metrics import distributed_rank
 from ..evaluation.report import decoding_split, format_table, result_row, write_results
 from ..evaluation.runner import CORES_PER_WORKER, MAX_DEFAULT_WORKERS, default_workers
+from ..inference.engines import AUTO, EAGER, PADDLE, RUN_CHOICES
 from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, ImageReadError, Preprocess
-from ..preprocessing import DEFAULT as DEFAULT_PREPROCESSING
-from ..preprocessing import INTERPOLATIONS
-from ..weights import DEFAULT_TAG, WEIGHTS, get_weights, list_weights
+from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
+from ..models.preprocessing import INPUT_SIZE_RANGE, INTERPOLATIONS
+from ..weights.registry import DEFAULT_TAG, WEIGHTS, get_weights, list_weights
 from . import common
 
 HELP = 'top-1/top-5 on ILSVRC2012 val against the published numbers'
@@ -53,7 +54,9 @@ as a list. The report names the file read, with its path.
 # Each worker is a fork of this process that keeps two batches decoded ahead: far more
 # workers than cores exhaust memory without decoding any faster.
 MAX_WORKERS = 256
-EVAL_ENGINES = ('auto', 'paddle', 'openvino', 'onnxruntime', 'eager', 'inference')
+# 'inference': the name Paddle Inference had here before it was one engine among several.
+OLD_ENGINE_NAMES = {'inference': PADDLE}
+EVAL_ENGINES = RUN_CHOICES + tuple(OLD_ENGINE_NAMES)
 
 
 def results_file(text):
@@ -95,7 +98,7 @@ def configure(p):
                         f'workers would take CPU time from the model; here %(default)s)')
     p.add_argument('--limit', type=positive_int,
                    help='only the first N images, sorted by file name (default: all)')
-    p.add_argument('--engine', choices=EVAL_ENGINES, default='auto',
+    p.add_argument('--engine', choices=EVAL_ENGINES, default=AUTO,
                    help='auto: exported once (cached) and run by the fastest installed engine '
                         'here, measured on first use and remembered; paddle, openvino, '
                         'onnxruntime: that engine; eager: the Paddle model as is, the slow '
@@ -108,7 +111,7 @@ def configure(p):
                         'for comparison only (it scores 0.3-1.7 points lower) '
                         '(default: %(default)s)')
     p.add_argument('--img-size', type=image_size,
-                   help=f'crop size in pixels, 32 to 4096 (default: the weights\' own, '
+                   help=f'crop size in pixels, {INPUT_SIZE_RANGE} (default: the weights\' own, '
                         f'{DEFAULT_PREPROCESSING.img_size})')
     p.add_argument('--crop-pct', type=float_range(0, 1, low_open=True, what='a fraction'),
                    help=f'in (0, 1]: resize = floor(img_size / crop_pct) (default: the '
@@ -149,9 +152,9 @@ def _gather(tally, world):
 
 def _deployed_predictor(model, img_size, engine, threads):
     """``model`` exported once (cached by weights and size) and run by ``engine``."""
-    from ..inference import compile_model
+    from ..inference.predictor import compile_model
     return compile_model(model, input_shape=(None, model.in_chans, img_size, img_size),
-                         engine={'inference': 'paddle'}.get(engine, engine), threads=threads)
+                         engine=OLD_ENGINE_NAMES.get(engine, engine), threads=threads)
 
 
 def _warm_up(predict, batch_size, channels, size):
@@ -164,13 +167,13 @@ def _warm_up(predict, batch_size, channels, size):
 
 def _how_run(predict, args, setup_s):
     """What ran the model, how the CPU was shared with decoding, and the set-up time."""
-    engine = getattr(predict, 'engine', 'eager') + (' (auto)' if args.engine == 'auto' else '')
+    engine = getattr(predict, 'engine', EAGER) + (f' ({AUTO})' if args.engine == AUTO else '')
     return {'engine': engine, 'model_threads': args.threads or os.cpu_count() or 1,
             'decode_workers': args.workers, 'setup_s': round(setup_s, 1)}
 
 
 def _torch_predictor(model):
-    from ..convert.verify import timm_available, timm_holding, torch_predictor
+    from ..weights.convert.verify import timm_available, timm_holding, torch_predictor
     if not timm_available():
         raise UsageError('--compare-torch needs PyTorch and timm: pip install torch timm')
     return torch_predictor(timm_holding(model))
@@ -234,7 +237,7 @@ def published_weights(name, path):
 def _published_checkpoint(name, path):
     """A ``.pth``/``.safetensors`` recognised by content as the converter recognises it: it
     matches a published file by that file's own check. A matching name proves nothing."""
-    from ..convert.identify import identify
+    from ..weights.convert.identify import identify
     if not os.path.isfile(path):
         return None
     match = identify(path, file_digests(path))
@@ -316,9 +319,9 @@ def _check_resize(preprocess):
 
 def _evaluate_model(name, args, shard, labels, rank, world):
     """Evaluate one variant; returns its results row on rank 0, None elsewhere."""
-    from ..complexity import count_params
-    from ..factory import create_model
-    from ..dla import eager_predictor
+    from ..models.complexity import count_params
+    from ..zoo.factory import create_model
+    from ..models.dla import eager_predictor
     from ..evaluation.runner import evaluate, progress_bar
 
     weights = get_weights(name, args.tag)
@@ -329,9 +332,9 @@ def _evaluate_model(name, args, shard, labels, rank, world):
     model = create_model(name, pretrained=args.weights or args.tag)
     model.eval()
     setup = time.perf_counter()
-    predict = (eager_predictor(model) if args.engine == 'eager' else
+    predict = (eager_predictor(model) if args.engine == EAGER else
                _deployed_predictor(model, preprocess.img_size, args.engine, args.threads))
-    if args.engine != 'eager':
+    if args.engine != EAGER:
         _warm_up(predict, args.batch_size, model.in_chans, preprocess.img_size)
     setup = time.perf_counter() - setup
     compare = _torch_predictor(model) if args.compare_torch else None

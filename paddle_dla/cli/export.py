@@ -2,10 +2,11 @@
 to serve it (variant, class names, preprocessing) recorded beside it."""
 import os
 
-from ..cli_args import image_size, non_negative_int, path_text
-from ..dense_variants import DENSE_VARIANTS, INPUT_MULTIPLE
-from ..errors import UsageError, printable
-from ..preprocessing import DEFAULT as DEFAULT_PREPROCESSING
+from .args import image_size, non_negative_int, path_text
+from ..models.dense_variants import DENSE_VARIANTS, INPUT_MULTIPLE
+from ..core.errors import UsageError, printable
+from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
+from ..models.preprocessing import INPUT_SIZE_RANGE
 from . import common
 
 HELP = 'write a Paddle Inference model'
@@ -22,7 +23,7 @@ def configure(p):
                       for c in DENSE_VARIANTS.values() if c.name.endswith('34') or
                       c.name.startswith('dla34'))
     p.add_argument('--img-size', type=image_size, metavar='PIXELS',
-                   help=f'input height and width, 32 to 4096 (default: '
+                   help=f'input height and width, {INPUT_SIZE_RANGE} (default: '
                         f'{DEFAULT_PREPROCESSING.img_size}; a dense model\'s own input '
                         f'size: {sizes})')
     p.add_argument('--dynamic', action='store_true',
@@ -42,7 +43,7 @@ def read_class_names(path):
 
 
 def run(args):
-    from ..inference import export, is_dense_model
+    from ..inference.predictor import export, is_dense_model
     if args.model in DENSE_VARIANTS and args.img_size and args.img_size % INPUT_MULTIPLE:
         raise UsageError(f'--img-size {args.img_size}: dense models need a multiple of '
                          f'{INPUT_MULTIPLE}')
@@ -66,7 +67,7 @@ def run(args):
 
 
 def export_dense(model, names, args):
-    from ..inference import export
+    from ..inference.predictor import export
     recipe = model.config.input
     spatial = ([None, None] if args.dynamic else [args.img_size] * 2 if args.img_size
                else [recipe.height, recipe.width])

@@ -3,10 +3,11 @@ this machine runs (versions, CPU features), for bug reports and for choosing a m
 import platform
 import sys
 
-from ..cli_args import variant_name
-from ..machine import CPU_FEATURES, cpu_description, installed_versions
-from ..variants import VARIANTS
-from ..weights import list_weights
+from .args import variant_name
+from ..inference.engines import OPTIONAL_ENGINES, PADDLE
+from ..core.machine import CPU_FEATURES, cpu_description, installed_versions
+from ..models.variants import VARIANTS
+from ..weights.registry import list_weights
 from . import common
 
 HELP = 'variants, published weights and numbers, versions and CPU features'
@@ -36,7 +37,7 @@ def _number(value, spec='.3f'):
 def run(args):
     if args.markdown or args.features:
         common.load_paddle()
-        from ..model_table import feature_markdown, markdown
+        from ..weights.model_table import feature_markdown, markdown
         print(feature_markdown() if args.features else markdown())
         return 0
     names = [args.model] if args.model else list(VARIANTS)
@@ -51,12 +52,14 @@ def run(args):
               f'{w.params_m:6.2f} M {w.gmacs:5.1f}  {w.metrics_source or "no published numbers"}')
     cpu, cores, features = cpu_description()
     print(f'python {platform.python_version()} on {platform.system()} {platform.machine()}')
-    print('packages: ' + ', '.join(f'{k} {v}' for k, v in installed_versions().items()))
+    versions = installed_versions()
+    print('packages: ' + ', '.join(f'{k} {v}' for k, v in versions.items()))
     print(f'cpu: {cpu}, {cores} logical cores, features: '
           + (' '.join(features) if features else f'none of {", ".join(CPU_FEATURES)}'))
-    print('engines: paddle' + ''.join(
-        f', {name}' for name in ('openvino', 'onnxruntime') if name in installed_versions())
-        + ('' if 'paddle2onnx' in installed_versions() else
-           ' (openvino and onnxruntime read Paddle 3 exports through paddle2onnx: not installed)'))
+    print(f'engines: {PADDLE}'
+          + ''.join(f', {name}' for name in OPTIONAL_ENGINES if name in versions)
+          + ('' if 'paddle2onnx' in versions else
+             f' ({" and ".join(OPTIONAL_ENGINES)} read Paddle 3 exports through paddle2onnx: '
+             f'not installed)'))
     print(f'executable: {sys.executable}')
     return 0

@@ -2,10 +2,11 @@
 preprocessing and class names) or an eager one."""
 import argparse
 
-from ..cli_args import float_range, positive_int
-from ..engines import DEVICE_PATTERN, ENGINE_CHOICES, PRECISIONS
-from ..errors import UsageError
-from ..imagenet import NUM_CLASSES
+from .args import float_range, positive_int
+from ..inference.engines import AUTO, DEVICE_PATTERN, EAGER, ENGINES, PRECISIONS, RUN_CHOICES
+from ..core.errors import UsageError
+from ..models.dense_variants import DENSE_VARIANTS
+from ..models.imagenet import NUM_CLASSES
 from . import common
 
 HELP = 'classify images (top-k classes), or detect / segment them with a dense model'
@@ -38,7 +39,7 @@ def configure(p):
     p.add_argument('--exported', metavar='PATH',
                    help='exported model folder or prefix (default: none, --model with its '
                         'weights, exported once into the cache)')
-    p.add_argument('--engine', choices=ENGINE_CHOICES + ('eager',), default='auto',
+    p.add_argument('--engine', choices=RUN_CHOICES, default=AUTO,
                    help='auto: the fastest installed engine, measured on first use and '
                         'remembered; paddle (Paddle Inference), openvino, onnxruntime: that '
                         'one; eager: the Paddle model itself, with --model (default: '
@@ -56,7 +57,8 @@ def configure(p):
                         '(default: %(default)s)')
     p.add_argument('--threshold', type=unit_float, metavar='SCORE',
                    help='detection: the lowest score listed and drawn (default: the model\'s, '
-                        '0.3 for CenterNet, 0.4 for FairMOT)')
+                        + ', '.join(f'{c.score_threshold:g} for {c.name}'
+                                    for c in DENSE_VARIANTS.values() if c.is_centernet) + ')')
 
 
 def softmax(logits):
@@ -69,11 +71,11 @@ def softmax(logits):
 def exported_runner(args):
     """(recipe, class names or None, run) for an exported model: what the export recorded;
     an export without that record needs --model to say what it is."""
-    from ..inference import Predictor, recipe_of
-    from ..weights import get_weights
-    if args.engine == 'eager':
-        raise UsageError('--engine eager runs a --model, not an --exported one: choose auto, '
-                         'paddle, openvino or onnxruntime')
+    from ..inference.predictor import Predictor, recipe_of
+    from ..weights.registry import get_weights
+    if args.engine == EAGER:
+        raise UsageError(f'--engine {EAGER} runs a --model, not an --exported one: choose '
+                         f'{", ".join((AUTO,) + ENGINES)}')
     predictor = Predictor(args.exported, device=args.device, precision=args.precision,
                           engine=args.engine)
     meta = predictor.meta
@@ -90,15 +92,15 @@ def exported_runner(args):
 def model_runner(args):
     """(recipe, None, run) for a model built from --model and --weights/--tag: exported once
     into the cache at its recipe's size and run by --engine, or eager."""
-    from ..dla import eager_predictor
-    from ..inference import compile_model
-    from ..weights import get_weights
+    from ..models.dla import eager_predictor
+    from ..inference.predictor import compile_model
+    from ..weights.registry import get_weights
     if not args.model:
         raise UsageError('give --model NAME or --exported DIR')
     model = common.build_model(args)
     model.eval()
     recipe = get_weights(model.config.name).preprocessing
-    if args.engine == 'eager':
+    if args.engine == EAGER:
         return recipe, None, eager_predictor(model)
     size = recipe.img_size
     return recipe, None, compile_model(model, (None, model.in_chans, size, size),
@@ -109,7 +111,7 @@ def model_runner(args):
 def announcing_engine(predict):
     """``predict`` that prints, before its first answer, the engine line that opens the
     report: with 'auto' the engine is known only once the first image has been run."""
-    from ..inference import describe_engine
+    from ..inference.predictor import describe_engine
     announced = []
 
     def run(batch):
@@ -123,7 +125,7 @@ def announcing_engine(predict):
 
 def default_class_names(count):
     """ImageNet's names for a 1000-way output, numbers otherwise (fine-tuned models)."""
-    from ..imagenet import class_names
+    from ..models.imagenet import class_names
     return class_names() if count == NUM_CLASSES else [f'class {i}' for i in range(count)]
 
 

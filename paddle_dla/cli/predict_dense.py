@@ -2,9 +2,10 @@
 drawn on each image into ``--out-dir`` as a PNG."""
 import os
 
-from ..atomic import same_file
-from ..dense_variants import DENSE_VARIANTS
-from ..errors import UsageError, printable
+from ..core.atomic import same_file
+from ..models.dense_variants import DENSE_VARIANTS
+from ..core.errors import UsageError, printable
+from ..inference.engines import EAGER
 from .predict import announcing_engine
 
 
@@ -13,7 +14,7 @@ def wanted(args):
     if args.model in DENSE_VARIANTS:
         return True
     if args.exported:
-        from ..exported import read_metadata, resolve_prefix
+        from ..inference.exported import read_metadata, resolve_prefix
         try:
             meta = read_metadata(resolve_prefix(args.exported))
         except (OSError, ValueError):
@@ -25,10 +26,10 @@ def wanted(args):
 def _runner(args):
     """(spec, run): the exported model, or the --model exported once into the cache (or
     eager)."""
-    from ..dense_serving import DenseSpec, as_named_outputs
-    from ..inference import Predictor, compile_model
+    from ..tasks.serving import DenseSpec, as_named_outputs
+    from ..inference.predictor import Predictor, compile_model
     if args.exported:
-        if args.engine == 'eager':
+        if args.engine == EAGER:
             raise UsageError('--engine eager runs a --model, not an --exported one')
         predictor = Predictor(args.exported, device=args.device, precision=args.precision,
                               engine=args.engine)
@@ -37,7 +38,7 @@ def _runner(args):
     model = common.build_model(args)
     model.eval()
     spec = DenseSpec.of_model(model)
-    if args.engine == 'eager':
+    if args.engine == EAGER:
         import paddle
 
         def run(batch):
@@ -87,8 +88,8 @@ def _describe(spec, result, args, threshold):
 
 
 def run(args):
-    from ..dense_serving import run_dense
-    from ..drawing import save_png
+    from ..tasks.serving import run_dense
+    from ..tasks.drawing import save_png
     paths = png_paths(args.out_dir, args.images)
     spec, predict = _runner(args)
     predict = announcing_engine(predict)

@@ -1,11 +1,11 @@
-"""``paddle-dla to-torch`` (and ``convert/paddle2torch.py``): Paddle weights back to a
+"""``paddle-dla to-torch`` (and ``tools/paddle2torch.py``): Paddle weights back to a
 PyTorch state dict that timm loads strictly."""
 import sys
 
-from ..atomic import same_file
-from ..cli_args import variant_name
-from ..errors import UsageError, printable
-from ..variants import VARIANTS
+from ..core.atomic import same_file
+from .args import variant_name
+from ..core.errors import UsageError, printable
+from ..models.variants import VARIANTS
 from . import common
 
 HELP = 'convert .pdparams back into a PyTorch (timm) state dict'
@@ -37,9 +37,9 @@ def run(args):
     if same_file(args.src, args.dst):
         raise UsageError(f'--dst {printable(args.dst)} is the source file itself; converting '
                          f'would replace it: choose another destination')
-    from ..checkpoint import load_pdparams
-    from ..convert.reverse import paddle_to_torch_state, save_torch_state
-    from ..dla import state_num_classes
+    from ..weights.checkpoint import load_pdparams
+    from ..weights.convert.reverse import paddle_to_torch_state, save_torch_state
+    from ..models.dla import state_num_classes
     variant, state = paddle_to_torch_state(load_pdparams(args.src), args.model)
     save_torch_state(state, args.dst)
     print(f'{printable(args.src)} -> {printable(args.dst)}: {variant}, '

@@ -18,8 +18,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from ..errors import PaddleDLAError
-from ..imagenet import CLASSES_FILE, NUM_CLASSES, synset_index
+from ..core.errors import PaddleDLAError
+from ..models.imagenet import CLASSES_FILE, NUM_CLASSES, synset_index
 
 IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 LABEL_FILE_NAMES = ('LOC_val_solution.csv', 'val.txt', 'val_list.txt', 'val_labels.txt',

@@ -4,8 +4,8 @@ import io
 import json
 import os
 
-from ..atomic import atomic_output
-from ..imagenet import NUM_VAL_IMAGES
+from ..core.atomic import atomic_output
+from ..models.imagenet import NUM_VAL_IMAGES
 from .runner import CORES_PER_WORKER, cpu_cores, default_workers
 
 RESULT_FIELDS = ('model', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count', 'img_size',

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import Terminated, sigterm_held
+from ..core.errors import Terminated, sigterm_held
 from .metrics import topk_hits
 from .transforms import ImageReadError
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ImageReadError, one_line
-from ..preprocessing import IMAGE_FORMATS, MAX_IMAGE_PIXELS, Preprocessing
+from ..core.errors import ImageReadError, one_line
+from ..models.preprocessing import IMAGE_FORMATS, MAX_IMAGE_PIXELS, Preprocessing
 
 BACKENDS = ('pil', 'cv2')
 # At most this many pixels after the short-side resize, 192 MiB as RGB: aspect ratios up
@@ -27,7 +27,7 @@ MAX_RESIZED_PIXELS = 2 ** 26
 
 @dataclass(frozen=True)
 class Preprocess(Preprocessing):
-    """A :class:`~paddle_dla.preprocessing.Preprocessing` recipe applied to image files,
+    """A :class:`~paddle_dla.models.preprocessing.Preprocessing` recipe applied to image files,
     with the image library that decodes and resizes them."""
 
     backend: str = 'pil'

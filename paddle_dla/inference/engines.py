@@ -1,0 +1,31 @@
+"""The names users pick a run-time with: engines, devices and precisions. Light on
+purpose, so that command lines can offer them without loading Paddle. Every other module
+reads these names from here."""
+import re
+
+PRECISIONS = ('fp32', 'bf16', 'fp16')
+DEVICE_PATTERN = re.compile(r'cpu|gpu(:\d{1,3})?')
+
+# Engines that run an exported model; 'auto' measures the installed ones on first use.
+PADDLE, OPENVINO, ONNXRUNTIME = 'paddle', 'openvino', 'onnxruntime'
+ENGINES = (PADDLE, OPENVINO, ONNXRUNTIME)
+OPTIONAL_ENGINES = (OPENVINO, ONNXRUNTIME)
+AUTO = 'auto'
+ENGINE_CHOICES = (AUTO,) + ENGINES
+# The model itself in Paddle's dynamic graph, without an export: what the others are
+# compared with, and a choice of the commands that can build the model.
+EAGER = 'eager'
+RUN_CHOICES = ENGINE_CHOICES + (EAGER,)
+# The precisions each engine is offered for on CPU (onnxruntime has no bf16 kernels on x86).
+CPU_PRECISIONS = {PADDLE: ('fp32', 'bf16'), OPENVINO: ('fp32', 'bf16'), ONNXRUNTIME: ('fp32',)}
+# What to install for each optional engine (the paddle2onnx route serves both on Paddle 3).
+ENGINE_EXTRAS = {OPENVINO: 'pip install openvino paddle2onnx',
+                 ONNXRUNTIME: 'pip install onnxruntime paddle2onnx'}
+
+# The benchmark's rows: Paddle eager (the reference), each engine at each CPU precision, and
+# PyTorch when it is installed.
+BENCH_REFERENCE = f'{PADDLE} {EAGER}'
+TORCH_EAGER, TORCH_CHANNELS_LAST = 'torch eager', 'torch channels-last'
+BENCH_ENGINES = ((BENCH_REFERENCE,)
+                 + tuple(f'{e} {p}' for e in ENGINES for p in CPU_PRECISIONS[e])
+                 + (TORCH_EAGER, TORCH_CHANNELS_LAST))

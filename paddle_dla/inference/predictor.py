@@ -1,0 +1,409 @@
+"""The deployed path: export a model once, then serve it with the fastest engine here.
+
+On CPU the engines run oneDNN-class kernels on all cores (several times faster than eager
+mode), and in bfloat16 on CPUs with AVX512-BF16 or AMX. Paddle 3 writes ``.json`` +
+``.pdiparams``; Paddle 2.6 writes ``.pdmodel`` + ``.pdiparams``; both are read.
+"""
+import contextlib
+import copy
+import datetime
+import errno
+import functools
+import hashlib
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+import paddle
+
+from ..models import imagenet
+from ..core.atomic import atomic_folder_output
+from ..weights.cache import compiled_home
+from .engines import AUTO, ENGINE_CHOICES, PADDLE
+from ..core.errors import PaddleDLAError, is_disk_full, one_line, printable
+from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX,
+                       ExportedModelError, ModelFileError, check_device, check_model_file,
+                       cpu_supports_bf16, locate, model_file_of, read_metadata, recipe_of,
+                       resolve_prefix, tensor_shapes)
+from ..tasks.serving import DenseSpec
+from .runtimes import (EngineUnavailable, choice_key, choose_engine,
+                       installed_engines, open_engine, read_choices, remember_choice)
+from ..weights.registry import get_weights
+
+__all__ = ['export', 'Predictor', 'compile_model', 'weights_digest', 'ExportError',
+           'ExportedModelError', 'ModelFileError', 'EngineUnavailable', 'tensor_shapes',
+           'read_metadata', 'recipe_of', 'resolve_prefix', 'check_device', 'cpu_supports_bf16',
+           'META_SUFFIX', 'MODEL_SUFFIXES', 'PARAMS_SUFFIX', 'describe_engine']
+
+# 'auto' measures each engine on the first images of the first batch: enough to rank them,
+# few enough that the first call of an evaluation does not take minutes.
+AUTO_MEASURED_BATCH = 8
+
+# Paddle 3 logs this to stderr on every export of a graph with concat; it concerns Paddle's
+# own tracing, not the model, and would break "one line on failure".
+_PADDLE_EXPORT_NOISE = 'not support input out tensor'
+
+
+class ExportError(PaddleDLAError):
+    """An export could not be written completely; nothing was left at the destination."""
+
+
+def export(model, path_prefix, input_shape=None, weights=None, preprocessing=None,
+           class_names=None):
+    """Write ``model`` as a Paddle inference model at ``path_prefix``; returns the files.
+
+    ``input_shape`` may leave any dimension ``None`` (dynamic); by default a classifier
+    takes ``[N, 3, 224, 224]`` and a dense model its recipe's size (512x512 for CenterNet).
+    A small ``<prefix>.dla.json`` records the variant, ``class_names`` (default: ImageNet's
+    for a 1000-way classifier, the dataset's for a dense model) and the preprocessing
+    (default: the published weights' recipe at the exported size; a dense model's input
+    recipe, or the :class:`~paddle_dla.models.dense_variants.DenseInput` given as ``preprocessing``)
+    for ``predict``; a dense model's named outputs are recorded in order.
+    All files are written into a temporary folder beside the destination and checked
+    before any is moved into place: ``paddle.jit.save`` does not report failed writes (a
+    full disk leaves truncated files behind without an error).
+    """
+    from paddle.static import InputSpec
+
+    dense = is_dense_model(model)
+    if input_shape is None:
+        recipe = model.config.input if dense else None
+        input_shape = ((None, 3, recipe.height, recipe.width) if dense else
+                       (None, model.in_chans, 224, 224))
+    if len(input_shape) != 4:
+        raise ValueError(f'input_shape must be NCHW, got {input_shape}')
+    prefix = os.path.abspath(os.fspath(path_prefix))
+    folder, name = os.path.split(prefix)
+    _check_destination(folder)
+    net = copy.deepcopy(model)  # to_static rewrites forward; keep the caller's model eager
+    net.eval()
+    if dense:
+        net = _NamedOutputs(net)
+    spec = InputSpec(list(input_shape), 'float32', 'x')
+    static = paddle.jit.to_static(net, input_spec=[spec], full_graph=True)
+    meta = (_dense_meta(model, input_shape, class_names, preprocessing) if dense else
+            {'variant': model.config.name, 'num_classes': model.num_classes,
+             'in_chans': model.in_chans, 'input_shape': list(input_shape),
+             'features_only': model.features_only,
+             'preprocessing': _export_recipe(model, input_shape, preprocessing).as_dict(),
+             'class_names': _export_class_names(model, class_names)})
+    meta['weights'] = weights
+    expected = sorted(tuple(v.shape) for v in net.state_dict().values())
+    try:
+        with atomic_folder_output(folder) as tmp:
+            _write_export(static, os.path.join(tmp, name), meta, expected, prefix)
+    except ModelFileError as exc:
+        raise ExportError(f'could not write the exported model {printable(prefix)}: {exc}; '
+                          f'paddle.jit.save does not report failed writes: is the disk '
+                          f'full?') from None
+    except OSError as exc:
+        raise ExportError(_write_failure(exc, prefix)) from exc
+    _drop_stale_model_files(prefix)
+    given = os.fspath(path_prefix)  # report the files as the caller named them
+    return [given + s for s in (*MODEL_SUFFIXES, PARAMS_SUFFIX, META_SUFFIX)
+            if os.path.exists(prefix + s)]
+
+
+def is_dense_model(model):
+    """A segmentation or CenterNet-style model: several named outputs, a dense recipe."""
+    return hasattr(model, 'output_names')
+
+
+class _NamedOutputs(paddle.nn.Layer):
+    """The model's outputs as a tuple in ``output_names`` order: what the inference
+    program returns, named by the export's metadata."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        out = self.model(x)
+        if isinstance(out, dict):
+            return tuple(out[name] for name in self.model.output_names)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _dense_meta(model, input_shape, class_names, recipe):
+    """What ``predict`` needs to serve a dense model: its outputs, classes and recipe."""
+    spec = DenseSpec.of_model(model, input_shape[2], input_shape[3], recipe, class_names)
+    return {'variant': model.config.name, 'heads': dict(getattr(model, 'heads', {})) or None,
+            'num_classes': model.num_classes, 'in_chans': input_shape[1],
+            'input_shape': list(input_shape), **spec.as_meta()}
+
+
+def _export_recipe(model, input_shape, preprocessing):
+    if preprocessing is not None:
+        return preprocessing
+    fixed = input_shape[-1] if input_shape[-1] == input_shape[-2] else None
+    return get_weights(model.config.name).preprocessing.with_overrides(img_size=fixed)
+
+
+def _export_class_names(model, class_names):
+    if class_names is None:
+        return imagenet.class_names() if model.num_classes == imagenet.NUM_CLASSES else None
+    names = [str(n) for n in class_names]
+    if len(names) != model.num_classes:
+        raise ValueError(f'{len(names)} class names for a model with {model.num_classes} '
+                         f'classes')
+    return names
+
+
+def _check_destination(folder):
+    """A file where the output folder (or one above it) should be: say so before any work."""
+    path = folder
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+    if not os.path.isdir(path):
+        raise ExportError(f'cannot export into {printable(folder)}: {printable(path)} is not '
+                          f'a folder')
+
+
+def _write_export(static, tmp_prefix, meta, expected_shapes, shown):
+    """Save, check what Paddle wrote (named as the destination ``shown``), add metadata."""
+    with _without_paddle_noise():
+        paddle.jit.save(static, tmp_prefix)
+    model_file = model_file_of(tmp_prefix)
+    if model_file is None:
+        raise ModelFileError(f'paddle.jit.save wrote no model file '
+                             f'({" or ".join(MODEL_SUFFIXES)})')
+    check_model_file(model_file, shown + model_file[len(tmp_prefix):])
+    found = sorted(tensor_shapes(tmp_prefix + PARAMS_SUFFIX, shown + PARAMS_SUFFIX))
+    if found != expected_shapes:
+        raise ModelFileError(f'{printable(shown + PARAMS_SUFFIX)} holds {len(found)} tensors '
+                             f'where the model has {len(expected_shapes)}')
+    with open(tmp_prefix + META_SUFFIX, 'w', encoding='utf-8') as f:
+        json.dump(meta, f, indent=2)
+
+
+def _write_failure(exc, prefix):
+    """What stopped the export: a full disk as the OS says it with the file being written
+    (``atomic_folder_output`` names it), else the OS's reason without the temporary name."""
+    if is_disk_full(exc):
+        hint = '' if exc.errno == errno.ENOSPC else ' (is the disk full?)'
+        return one_line(exc) + hint
+    return (f'could not write the exported model {printable(prefix)}: '
+            f'{exc.strerror or one_line(exc)}')
+
+
+def _drop_stale_model_files(prefix):
+    """A model file of the other format left by an earlier export would pair with the new
+    parameters when read by another Paddle version: keep only the one just written."""
+    written = model_file_of(prefix)
+    for suffix in MODEL_SUFFIXES:
+        if prefix + suffix != written and os.path.isfile(prefix + suffix):
+            os.remove(prefix + suffix)
+
+
+@contextlib.contextmanager
+def _without_paddle_noise():
+    """Capture the C++ side's stderr while exporting, and pass on all but the known noise."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as buffer:
+        os.dup2(buffer.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            buffer.seek(0)
+            for line in buffer.read().decode('utf-8', 'replace').splitlines(True):
+                if _PADDLE_EXPORT_NOISE not in line:
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def check_engine(engine, device, precision):
+    """Refuse an engine, device or precision that cannot run, before any file is read."""
+    check_device(device, precision)
+    if engine not in ENGINE_CHOICES:
+        raise ValueError(f'engine must be one of {", ".join(ENGINE_CHOICES)}, got {engine!r}')
+
+
+class Predictor:
+    """Run an exported model: ``Predictor(prefix)(batch)`` -> logits, both numpy; for a
+    dense model ``{output name: map}`` (``hm``, ``wh``, ``reg`` .. or ``logprobs``).
+
+    Args:
+        path_prefix: what :func:`export` was given (or its folder, or one of its files).
+        device: ``'cpu'`` or ``'gpu'`` / ``'gpu:1'``.
+        precision: ``'fp32'``; ``'bf16'`` on CPUs that support it; ``'fp16'`` on GPU.
+        threads: CPU threads (default: all cores).
+        tensorrt: on GPU, run through TensorRT subgraphs.
+        engine: ``'paddle'`` (Paddle Inference), ``'openvino'`` or ``'onnxruntime'`` (when
+            installed), or ``'auto'``: on CPU, the installed engines are measured on the
+            first batch and the fastest is kept, a choice remembered per machine, model and
+            precision (:attr:`choice` says what was measured; :attr:`how_chosen` and
+            :func:`describe_engine` say it in words).
+    """
+
+    def __init__(self, path_prefix, device='cpu', precision='fp32', threads=None,
+                 tensorrt=False, engine=AUTO):
+        check_engine(engine, device, precision)
+        prefix, model_file = locate(path_prefix)
+        self.meta = read_metadata(prefix)
+        tensor_shapes(prefix + PARAMS_SUFFIX)  # names the file if truncated or not params
+        self.prefix, self.device, self.precision = prefix, device, precision
+        # A dense model's outputs by name; a classifier returns its logits alone.
+        self.output_names = list(self.meta.get('outputs') or [])
+        self._open = functools.partial(open_engine, prefix=prefix, model_file=model_file,
+                                       device=device, precision=precision, threads=threads,
+                                       tensorrt=tensorrt)
+        self.requested, self._tensorrt = engine, tensorrt
+        self.choice, self._choice_key = None, None
+        self._measured_here, self._unopened = False, None
+        if engine == AUTO and device == 'cpu' and not tensorrt:
+            self._engine = self._remembered_engine(model_file, threads)
+        else:
+            self._engine = self._open(PADDLE if engine == AUTO else engine)
+
+    @property
+    def engine(self):
+        """The name of the engine that runs the model."""
+        return self._engine.name
+
+    @property
+    def how_chosen(self):
+        """How :attr:`engine` came to run the model, e.g. ``'requested'`` or ``'auto:
+        remembered for this machine'``: a user comparing runs needs to know whether a
+        measurement or an old record picked it."""
+        if self.requested != AUTO:
+            return 'requested'
+        if self._choice_key is not None:
+            return 'auto: Paddle Inference until the first batch is measured'
+        if self.choice is None:
+            return ('auto: TensorRT runs through Paddle Inference, nothing measured'
+                    if self._tensorrt else
+                    f'auto: only Paddle Inference runs on {self.device}, nothing measured')
+        if self._measured_here:
+            return 'auto: measured now' + _measurement_note(self.choice, self._unopened)
+        return 'auto: remembered for this machine'
+
+    def _remembered_engine(self, model_file, threads):
+        """The engine chosen earlier for this machine, model and precision; else Paddle,
+        until the first batch is measured on every installed engine."""
+        key = choice_key(model_file, self.meta, self.device, self.precision, threads)
+        record = read_choices().get(key)
+        name = record.get('engine') if isinstance(record, dict) else None
+        if name in installed_engines(self.device, self.precision):
+            try:
+                engine = self._open(name)
+                self.choice = record
+                return engine
+            except EngineUnavailable:  # broken since: measure again
+                self._unopened = name
+        elif name is not None:  # uninstalled since, or not offered here: measure again
+            self._unopened = name
+        self._choice_key = key
+        return self._open(PADDLE)
+
+    def _choose(self, batch):
+        engines, unavailable = {PADDLE: self._engine}, {}
+        for name in installed_engines(self.device, self.precision)[1:]:
+            try:
+                engines[name] = self._open(name)
+            except EngineUnavailable as exc:
+                unavailable[name] = str(exc)
+        name, rates, failed = choose_engine(engines, batch[:AUTO_MEASURED_BATCH])
+        self._engine = engines[name]
+        self.choice = {'engine': name, 'images_per_s': rates,
+                       'batch_size': min(len(batch), AUTO_MEASURED_BATCH),
+                       'unavailable': {**unavailable, **failed},
+                       'measured': datetime.datetime.now().isoformat(timespec='seconds')}
+        remember_choice(self._choice_key, self.choice)
+        self._choice_key, self._measured_here = None, True
+
+    def _check(self, batch):
+        if not isinstance(batch, np.ndarray):
+            raise TypeError(f'expected a numpy array, got {type(batch).__name__}')
+        if batch.dtype != np.float32:
+            raise TypeError(f'expected float32 input, got {batch.dtype}; use '
+                            f'batch.astype("float32")')
+        shape = self.meta.get('input_shape') or [None, None, None, None]
+        if batch.ndim != 4 or any(want is not None and want != got
+                                  for want, got in zip(shape[1:], batch.shape[1:])):
+            expected = ', '.join('N' if d is None else str(d) for d in
+                                 [None] + list(shape[1:]))
+            raise ValueError(f'expected input of shape [{expected}] (NCHW), got '
+                             f'{list(batch.shape)}')
+
+    def __call__(self, batch):
+        self._check(batch)
+        batch = np.ascontiguousarray(batch)
+        if self._choice_key is not None:
+            self._choose(batch)
+        try:
+            if not self.output_names:
+                return self._engine(batch)
+            outputs = self._engine.all_outputs(batch)
+        except Exception as exc:  # Paddle reports kernel failures as bare std::exception
+            hint = ('; oneDNN bfloat16 kernels fail on some graphs (dla_60_res2next at batch > 1 '
+                    'with Paddle 3.3), use precision="fp32"'
+                    if self.precision == 'bf16' and self.engine == PADDLE else '')
+            raise RuntimeError(f'{self.engine} failed on {self.prefix} ({self.precision}, '
+                               f'input {list(batch.shape)}): {one_line(exc)}{hint}') from exc
+        if len(outputs) != len(self.output_names):
+            raise ModelFileError(f'{printable(self.prefix)} gives {len(outputs)} outputs where '
+                                 f'its metadata names {len(self.output_names)}')
+        return dict(zip(self.output_names, outputs))
+
+
+def _measurement_note(choice, unopened):
+    """What the measurement found: the rates, fastest first, and the engines left out."""
+    rates = sorted(choice.get('images_per_s', {}).items(), key=lambda kv: -kv[1])
+    note = ': ' + ', '.join(f'{name} {rate:.3g}' for name, rate in rates) + ' img/s'
+    if len(rates) == 1 and not choice.get('unavailable'):
+        note += ', no other engine installed'
+    if choice.get('unavailable'):
+        note += f'; {", ".join(choice["unavailable"])} could not run it'
+    if unopened:
+        note += f'; the remembered {unopened} is no longer available'
+    return note
+
+
+def describe_engine(run):
+    """``'openvino (auto: remembered for this machine)'``: the engine that runs ``run`` (a
+    :class:`Predictor`, or an eager callable) and how it was chosen, one phrase for every
+    report that names it."""
+    if isinstance(run, Predictor):
+        return f'{run.engine} ({run.how_chosen})'
+    return 'eager (requested)'
+
+
+def weights_digest(model):
+    """The content of a model's parameters and buffers, for naming what is derived from it."""
+    sha = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        array = np.ascontiguousarray(value.numpy())
+        sha.update(f'{name} {array.dtype} {array.shape}'.encode())
+        sha.update(array.tobytes())
+    return sha.hexdigest()
+
+
+def compile_model(model, input_shape=(None, 3, 224, 224), engine=AUTO, precision='fp32',
+                  threads=None, device='cpu'):
+    """``model`` as a fast inference callable (a :class:`Predictor`): exported once into
+    the cache, keyed by variant, weights and input shape, so the cost of export and engine
+    choice is paid on first use only. The eager model stays as it is, for training."""
+    check_engine(engine, device, precision)  # before the seconds an export takes
+    shape = 'x'.join('N' if d is None else str(int(d)) for d in input_shape)
+    outputs = '-'.join(model.output_names) if is_dense_model(model) else ''
+    folder = os.path.join(compiled_home(), 'exports', '-'.join(
+        p for p in (model.config.name, weights_digest(model)[:20], shape, outputs) if p))
+    prefix = os.path.join(folder, 'model')
+    if not any(os.path.isfile(prefix + s) for s in MODEL_SUFFIXES) or not os.path.isfile(
+            prefix + PARAMS_SUFFIX):
+        export(model, prefix, input_shape)
+    return Predictor(prefix, device=device, precision=precision, threads=threads,
+                     engine=engine)

@@ -1,0 +1,351 @@
+"""The engines that run an exported model, behind one call: ``engine(batch) -> logits``.
+
+Paddle Inference (oneDNN on CPU) is always there. OpenVINO and onnxruntime run the same
+files when installed: they read the ONNX translation paddle2onnx writes once per model
+(cached by content); OpenVINO also reads Paddle 2.6's ``.pdmodel`` directly. All three
+run the same oneDNN-class kernels on CPU, yet which is fastest differs by machine, model
+and batch, so :func:`choose_engine` measures them on first use and remembers the winner.
+"""
+import hashlib
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+from ..core.atomic import atomic_output
+from ..weights.cache import compiled_home
+from ..core.digests import CHUNK
+from .engines import CPU_PRECISIONS, ENGINE_EXTRAS, ENGINES, ONNXRUNTIME, OPENVINO, OPTIONAL_ENGINES, PADDLE
+from ..core.errors import PaddleDLAError, one_line, printable
+from .exported import PARAMS_SUFFIX, ModelFileError
+from ..core.machine import machine_id
+
+ONNX_OPSET = 17
+_CHOICES_FILE = 'engine-choice.json'
+_MAX_CHOICES = 512  # entries remembered; the oldest go first
+_MEASURED_RUNS = 3
+
+
+class EngineUnavailable(PaddleDLAError, RuntimeError):
+    """An engine that is not installed, or cannot run this model, device or precision."""
+
+
+def cpu_threads(threads):
+    return threads or os.cpu_count() or 1
+
+
+# --- Paddle Inference ---------------------------------------------------------------------
+
+def _paddle_config(model_file, params_file, device, precision, threads, tensorrt):
+    from paddle import inference
+
+    config = inference.Config(model_file, params_file)
+    if device == 'cpu':
+        config.disable_gpu()
+        config.enable_mkldnn()
+        config.set_cpu_math_library_num_threads(cpu_threads(threads))
+        if precision == 'bf16':
+            config.enable_mkldnn_bfloat16()
+    else:
+        device_id = int(device.split(':')[1]) if ':' in device else 0
+        kind = {'fp32': inference.PrecisionType.Float32,
+                'fp16': inference.PrecisionType.Half,
+                'bf16': inference.PrecisionType.Bfloat16}[precision]
+        config.enable_use_gpu(256, device_id, kind)
+        if tensorrt:
+            config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=64,
+                                          min_subgraph_size=3, precision_mode=kind,
+                                          use_static=False, use_calib_mode=False)
+    config.switch_ir_optim(True)
+    config.disable_glog_info()
+    return config
+
+
+def _paddle_reason(exc):
+    """The first line of a Paddle C++ error, without its source location."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else type(exc).__name__
+    return one_line(re.sub(r'\s*\(at /\S+\)\s*$', '', first))
+
+
+# glibc's malloc serves blocks over its threshold with mmap, and returns them on free:
+# Paddle Inference frees its activations after every run, so every run page-faults tens of
+# megabytes back in (about 7% of dla_34's time on 2 cores). Above these thresholds it
+# keeps them; OpenVINO and onnxruntime keep their buffers themselves.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEPT_BLOCK_BYTES = 32 << 20   # glibc's largest mmap threshold
+_KEPT_FREE_BYTES = 1 << 30
+
+
+def keep_freed_activations():
+    """Raise glibc's thresholds once (process-wide); a no-op without glibc."""
+    global _kept
+    if _kept:
+        return
+    _kept = True
+    try:
+        import ctypes
+        libc = ctypes.CDLL('libc.so.6')
+        libc.mallopt(_M_MMAP_THRESHOLD, _KEPT_BLOCK_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, _KEPT_FREE_BYTES)
+    except (OSError, AttributeError):
+        pass
+
+
+_kept = False
+
+
+class PaddleEngine:
+    name = PADDLE
+
+    def __init__(self, prefix, model_file, device, precision, threads, tensorrt=False):
+        from paddle import inference
+
+        if device == 'cpu':
+            keep_freed_activations()
+        params_file = prefix + PARAMS_SUFFIX
+        config = _paddle_config(model_file, params_file, device, precision, threads, tensorrt)
+        try:
+            self._predictor = inference.create_predictor(config)
+        except Exception as exc:  # noqa: BLE001 - Paddle raises several types for one cause
+            raise ModelFileError(f'Paddle Inference cannot load {printable(model_file)} with '
+                                 f'{printable(params_file)}: {_paddle_reason(exc)}') from None
+        self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
+        self._outputs = [self._predictor.get_output_handle(name)
+                         for name in self._predictor.get_output_names()]
+
+    def __call__(self, batch):
+        return self.all_outputs(batch)[0]
+
+    def all_outputs(self, batch):
+        """Every output of the program, in its order (a dense model has several)."""
+        self._input.reshape(list(batch.shape))
+        self._input.copy_from_cpu(batch)
+        self._predictor.run()
+        return [output.copy_to_cpu() for output in self._outputs]
+
+
+# --- the ONNX route -----------------------------------------------------------------------
+
+def _content_digest(*paths):
+    sha = hashlib.sha256()
+    for path in paths:
+        with open(path, 'rb') as f:
+            for block in iter(lambda: f.read(CHUNK), b''):
+                sha.update(block)
+        sha.update(b'\0')
+    return sha.hexdigest()
+
+
+def onnx_model(prefix, model_file):
+    """The ONNX translation of an exported model, written once by paddle2onnx and cached
+    under :func:`compiled_home` by the content of both files (no stale translation after a
+    re-export)."""
+    params_file = prefix + PARAMS_SUFFIX
+    path = os.path.join(compiled_home(), 'onnx',
+                        _content_digest(model_file, params_file)[:32] + '.onnx')
+    if os.path.isfile(path):
+        return path
+    if not importable('paddle2onnx'):
+        raise EngineUnavailable('the ONNX route needs paddle2onnx: pip install '
+                                'paddle2onnx')
+    with atomic_output(path) as tmp:
+        _translate(model_file, params_file, tmp)
+    return path
+
+
+# paddle2onnx runs in a child: some releases abort the whole process on an operator they
+# cannot translate (1.3 on the deformable convolution), which must cost one engine, not the
+# run. Its progress lines go to the child's output, kept for the reason.
+_TRANSLATE = """import sys
+import paddle2onnx
+data = paddle2onnx.export(sys.argv[1], sys.argv[2], save_file=None,
+                          opset_version=int(sys.argv[3]), enable_onnx_checker=True)
+if not data:
+    sys.exit('paddle2onnx wrote nothing')
+with open(sys.argv[4], 'wb') as f:
+    f.write(data)
+"""
+
+
+def _translate(model_file, params_file, out):
+    """Write the ONNX translation of an exported model to ``out``, or raise
+    :class:`EngineUnavailable` with paddle2onnx's last words."""
+    proc = subprocess.run([sys.executable, '-c', _TRANSLATE, model_file, params_file,
+                           str(ONNX_OPSET), out], capture_output=True, text=True,
+                          errors='replace', stdin=subprocess.DEVNULL)
+    if proc.returncode == 0 and os.path.getsize(out) > 0:
+        return
+    said = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    reason = said[-1] if said else 'no output'
+    if proc.returncode < 0:
+        reason = f'it was killed by signal {-proc.returncode} ({reason})'
+    raise EngineUnavailable(f'paddle2onnx could not translate {printable(model_file)}: '
+                            f'{printable(reason)}')
+
+
+class OnnxRuntimeEngine:
+    name = ONNXRUNTIME
+
+    def __init__(self, prefix, model_file, device, precision, threads):
+        if device != 'cpu' or precision != 'fp32':
+            raise EngineUnavailable('onnxruntime is offered for fp32 on CPU')
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EngineUnavailable(f'onnxruntime is not installed: '
+                                    f'{ENGINE_EXTRAS[self.name]}') from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = cpu_threads(threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(onnx_model(prefix, model_file), options,
+                                             providers=['CPUExecutionProvider'])
+        self._input = self._session.get_inputs()[0].name
+
+    def __call__(self, batch):
+        return self.all_outputs(batch)[0]
+
+    def all_outputs(self, batch):
+        return self._session.run(None, {self._input: batch})
+
+
+class OpenVINOEngine:
+    name = OPENVINO
+
+    def __init__(self, prefix, model_file, device, precision, threads):
+        if device != 'cpu' or precision not in ('fp32', 'bf16'):
+            raise EngineUnavailable('OpenVINO is offered for fp32 and bf16 on CPU')
+        try:
+            import openvino
+        except ImportError:
+            raise EngineUnavailable(f'OpenVINO is not installed: '
+                                    f'{ENGINE_EXTRAS[self.name]}') from None
+        # OpenVINO reads Paddle 2.6's program files itself, but not Paddle 3's .json.
+        source = model_file if model_file.endswith('.pdmodel') else onnx_model(prefix,
+                                                                                model_file)
+        core = openvino.Core()
+        # bf16 is OpenVINO's default on capable CPUs: fp32 must be asked for.
+        self._compiled = core.compile_model(core.read_model(source), 'CPU', {
+            'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': '1',
+            'INFERENCE_NUM_THREADS': str(cpu_threads(threads)),
+            'INFERENCE_PRECISION_HINT': 'bf16' if precision == 'bf16' else 'f32'})
+        self._request = self._compiled.create_infer_request()
+
+    def __call__(self, batch):
+        return self.all_outputs(batch)[0]
+
+    def all_outputs(self, batch):
+        self._request.infer({0: batch})
+        return [self._request.get_output_tensor(i).data.copy()
+                for i in range(len(self._compiled.outputs))]
+
+
+_ENGINE_CLASSES = {cls.name: cls for cls in (PaddleEngine, OpenVINOEngine, OnnxRuntimeEngine)}
+
+
+def open_engine(name, prefix, model_file, device='cpu', precision='fp32', threads=None,
+                tensorrt=False):
+    if name not in _ENGINE_CLASSES:
+        raise ValueError(f'engine must be one of auto, {", ".join(ENGINES)}; got {name!r}')
+    if name == PADDLE:
+        return PaddleEngine(prefix, model_file, device, precision, threads, tensorrt)
+    if tensorrt:
+        raise EngineUnavailable('TensorRT runs through engine="paddle" on a GPU')
+    try:
+        return _ENGINE_CLASSES[name](prefix, model_file, device, precision, threads)
+    except (EngineUnavailable, ModelFileError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a library that fails on this model
+        raise EngineUnavailable(f'{name} cannot run {printable(model_file)}: '
+                                f'{one_line(exc)}') from None
+
+
+# --- choosing by measurement ---------------------------------------------------------------
+
+def choice_key(model_file, meta, device, precision, threads):
+    with open(model_file, 'rb') as f:
+        graph = hashlib.sha256(f.read()).hexdigest()[:16]
+    shape = 'x'.join('N' if d is None else str(d) for d in meta.get('input_shape') or [])
+    return (f'{machine_id()} | {cpu_threads(threads)} threads | {device} {precision} | '
+            f'{meta.get("variant", "model")} {shape} {graph}')
+
+
+def _choices_path():
+    return os.path.join(compiled_home(), _CHOICES_FILE)
+
+
+def read_choices():
+    """The remembered choices; an unreadable file counts as none (it is only a cache)."""
+    try:
+        with open(_choices_path(), encoding='utf-8') as f:
+            choices = json.load(f)
+    except (OSError, ValueError, RecursionError):  # JSON and UTF-8 errors are ValueErrors
+        return {}
+    return choices if isinstance(choices, dict) else {}
+
+
+def remember_choice(key, record):
+    choices = read_choices()
+    choices.pop(key, None)
+    choices[key] = record
+    while len(choices) > _MAX_CHOICES:
+        choices.pop(next(iter(choices)))
+    try:
+        with atomic_output(_choices_path()) as tmp:
+            with open(tmp, 'w', encoding='utf-8') as f:
+                json.dump(choices, f, indent=1)
+    except OSError:  # a read-only cache: choose again next time
+        pass
+
+
+def measure_engines(engines, batch, runs=_MEASURED_RUNS):
+    """Images per second of each engine on ``batch``: one warm-up each, then ``runs``
+    rounds taking each engine in turn (interleaved, so that a busy moment of the machine
+    does not favour one), the median kept. Engines that fail are left out."""
+    times, failed = {name: [] for name in engines}, {}
+    for name, engine in engines.items():
+        try:
+            engine(batch)
+        except Exception as exc:  # noqa: BLE001 - an engine that cannot run is not chosen
+            failed[name] = one_line(exc)
+    for _ in range(runs):
+        for name, engine in engines.items():
+            if name not in failed:
+                start = time.perf_counter()
+                engine(batch)
+                times[name].append(time.perf_counter() - start)
+    rates = {name: round(len(batch) / statistics.median(t), 2)
+             for name, t in times.items() if t}
+    return rates, failed
+
+
+def installed_engines(device, precision):
+    """The engines worth measuring here: Paddle, and the optional ones that are installed
+    and run this device and precision."""
+    return [PADDLE] + [name for name in OPTIONAL_ENGINES if device == 'cpu'
+                       and precision in CPU_PRECISIONS[name] and importable(name)]
+
+
+def importable(module):
+    """Whether ``module`` is installed, without importing it."""
+    import importlib.util
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules
+        return False
+
+
+def choose_engine(engines, batch):
+    """The fastest of ``engines`` (name -> engine) on ``batch``, with what was measured:
+    ``(name, rates, failed)``."""
+    rates, failed = measure_engines(engines, batch)
+    if not rates:
+        raise EngineUnavailable('no engine could run the model: ' + '; '.join(
+            f'{k}: {v}' for k, v in failed.items()))
+    return max(rates, key=rates.get), rates, failed

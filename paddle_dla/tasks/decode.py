@@ -1,0 +1,224 @@
+"""From the raw maps of the dense networks (CenterNet, FairMOT, DLA segmentation) to boxes,
+scores, identity embeddings and class maps, in NumPy only.
+
+Detection follows CenterNet's ``ctdet_decode`` and FairMOT's ``mot_decode``: a peak is a
+cell equal to the 3x3 max-pool of the sigmoid heatmap, the K best peaks over all classes
+are kept, and the offset, size and identity maps are read at those cells. Coordinates are
+in pixel edges: the box ``(0, 0, w, h)`` covers a ``w x h`` image.
+"""
+import math
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import numpy as np
+
+from ..core.errors import PaddleDLAError
+from ..models.dense_variants import DEFAULT_TOP_K
+
+
+class DecodeError(PaddleDLAError, ValueError):
+    """Network outputs that cannot be decoded as asked (a missing map, a wrong shape)."""
+
+
+def sigmoid(x):
+    """``1 / (1 + exp(-x))`` without overflow for large negative logits; keeps the dtype."""
+    x = np.asarray(x)
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
+    x = x.astype(np.float64)
+    e = np.exp(-np.abs(x))  # in (0, 1]: never overflows
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(dtype)
+
+
+def max_pool3x3(heat):
+    """3x3 max-pool, stride 1, padding 1 (the padding never wins), over the last two axes."""
+    padded = np.pad(heat, [(0, 0)] * (heat.ndim - 2) + [(1, 1), (1, 1)],
+                    constant_values=-np.inf)
+    rows = np.maximum(np.maximum(padded[..., :-2, :], padded[..., 1:-1, :]), padded[..., 2:, :])
+    return np.maximum(np.maximum(rows[..., :-2], rows[..., 1:-1]), rows[..., 2:])
+
+
+def heatmap_peaks(heat, k=DEFAULT_TOP_K):
+    """The ``k`` best local maxima of a sigmoid heatmap (N, C, H, W), over all classes.
+
+    Returns ``(scores, classes, ys, xs)``, each (N, k), best first. Cells that are not a
+    peak count as score 0, as in CenterNet, so with fewer than ``k`` peaks the tail is made
+    of zero-score cells. CenterNet's per-class then global top-k selects the same set (the
+    global top k holds at most k cells of any class); only exact ties may be broken
+    differently. ``k`` is capped at C * H * W.
+    """
+    heat = _maps(heat, 'heatmap')
+    n, c, h, w = heat.shape
+    flat = np.where(heat == max_pool3x3(heat), heat, 0).reshape(n, -1)
+    k = min(int(k), flat.shape[1])
+    if k < 1:
+        raise DecodeError(f'k must be at least 1, not {k}')
+    chosen = np.sort(np.argpartition(-flat, k - 1, axis=1)[:, :k], axis=1)
+    order = np.argsort(-np.take_along_axis(flat, chosen, axis=1), axis=1, kind='stable')
+    index = np.take_along_axis(chosen, order, axis=1)
+    scores = np.take_along_axis(flat, index, axis=1)
+    classes, cell = np.divmod(index, h * w)
+    ys, xs = np.divmod(cell, w)
+    return scores, classes.astype(np.int64), ys.astype(np.int64), xs.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """An image scaled by one factor and centred in the network input, the rest black:
+    input = image * scale + pad (CenterNet's test-time affine for a square input, with
+    c the image centre and s = max(h, w))."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+    image_h: int
+    image_w: int
+    input_h: int
+    input_w: int
+
+    def to_image(self, boxes, stride=4):
+        """Boxes (..., 4) in output-map cells -> original image pixels, clipped to it."""
+        boxes = np.asarray(boxes, np.float64) * stride
+        boxes = (boxes - [self.pad_x, self.pad_y, self.pad_x, self.pad_y]) / self.scale
+        bounds = [self.image_w, self.image_h, self.image_w, self.image_h]
+        return np.clip(boxes, 0, bounds).astype(np.float32)
+
+    def to_input(self, boxes):
+        """Boxes (..., 4) in image pixels -> network input pixels."""
+        boxes = np.asarray(boxes, np.float64) * self.scale
+        return (boxes + [self.pad_x, self.pad_y, self.pad_x, self.pad_y]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How the letterboxed image is built from whole pixels: the source region ``box``
+    (floats, inside the image) resized to ``size`` (w, h) and pasted at ``offset`` (x, y)."""
+
+    box: tuple
+    size: tuple
+    offset: tuple
+
+
+def letterbox_placement(image_hw, input_hw):
+    """The resize and paste that realise :func:`letterbox_geometry` exactly: the resized
+    size is rounded down and the source region shrunk to match, so one scale holds on both
+    axes (a rounded size would stretch one axis by up to half an input pixel)."""
+    (h, w), (in_h, in_w) = _size(image_hw, 'image'), _size(input_hw, 'input')
+    scale = min(in_h / h, in_w / w)
+    size = [max(1, min(limit, math.floor(side * scale + 1e-6)))
+            for side, limit in ((w, in_w), (h, in_h))]
+    spans = [min(side, n / scale) for side, n in zip((w, h), size)]
+    box = ((w - spans[0]) / 2, (h - spans[1]) / 2, (w + spans[0]) / 2, (h + spans[1]) / 2)
+    offset = ((in_w - size[0]) // 2, (in_h - size[1]) // 2)
+    return Placement(box, tuple(size), offset), scale
+
+
+def letterbox_geometry(image_hw, input_hw):
+    """The :class:`Letterbox` of an image of ``image_hw`` in an input of ``input_hw``:
+    scale ``min(H_in / h, W_in / w)``, centred."""
+    placement, scale = letterbox_placement(image_hw, input_hw)
+    (h, w), (in_h, in_w) = image_hw, input_hw
+    pad_x = placement.offset[0] - placement.box[0] * scale
+    pad_y = placement.offset[1] - placement.box[1] * scale
+    return Letterbox(scale, pad_x, pad_y, int(h), int(w), int(in_h), int(in_w))
+
+
+@dataclass(frozen=True)
+class Detections:
+    """One image's detections, best first: boxes (k, 4) x1 y1 x2 y2, scores (k,),
+    classes (k,), and FairMOT's identity embeddings (k, D), L2-normalised, or None."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    embeddings: Optional[np.ndarray] = None
+
+    def __len__(self):
+        return len(self.scores)
+
+    def above(self, threshold):
+        """The detections scoring at least ``threshold``."""
+        keep = self.scores >= threshold
+        return Detections(self.boxes[keep], self.scores[keep], self.classes[keep],
+                          None if self.embeddings is None else self.embeddings[keep])
+
+    def to_image(self, geometry, stride=4):
+        """The boxes mapped from output-map cells to the original image's pixels."""
+        return replace(self, boxes=geometry.to_image(self.boxes, stride))
+
+
+def decode_detections(outputs, k=DEFAULT_TOP_K):
+    """CenterNet / FairMOT outputs {'hm', 'wh'[, 'reg'][, 'id']} (N, C, H, W), as the
+    network returns them (hm as logits) -> a list of :class:`Detections`, one per image,
+    boxes in output-map cells.
+
+    'wh' with 2 channels is a width and height about the centre; with 4 it is FairMOT's
+    distances to the left, top, right and bottom. Without 'reg' the centre is the middle of
+    the cell (+0.5), as CenterNet decodes a model trained without offsets.
+    """
+    for name in ('hm', 'wh'):
+        if name not in outputs:
+            raise DecodeError(f"the outputs have no '{name}' map (they have: "
+                              f"{', '.join(sorted(outputs)) or 'none'})")
+    heat = sigmoid(_maps(outputs['hm'], 'hm'))
+    scores, classes, ys, xs = heatmap_peaks(heat, k)
+    wh = _gathered(outputs, 'wh', heat.shape, ys, xs)
+    if wh.shape[-1] not in (2, 4):
+        raise DecodeError(f"'wh' has {wh.shape[-1]} channels; 2 (width, height) or 4 "
+                          f"(left, top, right, bottom) are decoded")
+    if 'reg' in outputs:
+        reg = _gathered(outputs, 'reg', heat.shape, ys, xs)
+        cx, cy = xs + reg[..., 0], ys + reg[..., 1]
+    else:
+        cx, cy = xs + 0.5, ys + 0.5
+    boxes = _boxes(cx, cy, wh)
+    embeddings = _embeddings(outputs, heat.shape, ys, xs) if 'id' in outputs else None
+    return [Detections(boxes[i], scores[i].astype(np.float32), classes[i],
+                       None if embeddings is None else embeddings[i])
+            for i in range(len(boxes))]
+
+
+def _boxes(cx, cy, wh):
+    if wh.shape[-1] == 4:
+        left, top, right, bottom = np.moveaxis(wh, -1, 0)
+    else:
+        left = right = wh[..., 0] / 2
+        top = bottom = wh[..., 1] / 2
+    return np.stack([cx - left, cy - top, cx + right, cy + bottom], -1).astype(np.float32)
+
+
+def _embeddings(outputs, heat_shape, ys, xs):
+    """FairMOT normalises the id map over channels, then reads it at the peaks; the norm of
+    one cell's vector is all that matters, so normalising after reading is the same."""
+    ids = _gathered(outputs, 'id', heat_shape, ys, xs).astype(np.float64)
+    norms = np.maximum(np.linalg.norm(ids, axis=-1, keepdims=True), 1e-12)  # F.normalize
+    return (ids / norms).astype(np.float32)
+
+
+def _gathered(outputs, name, heat_shape, ys, xs):
+    """Map ``name`` (N, D, H, W) read at the cells (ys, xs) (N, k) -> (N, k, D)."""
+    maps = _maps(outputs[name], name)
+    n, _, h, w = heat_shape
+    if maps.shape[0] != n or maps.shape[2:] != (h, w):
+        raise DecodeError(f"'{name}' has shape {maps.shape}; the heatmap's batch and size "
+                          f"are {n} and {h}x{w}")
+    batch = np.arange(n)[:, None]
+    return maps[batch, :, ys, xs]
+
+
+def segment(logprobs):
+    """Segmentation scores (N, C, H, W) -> per-pixel classes (N, H, W)."""
+    return _maps(logprobs, 'segmentation scores').argmax(axis=1).astype(np.int64)
+
+
+def _maps(array, name):
+    array = np.asarray(array)
+    if array.ndim != 4:
+        raise DecodeError(f'{name} must be (N, C, H, W), not of shape {array.shape}')
+    return array
+
+
+def _size(hw, what):
+    h, w = (int(v) for v in hw)
+    if h < 1 or w < 1:
+        raise DecodeError(f'the {what} size must be positive, not {h}x{w}')
+    return h, w

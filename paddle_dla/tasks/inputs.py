@@ -1,0 +1,116 @@
+"""Network inputs for the dense tasks, with Pillow and NumPy only: a letterboxed image for
+detection (CenterNet, FairMOT) and a stretched one for segmentation, each with the geometry
+that maps the outputs back onto the original image.
+
+Images are decoded as the evaluation does (Pillow, ``convert('RGB')``, no EXIF rotation,
+the declared size checked before any pixel is decoded), so what is drawn on later is the
+same picture the network saw.
+"""
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .decode import letterbox_geometry, letterbox_placement
+from ..core.errors import ImageReadError, one_line
+from ..models.preprocessing import IMAGE_FORMATS, MAX_IMAGE_PIXELS
+
+CHANNEL_ORDERS = ('rgb', 'bgr')
+
+def read_image(image):
+    """A PIL image (converted to RGB) or the path of one -> an RGB PIL image."""
+    if isinstance(image, Image.Image):
+        return image if image.mode == 'RGB' else image.convert('RGB')
+    path = os.fspath(image)
+    if not os.path.isfile(path):  # missing, a folder, or a FIFO that would block for ever
+        raise ImageReadError(f'cannot decode {path}: '
+                             f'{"not a regular file" if os.path.exists(path) else "no such file"}')
+    try:
+        Image.init()  # registers every plugin, so that formats= can name them
+        with open(path, 'rb') as f, warnings.catch_warnings(record=True):
+            warnings.simplefilter('always')
+            opened = Image.open(f, formats=[n for n in IMAGE_FORMATS if n in Image.OPEN])
+            width, height = opened.size
+            if width < 1 or height < 1 or width * height > MAX_IMAGE_PIXELS:
+                raise ImageReadError(f'cannot decode {path}: it declares {width}x{height} '
+                                     f'pixels (at most {MAX_IMAGE_PIXELS:,} are read)')
+            return opened.convert('RGB')
+    except ImageReadError:
+        raise
+    except Exception as exc:  # Pillow raises many types for bad files, MemoryError included
+        raise ImageReadError(f'cannot decode {path}: {one_line(exc)}') from exc
+
+
+def letterbox_image(image, input_hw, mean, std, channel_order='rgb', fill=(0, 0, 0)):
+    """An image (PIL or path) -> (float32 CHW input, :class:`~paddle_dla.tasks.decode.Letterbox`).
+
+    Resized with Pillow's bilinear filter by one scale, centred, ``fill`` (RGB, 0-255:
+    black as CenterNet's warpAffine leaves it; FairMOT's own loader pads with 127.5 grey)
+    around it, then normalised as ``(pixel / 255 - mean) / std`` in ``channel_order``
+    ('bgr' for CenterNet, whose statistics are OpenCV's BGR)."""
+    image = read_image(image)
+    width, height = image.size
+    in_h, in_w = (int(v) for v in input_hw)
+    placement, _ = letterbox_placement((height, width), (in_h, in_w))
+    pixels = np.empty((in_h, in_w, 3), np.float32)
+    pixels[:] = np.asarray(fill, np.float32) / np.float32(255)
+    (x, y), (w, h) = placement.offset, placement.size
+    pixels[y:y + h, x:x + w] = _unit(image.resize(placement.size, Image.BILINEAR,
+                                                  box=placement.box))
+    return (_normalised(pixels, mean, std, channel_order),
+            letterbox_geometry((height, width), (in_h, in_w)))
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """An image resized to the whole input, aspect ratio ignored (segmentation)."""
+
+    image_h: int
+    image_w: int
+    input_h: int
+    input_w: int
+
+    def to_image(self, classes):
+        """A class map (H, W) of any size -> the original image's size."""
+        return class_map_to_image(classes, (self.image_h, self.image_w))
+
+
+def stretch_image(image, input_hw, mean, std, channel_order='rgb'):
+    """An image (PIL or path) -> (float32 CHW input, :class:`Stretch`): resized to
+    ``input_hw`` with Pillow's bilinear filter, normalised as in :func:`letterbox_image`."""
+    image = read_image(image)
+    width, height = image.size
+    in_h, in_w = (int(v) for v in input_hw)
+    resized = image.resize((in_w, in_h), Image.BILINEAR)
+    return _normalised(_unit(resized), mean, std, channel_order), Stretch(height, width, in_h, in_w)
+
+
+def class_map_to_image(classes_hw, image_hw):
+    """Nearest-neighbour resize of a class map (H, W) to ``image_hw``: each image pixel
+    takes the class of the map cell its centre falls in."""
+    classes = np.asarray(classes_hw)
+    if classes.ndim != 2:
+        raise ValueError(f'a class map is (H, W), not of shape {classes.shape}')
+    (h, w), (map_h, map_w) = image_hw, classes.shape
+    rows = np.minimum(((np.arange(h) + 0.5) * map_h / h).astype(np.int64), map_h - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * map_w / w).astype(np.int64), map_w - 1)
+    return classes[rows[:, None], cols[None, :]]
+
+
+def _unit(image):
+    """An RGB PIL image -> float32 HWC in [0, 1]."""
+    return np.asarray(image, np.float32) / np.float32(255)
+
+
+def _normalised(pixels, mean, std, channel_order):
+    """HWC RGB in [0, 1] -> CHW ``(pixel - mean) / std`` in ``channel_order``."""
+    if channel_order not in CHANNEL_ORDERS:
+        raise ValueError(f"channel_order must be one of {', '.join(CHANNEL_ORDERS)}, "
+                         f"not {channel_order!r}")
+    if channel_order == 'bgr':
+        pixels = pixels[:, :, ::-1]
+    mean = np.asarray(mean, np.float32).reshape(1, 1, -1)
+    std = np.asarray(std, np.float32).reshape(1, 1, -1)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))

@@ -1,0 +1,22 @@
+"""Where converted weights live: ``$PADDLE_DLA_HOME`` (default ``~/.cache/paddle_dla``).
+
+The one place that names cache files, shared by the converter and ``pretrained=True``.
+"""
+import os
+
+from ..models.variants import get_config
+
+
+def weights_home():
+    return os.path.expanduser(os.environ.get('PADDLE_DLA_HOME') or '~/.cache/paddle_dla')
+
+
+def cached_weights_path(variant, tag):
+    """Converted ``.pdparams`` of a registry entry, e.g. ``~/.cache/paddle_dla/dla_34-official.pdparams``."""
+    return os.path.join(weights_home(), f'{get_config(variant).name}-{tag}.pdparams')
+
+
+def compiled_home():
+    """What the deployed path derives once and reuses: exports of in-memory models, their
+    ONNX translations and the engine chosen per machine, model and precision."""
+    return os.path.join(weights_home(), 'compiled')
