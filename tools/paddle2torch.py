@@ -1,15 +1,8 @@
 #!/usr/bin/env python
-"""Convert paddle_dla weights back into a PyTorch (timm) state dict: ``paddle-dla to-torch``, kept here
-for the documentation and scripts that call it by path. Run with --help for examples."""
-import os
-import sys
-
-try:
-    import paddle_dla  # noqa: F401
-except ImportError:  # running from a source checkout that is not installed
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from paddle_dla.cli.to_torch import main  # noqa: E402
+"""Convert paddle_dla weights back into a PyTorch (timm) state dict: ``paddle-dla
+to-torch``, kept here for the documentation and scripts that call it by path. Run with
+--help for examples."""
+from _subcommand import run
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run('to_torch')
