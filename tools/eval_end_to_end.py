@@ -59,8 +59,8 @@ def model_only(variant, weights, batch_size, batches, engine):
     """Images per second of the deployed model alone, as eval builds it (same cache)."""
     import numpy as np
 
-    from paddle_dla.zoo.factory import create_model
     from paddle_dla.inference import compile_model
+    from paddle_dla.zoo.factory import create_model
     model = create_model(variant, pretrained=weights)
     model.eval()
     predictor = compile_model(model, engine=engine)

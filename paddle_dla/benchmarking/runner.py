@@ -24,21 +24,21 @@ import tempfile
 import numpy as np
 import paddle
 
+from ..core import SOURCE_ROOT
 from ..core.atomic import atomic_output
-from .worker import GEMM_SIZE
-from ..models.complexity import count_macs
-from ..models.dcn import DCN
-from ..inference.engines import (BENCH_REFERENCE, EAGER, ENGINES, OPTIONAL_ENGINES,
-                                 TORCH_CHANNELS_LAST, TORCH_EAGER)
+from ..core.machine import cpu_description, installed_versions
 from ..core.parity import relative_error
 from ..evaluation.transforms import Preprocess
-from ..zoo.factory import create_model
+from ..inference.engines import (BENCH_REFERENCE, EAGER, ENGINES, OPTIONAL_ENGINES,
+                                 TORCH_CHANNELS_LAST, TORCH_EAGER)
 from ..inference.predictor import cpu_supports_bf16, export
-from ..models.layers import BN_MOMENTUM
-from ..core.machine import cpu_description, installed_versions
 from ..inference.runtimes import importable, installed_engines
+from ..models.complexity import count_macs
+from ..models.dcn import DCN
+from ..models.layers import BN_MOMENTUM
 from ..models.registry import DENSE_FAMILY, get_model
-from ..core import SOURCE_ROOT
+from ..zoo.factory import create_model
+from .worker import GEMM_SIZE
 
 REFERENCE = BENCH_REFERENCE
 PEERS = OPTIONAL_ENGINES

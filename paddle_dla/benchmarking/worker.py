@@ -10,14 +10,14 @@ import time
 
 import numpy as np
 
-from ..weights.convert.mapping import to_torch_key
-from ..weights.convert.verify import timm_holding, torch_predictor
-from ..models.registry import DENSE_FAMILY, get_model
-from ..models.dla import eager_predictor
-from ..zoo.factory import create_model
 from ..core import SOURCE_ROOT
+from ..inference.eager import eager_predictor
 from ..inference.engines import EAGER, TORCH_CHANNELS_LAST, TORCH_EAGER
 from ..inference.predictor import Predictor
+from ..models.registry import DENSE_FAMILY, get_model
+from ..weights.convert.mapping import to_torch_key
+from ..weights.convert.verify import timm_holding, torch_predictor
+from ..zoo.factory import create_model
 
 REFERENCE_FOLDER = os.path.join(SOURCE_ROOT, 'tests')
 # Matrices of the GEMM peak: large enough that the kernel, not the call, is timed.

@@ -4,9 +4,9 @@ import argparse
 import importlib
 import sys
 
-from .args import ArgumentParser
 from ..core.errors import exit_cleanly_on_sigterm
 from . import common
+from .args import ArgumentParser
 
 PROG = 'paddle-dla'
 # subcommand: module (in the order --help lists them)

@@ -4,8 +4,8 @@ import argparse
 import sys
 
 from ..core.errors import printable
-from ..models.registry import get_model, list_models
 from ..models.preprocessing import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+from ..models.registry import get_model, list_models
 from ..models.variants import get_config
 
 

@@ -3,10 +3,10 @@ measured side by side on this machine."""
 import argparse
 import sys
 
-from .args import image_size, model_name, non_negative_int, positive_int
-from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..inference.engines import BENCH_ENGINES, ENGINES
+from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from . import common
+from .args import image_size, model_name, non_negative_int, positive_int
 
 HELP = 'images per second of every engine on this machine'
 DESCRIPTION = ('Images per second of DLA on this machine, every engine measured side by side '

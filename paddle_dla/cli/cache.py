@@ -4,10 +4,10 @@ import argparse
 import os
 import sys
 
-from ..weights.cache import cached_weights_path, weights_home
-from .args import variant_name
 from ..core.errors import UsageError, one_line
+from ..weights.cache import cached_weights_path, weights_home
 from ..weights.registry import WEIGHTS, list_weights
+from .args import variant_name
 
 HELP = 'list, fetch, verify or clean the pretrained weights cache'
 DESCRIPTION = ('The cache of converted published weights ($PADDLE_DLA_HOME, default '

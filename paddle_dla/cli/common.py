@@ -11,12 +11,12 @@ import os
 import signal
 import sys
 
-from .args import ArgumentParser, model_name
-from ..models.dense_variants import DENSE_VARIANTS
 from ..core.errors import UsageError, exit_cleanly_on_sigterm, run_command
+from ..models.dense_variants import DENSE_VARIANTS
 from ..models.imagenet import NUM_CLASSES
 from ..models.variants import VARIANTS
 from ..weights.registry import DEFAULT_TAG, WEIGHTS
+from .args import ArgumentParser, model_name
 
 # Paddle's C++ logging (glog): INFO lines and notices stay out of the user's way.
 QUIET_ENVIRONMENT = {'GLOG_minloglevel': '2', 'GLOG_v': '0'}
@@ -111,9 +111,6 @@ def load_torch_first():
         import torch  # noqa: F401
     except ImportError:
         pass
-
-
-from ..core import SOURCE_ROOT as PACKAGE_ROOT  # noqa: E402 - the path children get
 
 
 def execute(prog, module, args, argv):

@@ -5,14 +5,14 @@ import os
 import sys
 
 from ..core.atomic import same_file
-from ..weights.cache import cached_weights_path, weights_home
-from .args import model_name
 from ..core.digests import file_digests
 from ..core.errors import UsageError, one_line, printable, report
 from ..models.dense_variants import DENSE_VARIANTS
 from ..models.variants import VARIANTS
+from ..weights.cache import cached_weights_path, weights_home
 from ..weights.registry import list_weights
 from . import cache, common
+from .args import model_name
 
 CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors', '.pth.tar', '.ckpt')
 

@@ -10,20 +10,21 @@ import sys
 import tempfile
 import time
 
-from ..weights.cache import cached_weights_path
-from .args import float_range, image_size, int_range, positive_int, variant_list
+from ..core import SOURCE_ROOT
 from ..core.digests import FULL, PREFIX, file_digests
 from ..core.errors import Terminated, UsageError
 from ..evaluation.dataset import LABEL_FILE_NAMES, find_samples
 from ..evaluation.metrics import distributed_rank
 from ..evaluation.report import decoding_split, format_table, result_row, write_results
 from ..evaluation.runner import CORES_PER_WORKER, MAX_DEFAULT_WORKERS, default_workers
-from ..inference.engines import AUTO, EAGER, PADDLE, RUN_CHOICES
 from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, ImageReadError, Preprocess
+from ..inference.engines import AUTO, EAGER, PADDLE, RUN_CHOICES
 from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..models.preprocessing import INPUT_SIZE_RANGE, INTERPOLATIONS
+from ..weights.cache import cached_weights_path
 from ..weights.registry import DEFAULT_TAG, WEIGHTS, get_weights, list_weights
 from . import common
+from .args import float_range, image_size, int_range, positive_int, variant_list
 
 HELP = 'top-1/top-5 on ILSVRC2012 val against the published numbers'
 DESCRIPTION = ('Evaluate DLA models on the ILSVRC2012 validation set and compare top-1/'
@@ -144,6 +145,7 @@ def _gather(tally, world):
     if world == 1:
         return tally
     import paddle.distributed as dist
+
     from ..evaluation.runner import Tally
     parts = []
     dist.all_gather_object(parts, tally)
@@ -190,7 +192,7 @@ def launch(args):
                str(args.nproc), '--log_dir', logs,
                '--log_level', 'INFO' if args.verbose else 'ERROR', worker, *forwarded]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (common.PACKAGE_ROOT, os.environ.get('PYTHONPATH')) if p))
+        p for p in (SOURCE_ROOT, os.environ.get('PYTHONPATH')) if p))
     if not args.verbose:
         env['PYTHONWARNINGS'] = 'ignore:No ccache found'
     launcher = subprocess.Popen(command, env=env)
@@ -319,10 +321,10 @@ def _check_resize(preprocess):
 
 def _evaluate_model(name, args, shard, labels, rank, world):
     """Evaluate one variant; returns its results row on rank 0, None elsewhere."""
+    from ..evaluation.runner import evaluate, progress_bar
+    from ..inference.eager import eager_predictor
     from ..models.complexity import count_params
     from ..zoo.factory import create_model
-    from ..models.dla import eager_predictor
-    from ..evaluation.runner import evaluate, progress_bar
 
     weights = get_weights(name, args.tag)
     preprocess = Preprocess.of(weights.preprocessing, backend=args.backend,

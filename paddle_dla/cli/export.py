@@ -2,12 +2,12 @@
 to serve it (variant, class names, preprocessing) recorded beside it."""
 import os
 
-from .args import image_size, non_negative_int, path_text
-from ..models.dense_variants import DENSE_VARIANTS, INPUT_MULTIPLE
 from ..core.errors import UsageError, printable
+from ..models.dense_variants import DENSE_VARIANTS, INPUT_MULTIPLE
 from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..models.preprocessing import INPUT_SIZE_RANGE
 from . import common
+from .args import image_size, non_negative_int, path_text
 
 HELP = 'write a Paddle Inference model'
 DESCRIPTION = ('Export a DLA model (published weights or your own) for Paddle Inference; '

@@ -3,12 +3,12 @@ this machine runs (versions, CPU features), for bug reports and for choosing a m
 import platform
 import sys
 
-from .args import variant_name
-from ..inference.engines import OPTIONAL_ENGINES, PADDLE
 from ..core.machine import CPU_FEATURES, cpu_description, installed_versions
+from ..inference.engines import OPTIONAL_ENGINES, PADDLE
 from ..models.variants import VARIANTS
 from ..weights.registry import list_weights
 from . import common
+from .args import variant_name
 
 HELP = 'variants, published weights and numbers, versions and CPU features'
 DESCRIPTION = ('Show the DLA variants, the published weights with their ImageNet numbers, '

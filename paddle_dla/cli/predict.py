@@ -2,12 +2,12 @@
 preprocessing and class names) or an eager one."""
 import argparse
 
-from .args import float_range, positive_int
-from ..inference.engines import AUTO, DEVICE_PATTERN, EAGER, ENGINES, PRECISIONS, RUN_CHOICES
 from ..core.errors import UsageError
+from ..inference.engines import AUTO, DEVICE_PATTERN, EAGER, ENGINES, PRECISIONS, RUN_CHOICES
 from ..models.dense_variants import DENSE_VARIANTS
 from ..models.imagenet import NUM_CLASSES
 from . import common
+from .args import float_range, positive_int
 
 HELP = 'classify images (top-k classes), or detect / segment them with a dense model'
 DESCRIPTION = ('Classify images with an exported model (with the preprocessing and class names '
@@ -92,7 +92,7 @@ def exported_runner(args):
 def model_runner(args):
     """(recipe, None, run) for a model built from --model and --weights/--tag: exported once
     into the cache at its recipe's size and run by --engine, or eager."""
-    from ..models.dla import eager_predictor
+    from ..inference.eager import eager_predictor
     from ..inference.predictor import compile_model
     from ..weights.registry import get_weights
     if not args.model:
@@ -131,6 +131,7 @@ def default_class_names(count):
 
 def run(args):
     import numpy as np
+
     from ..evaluation.transforms import Preprocess
     from . import predict_dense
     if predict_dense.wanted(args):

@@ -3,9 +3,9 @@ drawn on each image into ``--out-dir`` as a PNG."""
 import os
 
 from ..core.atomic import same_file
-from ..models.dense_variants import DENSE_VARIANTS
 from ..core.errors import UsageError, printable
 from ..inference.engines import EAGER
+from ..models.dense_variants import DENSE_VARIANTS
 from .predict import announcing_engine
 
 
@@ -26,8 +26,8 @@ def wanted(args):
 def _runner(args):
     """(spec, run): the exported model, or the --model exported once into the cache (or
     eager)."""
-    from ..tasks.serving import DenseSpec, as_named_outputs
     from ..inference.predictor import Predictor, compile_model
+    from ..tasks.serving import DenseSpec, as_named_outputs
     if args.exported:
         if args.engine == EAGER:
             raise UsageError('--engine eager runs a --model, not an --exported one')
@@ -88,8 +88,8 @@ def _describe(spec, result, args, threshold):
 
 
 def run(args):
-    from ..tasks.serving import run_dense
     from ..tasks.drawing import save_png
+    from ..tasks.serving import run_dense
     paths = png_paths(args.out_dir, args.images)
     spec, predict = _runner(args)
     predict = announcing_engine(predict)

@@ -3,10 +3,10 @@ PyTorch state dict that timm loads strictly."""
 import sys
 
 from ..core.atomic import same_file
-from .args import variant_name
 from ..core.errors import UsageError, printable
 from ..models.variants import VARIANTS
 from . import common
+from .args import variant_name
 
 HELP = 'convert .pdparams back into a PyTorch (timm) state dict'
 DESCRIPTION = ('Convert paddle_dla weights (.pdparams) into a PyTorch state dict that '
@@ -37,9 +37,9 @@ def run(args):
     if same_file(args.src, args.dst):
         raise UsageError(f'--dst {printable(args.dst)} is the source file itself; converting '
                          f'would replace it: choose another destination')
+    from ..models.variants import state_num_classes
     from ..weights.checkpoint import load_pdparams
     from ..weights.convert.reverse import paddle_to_torch_state, save_torch_state
-    from ..models.dla import state_num_classes
     variant, state = paddle_to_torch_state(load_pdparams(args.src), args.model)
     save_torch_state(state, args.dst)
     print(f'{printable(args.src)} -> {printable(args.dst)}: {variant}, '

@@ -14,6 +14,7 @@ _PUBLIC = {name: 'predictor' for name in (
     'weights_digest')}
 _PUBLIC.update({name: 'exported' for name in ('ExportedModelError', 'ModelFileError')})
 _PUBLIC.update({name: 'engines' for name in ('ENGINES', 'ENGINE_CHOICES', 'PRECISIONS')})
+_PUBLIC['eager_predictor'] = 'eager'
 
 __all__ = sorted(_PUBLIC)
 

@@ -10,11 +10,11 @@ import struct
 
 import numpy as np
 
-from .engines import DEVICE_PATTERN, PRECISIONS
 from ..core.errors import PaddleDLAError, one_line, printable
 from ..models.dense_variants import MAX_HEADS, DenseInput
-from ..models.registry import TASKS
 from ..models.preprocessing import Preprocessing
+from ..models.registry import TASKS
+from .engines import DEVICE_PATTERN, PRECISIONS
 
 MODEL_SUFFIXES = ('.json', '.pdmodel')
 PARAMS_SUFFIX = '.pdiparams'

@@ -18,19 +18,18 @@ import tempfile
 import numpy as np
 import paddle
 
-from ..models import imagenet
 from ..core.atomic import atomic_folder_output
-from ..weights.cache import compiled_home
-from .engines import AUTO, ENGINE_CHOICES, PADDLE
 from ..core.errors import PaddleDLAError, is_disk_full, one_line, printable
-from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX,
-                       ExportedModelError, ModelFileError, check_device, check_model_file,
-                       cpu_supports_bf16, locate, model_file_of, read_metadata, recipe_of,
-                       resolve_prefix, tensor_shapes)
+from ..models import imagenet
 from ..tasks.serving import DenseSpec
-from .runtimes import (EngineUnavailable, choice_key, choose_engine,
-                       installed_engines, open_engine, read_choices, remember_choice)
+from ..weights.cache import compiled_home
 from ..weights.registry import get_weights
+from .engines import AUTO, ENGINE_CHOICES, PADDLE
+from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, ExportedModelError,
+                       ModelFileError, check_device, check_model_file, cpu_supports_bf16, locate,
+                       model_file_of, read_metadata, recipe_of, resolve_prefix, tensor_shapes)
+from .runtimes import (EngineUnavailable, choice_key, choose_engine, installed_engines, open_engine,
+                       read_choices, remember_choice)
 
 __all__ = ['export', 'Predictor', 'compile_model', 'weights_digest', 'ExportError',
            'ExportedModelError', 'ModelFileError', 'EngineUnavailable', 'tensor_shapes',

@@ -16,12 +16,13 @@ import sys
 import time
 
 from ..core.atomic import atomic_output
-from ..weights.cache import compiled_home
 from ..core.digests import CHUNK
-from .engines import CPU_PRECISIONS, ENGINE_EXTRAS, ENGINES, ONNXRUNTIME, OPENVINO, OPTIONAL_ENGINES, PADDLE
 from ..core.errors import PaddleDLAError, one_line, printable
-from .exported import PARAMS_SUFFIX, ModelFileError
 from ..core.machine import machine_id
+from ..weights.cache import compiled_home
+from .engines import (CPU_PRECISIONS, ENGINE_EXTRAS, ENGINES, ONNXRUNTIME, OPENVINO,
+                      OPTIONAL_ENGINES, PADDLE)
+from .exported import PARAMS_SUFFIX, ModelFileError
 
 ONNX_OPSET = 17
 _CHOICES_FILE = 'engine-choice.json'

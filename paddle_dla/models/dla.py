@@ -11,24 +11,6 @@ NUM_LEVELS = 6
 DEFAULT_OUT_INDICES = (1, 2, 3, 4, 5)
 
 
-def state_num_classes(state, default=NUM_CLASSES):
-    """The class count of a (Paddle- or torch-named) DLA state dict, from its classifier."""
-    weight = state.get(f'{CLASSIFIER}.weight')
-    return int(weight.shape[0]) if weight is not None and len(weight.shape) == 4 else default
-
-
-def eager_predictor(model):
-    """``model`` as a numpy-in, numpy-out callable without gradients, as a Predictor is
-    (a dense model's named outputs as a dict of arrays)."""
-    def predict(batch):
-        with paddle.no_grad():
-            out = model(paddle.to_tensor(batch))
-        if isinstance(out, dict):
-            return {k: v.numpy() for k, v in out.items()}
-        return [o.numpy() for o in out] if isinstance(out, (tuple, list)) else out.numpy()
-    return predict
-
-
 class FeatureInfo(list):
     """Per-level ``dict(num_chs, reduction, module)`` entries, with timm-style accessors."""
 

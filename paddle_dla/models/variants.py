@@ -8,9 +8,16 @@ from dataclasses import dataclass
 from typing import Tuple
 
 from ..core.errors import UnknownName
+from .imagenet import NUM_CLASSES
 
 CLASSIFIER = 'fc'           # the classifier's name: a 1x1 convolution, as in the official code
 FIRST_CONV = 'base_layer.0'  # the convolution that sees the input channels
+
+
+def state_num_classes(state, default=NUM_CLASSES):
+    """The class count of a (Paddle- or torch-named) DLA state dict, from its classifier."""
+    weight = state.get(f'{CLASSIFIER}.weight')
+    return int(weight.shape[0]) if weight is not None and len(weight.shape) == 4 else default
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..core.atomic import atomic_output
-from .inputs import class_map_to_image, read_image
 from ..models.dense_variants import DEFAULT_SCORE_THRESHOLD
+from .inputs import class_map_to_image, read_image
 
 # Cityscapes' 19 training classes, road to bicycle, in the colours of its own tools.
 CITYSCAPES_PALETTE = np.array([

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .decode import letterbox_geometry, letterbox_placement
 from ..core.errors import ImageReadError, one_line
 from ..models.preprocessing import IMAGE_FORMATS, MAX_IMAGE_PIXELS
+from .decode import letterbox_geometry, letterbox_placement
 
 CHANNEL_ORDERS = ('rgb', 'bgr')
 

@@ -6,10 +6,11 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .decode import Detections, decode_detections, segment
-from .inputs import letterbox_image, read_image, stretch_image
 from ..models.dense_variants import DEFAULT_SCORE_THRESHOLD, DEFAULT_TOP_K, DenseInput
+from .decode import Detections, decode_detections, segment
 from .drawing import draw_detections, draw_segmentation
+from .inputs import letterbox_image, read_image, stretch_image
+
 
 @dataclass(frozen=True)
 class DenseSpec:

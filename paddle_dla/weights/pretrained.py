@@ -10,12 +10,12 @@ import warnings
 
 from filelock import FileLock, Timeout
 
+from ..core.digests import file_digests
+from ..core.errors import PaddleDLAError
 from .cache import cached_weights_path, weights_home
 from .checkpoint import load_pdparams, save_pdparams
 from .convert.pipeline import convert_checkpoint
-from ..core.digests import file_digests
 from .download import DownloadError, check_settings, download, remove_stale_parts
-from ..core.errors import PaddleDLAError
 from .registry import cache_order, get_weights, list_weights
 
 ALLOW_UNVERIFIED_ENV = 'PADDLE_DLA_ALLOW_UNVERIFIED'

@@ -8,9 +8,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from ..core.errors import UnknownName
-
 from ..core.digests import Expected, at_least, strength_rank, strongest
+from ..core.errors import UnknownName
 from ..models.imagenet import NUM_CLASSES
 from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..models.preprocessing import Preprocessing

@@ -19,15 +19,15 @@ import warnings
 import numpy as np
 
 from ..core import PACKAGE_DIR
-from ..weights.checkpoint import StateDictMismatch, load_pdparams, load_state_dict_strict, to_numpy
+from ..core.errors import UnknownName, printable
+from ..models.dla import DLA
+from ..models.variants import CLASSIFIER, FIRST_CONV, get_config
 from ..weights.cache import cached_weights_path
+from ..weights.checkpoint import StateDictMismatch, load_pdparams, load_state_dict_strict, to_numpy
 from ..weights.convert.detect import detect_variants
 from ..weights.convert.mapping import to_torch_key
 from ..weights.convert.pipeline import VariantUnknown, convert_checkpoint, load_torch_state
-from ..models.dla import DLA
-from ..core.errors import UnknownName, printable
 from ..weights.pretrained import load_pretrained_state
-from ..models.variants import CLASSIFIER, FIRST_CONV, get_config
 from ..weights.registry import get_weights, list_weights
 
 _PACKAGE_DIR = PACKAGE_DIR + os.sep

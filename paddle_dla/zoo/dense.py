@@ -8,12 +8,12 @@ import os
 
 import numpy as np
 
+from ..core.errors import UnknownName, printable
+from ..models.dense import CenterNetDLA, DLAUpSegmentation
+from ..models.dense_variants import get_dense_config
 from ..weights.checkpoint import StateDictMismatch, load_pdparams, load_state_dict_strict
 from ..weights.convert.dense import convert_dense_checkpoint, family_of, heads_in
 from ..weights.convert.mapping import to_torch_key
-from ..models.dense import CenterNetDLA, DLAUpSegmentation
-from ..models.dense_variants import get_dense_config
-from ..core.errors import UnknownName, printable
 
 
 def create_dense_model(name, pretrained=False, heads=None, head_conv=None, num_classes=None,

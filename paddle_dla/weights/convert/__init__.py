@@ -2,8 +2,7 @@
 dicts, strictly, and back."""
 from ..checkpoint import to_numpy
 from .layouts import dead_key_shapes, dead_projects, unwrap_state_dict
-from .mapping import (convert_state_dict, expected_torch_shapes, to_paddle_key,
-                      to_torch_key)
+from .mapping import convert_state_dict, expected_torch_shapes, to_paddle_key, to_torch_key
 from .pipeline import Conversion, convert_checkpoint, load_torch_state
 from .readers import CheckpointReadError, read_checkpoint, read_safetensors, write_safetensors
 

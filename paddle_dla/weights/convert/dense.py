@@ -15,13 +15,13 @@ from typing import Optional
 import numpy as np
 import paddle
 
-from ..checkpoint import StateDictMismatch, check_state_dict, to_numpy
-from ...models.dense import CenterNetDLA, DLAUpSegmentation
-from ...models.dla import DLA, NUM_LEVELS
-from ...models.dense_variants import DENSE_VARIANTS, get_dense_config
-from ...models.registry import DENSE_FAMILY, get_model
 from ...core.errors import PaddleDLAError, printable
+from ...models.dense import CenterNetDLA, DLAUpSegmentation
+from ...models.dense_variants import DENSE_VARIANTS, get_dense_config
+from ...models.dla import DLA, NUM_LEVELS
+from ...models.registry import DENSE_FAMILY, get_model
 from ...models.variants import get_config
+from ..checkpoint import StateDictMismatch, check_state_dict, to_numpy
 from .layouts import drop_dead_keys, unwrap_state_dict
 from .mapping import TORCH_ONLY_LEAVES, to_paddle_key, to_torch_key
 from .readers import read_checkpoint

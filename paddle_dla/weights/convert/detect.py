@@ -1,6 +1,5 @@
 """Recognise the DLA variant of a state dict from its key names and shapes."""
-from ...models.dla import state_num_classes
-from ...models.variants import VARIANTS
+from ...models.variants import VARIANTS, state_num_classes
 from .layouts import drop_dead_keys
 from .mapping import expected_torch_shapes
 

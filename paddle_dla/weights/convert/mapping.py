@@ -10,11 +10,11 @@ import functools
 import numpy as np
 import paddle
 
-from ..checkpoint import StateDictMismatch, check_state_dict, to_numpy
 from ...core.errors import printable
-from ...models.dla import DLA, state_num_classes
+from ...models.dla import DLA
 from ...models.imagenet import NUM_CLASSES
-from ...models.variants import get_config
+from ...models.variants import get_config, state_num_classes
+from ..checkpoint import StateDictMismatch, check_state_dict, to_numpy
 
 _TORCH_TO_PADDLE_LEAF = {'running_mean': '_mean', 'running_var': '_variance'}
 _PADDLE_TO_TORCH_LEAF = {v: k for k, v in _TORCH_TO_PADDLE_LEAF.items()}

@@ -3,14 +3,13 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from ...models.variants import get_config
-from .detect import detect_variants
 from ...core.digests import at_least
-from ...models.dla import state_num_classes
 from ...core.errors import PaddleDLAError, printable
+from ...models.variants import get_config, state_num_classes
+from ..checkpoint import to_numpy
+from .detect import detect_variants
 from .identify import check_name_hash, identify
 from .layouts import drop_dead_keys, unwrap_state_dict
-from ..checkpoint import to_numpy
 from .mapping import TORCH_ONLY_LEAVES, convert_state_dict
 from .readers import read_checkpoint, source_digests
 

@@ -3,8 +3,8 @@ so models fine-tuned in Paddle can go back to PyTorch."""
 import numpy as np
 
 from ...core.atomic import atomic_output
+from ...models.variants import state_num_classes
 from ..checkpoint import check_state_dict, to_numpy
-from ...models.dla import state_num_classes
 from .mapping import expected_torch_shapes, to_torch_key
 from .pipeline import choose_variant
 from .readers import write_safetensors
