@@ -55,7 +55,7 @@ def build_model(args):
     """The model ``add_model_options`` describe, holding its weights. A dense model has
     no published weights and takes its heads or classes from its file."""
     from ..zoo.factory import create_model
-    if args.model in DENSE_VARIANTS:
+    if not any(variant == args.model for variant, _ in WEIGHTS):
         if not args.weights:
             raise UsageError(f'{args.model} has no published Paddle weights: give --weights '
                              f'with its PyTorch checkpoint (.pth) or the .pdparams paddle-dla '

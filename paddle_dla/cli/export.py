@@ -3,7 +3,8 @@ to serve it (variant, class names, preprocessing) recorded beside it."""
 import os
 
 from ..core.errors import UsageError, printable
-from ..models.dense_variants import DENSE_VARIANTS, INPUT_MULTIPLE
+from ..models.dense_variants import DENSE_VARIANTS
+from ..models.registry import get_model
 from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..models.preprocessing import INPUT_SIZE_RANGE
 from . import common
@@ -44,9 +45,10 @@ def read_class_names(path):
 
 def run(args):
     from ..inference.predictor import export, is_dense_model
-    if args.model in DENSE_VARIANTS and args.img_size and args.img_size % INPUT_MULTIPLE:
-        raise UsageError(f'--img-size {args.img_size}: dense models need a multiple of '
-                         f'{INPUT_MULTIPLE}')
+    multiple = get_model(args.model).input_multiple
+    if args.img_size and args.img_size % multiple:
+        raise UsageError(f'--img-size {args.img_size}: {args.model} needs a multiple of '
+                         f'{multiple}')
     names = read_class_names(args.class_names) if args.class_names else None
     model = common.build_model(args)
     model.eval()

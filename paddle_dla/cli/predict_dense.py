@@ -5,21 +5,21 @@ import os
 from ..core.atomic import same_file
 from ..core.errors import UsageError, printable
 from ..inference.engines import EAGER
-from ..models.dense_variants import DENSE_VARIANTS
+from ..models.registry import CLASSIFICATION, get_model
 from .predict import announcing_engine
 
 
 def wanted(args):
     """Whether the run is for a dense model: named by --model, or recorded by the export."""
-    if args.model in DENSE_VARIANTS:
-        return True
+    if args.model:
+        return get_model(args.model).task != CLASSIFICATION
     if args.exported:
         from ..inference.exported import read_metadata, resolve_prefix
         try:
             meta = read_metadata(resolve_prefix(args.exported))
         except (OSError, ValueError):
             return False  # the classifier path reports the problem with the files
-        return meta.get('task') not in (None, 'classification')
+        return meta.get('task') not in (None, CLASSIFICATION)
     return False
 
 

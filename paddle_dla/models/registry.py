@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Union
 
 from ..core.errors import UnknownName
-from .dense_variants import DENSE_TASKS, DENSE_VARIANTS, DenseConfig
+from .dense_variants import DENSE_TASKS, DENSE_VARIANTS, INPUT_MULTIPLE, DenseConfig
 from .variants import VARIANTS, DLAConfig, canonical_spelling
 
-TASKS = ('classification',) + DENSE_TASKS
+CLASSIFICATION = 'classification'
+TASKS = (CLASSIFICATION,) + DENSE_TASKS
 CLASSIFIER_FAMILY, DENSE_FAMILY = 'classifier', 'dense'
 
 
@@ -34,6 +35,12 @@ class ModelEntry:
         return self.config.name if self.family == CLASSIFIER_FAMILY else self.config.backbone
 
     @property
+    def input_multiple(self):
+        """What an input's height and width must divide by: a classifier pools whatever
+        reaches it; a dense network adds up-sampled levels, which must meet exactly."""
+        return 1 if self.family == CLASSIFIER_FAMILY else INPUT_MULTIPLE
+
+    @property
     def summary(self):
         """One line for factory docstrings and listings."""
         cfg = self.config
@@ -44,7 +51,7 @@ class ModelEntry:
 
 
 MODELS = {
-    **{c.name: ModelEntry(c.name, 'classification', CLASSIFIER_FAMILY, c)
+    **{c.name: ModelEntry(c.name, CLASSIFICATION, CLASSIFIER_FAMILY, c)
        for c in VARIANTS.values()},
     **{c.name: ModelEntry(c.name, c.task, DENSE_FAMILY, c) for c in DENSE_VARIANTS.values()},
 }
@@ -65,7 +72,7 @@ def get_model(name):
     raise UnknownName(f'unknown model {name!r}.{hint} Known models: {", ".join(MODELS)}.')
 
 
-def list_models(task='classification'):
+def list_models(task=CLASSIFICATION):
     """Our model names in table order: the classifiers by default; ``task='segmentation'``,
     ``'detection'`` or ``'tracking'`` for those dense models; ``task=None`` for all."""
     if task not in (None,) + TASKS:
