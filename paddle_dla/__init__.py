@@ -15,6 +15,7 @@ except ImportError:
 
 from .core import __version__
 from .core.errors import PaddleDLAError
+from .models.dense_variants import DENSE_VARIANTS
 from .models.registry import MODELS, get_model, list_models
 from .models.variants import VARIANTS, DLAConfig, get_config, resolve_name
 

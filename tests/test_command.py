@@ -192,6 +192,11 @@ def test_the_wheel_holds_every_command(tmp_path):
         entry_points = next(z.read(n).decode() for n in names if n.endswith('entry_points.txt'))
     modules = {f'paddle_dla/cli/{m}.py' for m in SUBCOMMANDS.values()}
     assert modules <= names, modules - names
+    # Every module of every folder (a folder without an __init__ would be left out).
+    package = os.path.join(REPO, 'paddle_dla')
+    sources = {os.path.relpath(os.path.join(root, f), REPO).replace(os.sep, '/')
+               for root, _, files in os.walk(package) for f in files if f.endswith('.py')}
+    assert len(sources) > 40 and sources <= names, sources - names
     assert 'paddle_dla/data/imagenet_classes.tsv' in names
     assert 'paddle-dla = paddle_dla.cli:main' in entry_points
 

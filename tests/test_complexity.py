@@ -1,5 +1,5 @@
 """Parameter and MAC counts against timm and against the published figures the weights
-registry holds (``paddle_dla/weights.py``; test_pretrained.py checks those against the
+registry holds (``paddle_dla/weights/registry.py``; test_pretrained.py checks those against the
 published table)."""
 import pytest
 

@@ -1,4 +1,4 @@
-"""Post-processing of the dense networks (``decode``, ``dense_input``, ``drawing``).
+"""Post-processing of the dense networks (``tasks.decode``, ``tasks.inputs``, ``tasks.drawing``).
 
 The decoding is held to a PyTorch reference of CenterNet's ``ctdet_decode`` and FairMOT's
 ``mot_decode`` written here from the structure of the public code (``_nms`` by max-pool,

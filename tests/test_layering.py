@@ -37,24 +37,49 @@ def _is_package(module):
     return os.path.isdir(path)
 
 
+def _absolute(name):
+    """``paddle_dla.x.y`` -> ``x.y``, ``paddle_dla`` -> '' (the package's own __init__),
+    anything else -> None."""
+    if name == 'paddle_dla':
+        return ''
+    return name[len('paddle_dla.'):] if name.startswith('paddle_dla.') else None
+
+
 def _target(module, node, is_package=None):
     """The package module an import names, or None for anything outside the package."""
     if node.level == 0:
-        name = node.module or ''
-        return name[len('paddle_dla.'):] if name.startswith('paddle_dla.') else None
+        return _absolute(node.module or '')
     package = module.split('.') if (_is_package(module) if is_package is None else is_package) \
         else module.split('.')[:-1]
     base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
     return '.'.join(p for p in base + (node.module.split('.') if node.module else []) if p)
 
 
+def _top_level(tree):
+    """The statements that run on import: the module's body, and what top-level ``try``,
+    ``if`` and ``with`` blocks hold."""
+    found, pending = set(), list(tree.body)
+    while pending:
+        node = pending.pop()
+        found.add(id(node))
+        if isinstance(node, (ast.Try, ast.If, ast.With)):
+            pending += node.body + getattr(node, 'orelse', []) + getattr(node, 'finalbody', [])
+            pending += [s for h in getattr(node, 'handlers', []) for s in h.body]
+    return found
+
+
 def imports_of(module, source, is_package=None):
     """``(target module, line, at module top)`` for every import of the package's own."""
     tree = ast.parse(source)
-    top = {id(n) for n in tree.body}
+    top = _top_level(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            target = _target(module, node, is_package)
+            targets = [_target(module, node, is_package)]
+        elif isinstance(node, ast.Import):
+            targets = [_absolute(alias.name) for alias in node.names]
+        else:
+            continue
+        for target in targets:
             if target is not None:
                 yield target, node.lineno, id(node) in top
 
@@ -77,6 +102,13 @@ def test_every_folder_has_a_layer_and_few_modules_stand_flat():
     assert folders - set(LAYERS) == set()
     flat = [n for n in os.listdir(PACKAGE) if n.endswith('.py')]
     assert len(flat) <= MAX_FLAT_MODULES, flat
+
+
+def test_the_architecture_lists_the_folders_in_this_order():
+    """ARCHITECTURE.md's table of folders, lowest first, is the order checked here."""
+    text = open(ARCHITECTURE, encoding='utf-8').read()
+    rows = re.findall(r'^\| `(\w+)/` \|', text, re.M)
+    assert rows == [name for name in LAYERS if name and name != '__main__'], rows
 
 
 def test_every_folder_says_its_job_and_is_drawn_in_the_architecture():
@@ -155,3 +187,10 @@ def test_the_checker_catches_a_violation():
         'models.dla:2 imports core.errors inside a function']
     assert violations('cli.convert', deferred, is_package=False) == []
     assert violations('zoo.classifier', 'from ..models.dla import DLA\n', is_package=False) == []
+    # The package's own face and plain imports count too; a top-level try is not a function.
+    assert violations('tasks.decode', 'from paddle_dla import create_model\n',
+                      is_package=False) == ['tasks.decode:1 imports paddle_dla, a higher folder']
+    assert violations('models.dla', 'import paddle_dla.zoo.factory\n', is_package=False) == [
+        'models.dla:1 imports zoo.factory, a higher folder']
+    guarded = 'try:\n    from ..core import machine\nexcept ImportError:\n    pass\n'
+    assert violations('models.dla', guarded, is_package=False) == []

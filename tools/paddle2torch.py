@@ -1,7 +1,6 @@
 #!/usr/bin/env python
 """Convert paddle_dla weights back into a PyTorch (timm) state dict: ``paddle-dla
-to-torch``, kept here for the documentation and scripts that call it by path. Run with
---help for examples."""
+to-torch``, as a script. Run with --help for examples."""
 from _subcommand import run
 
 if __name__ == '__main__':

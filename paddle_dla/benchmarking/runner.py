@@ -112,7 +112,7 @@ def gemm_specs(bf16):
 
 
 class Worker:
-    """One engine in its own process, driven by JSON lines (see bench_worker)."""
+    """One engine in its own process, driven by JSON lines (see ``benchmarking.worker``)."""
 
     def __init__(self, name, kind, precision, model, workdir, threads):
         self.name, self.precision, self.error = name, precision, None

@@ -14,6 +14,7 @@ import sys
 from ..core.errors import UsageError, exit_cleanly_on_sigterm, run_command
 from ..models.dense_variants import DENSE_VARIANTS
 from ..models.imagenet import NUM_CLASSES
+from ..models.registry import CLASSIFIER_FAMILY, get_model
 from ..models.variants import VARIANTS
 from ..weights.registry import DEFAULT_TAG, WEIGHTS
 from .args import ArgumentParser, model_name
@@ -52,17 +53,18 @@ def add_model_options(p, num_classes, required):
 
 
 def build_model(args):
-    """The model ``add_model_options`` describe, holding its weights. A dense model has
-    no published weights and takes its heads or classes from its file."""
+    """The model ``add_model_options`` describe, holding its weights: a file, or the
+    published ones of ``--tag`` where there are any. A classifier takes ``--num-classes``;
+    a dense network its heads or classes from its file."""
     from ..zoo.factory import create_model
-    if not any(variant == args.model for variant, _ in WEIGHTS):
-        if not args.weights:
-            raise UsageError(f'{args.model} has no published Paddle weights: give --weights '
-                             f'with its PyTorch checkpoint (.pth) or the .pdparams paddle-dla '
-                             f'convert wrote from one')
-        return create_model(args.model, pretrained=args.weights)
-    return create_model(args.model, pretrained=args.weights or args.tag,
-                        num_classes=args.num_classes)
+    entry = get_model(args.model)
+    published = any(variant == entry.name for variant, _ in WEIGHTS)
+    if not (published or args.weights):
+        raise UsageError(f'{args.model} has no published Paddle weights: give --weights '
+                         f'with its PyTorch checkpoint (.pth) or the .pdparams paddle-dla '
+                         f'convert wrote from one')
+    shape = {'num_classes': args.num_classes} if entry.family == CLASSIFIER_FAMILY else {}
+    return create_model(entry.name, pretrained=args.weights or args.tag, **shape)
 
 
 def add_common_options(parser):

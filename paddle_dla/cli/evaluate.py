@@ -18,7 +18,7 @@ from ..evaluation.metrics import distributed_rank
 from ..evaluation.report import decoding_split, format_table, result_row, write_results
 from ..evaluation.runner import CORES_PER_WORKER, MAX_DEFAULT_WORKERS, default_workers
 from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, ImageReadError, Preprocess
-from ..inference.engines import AUTO, EAGER, PADDLE, RUN_CHOICES
+from ..inference.engines import AUTO, EAGER, ENGINES, OLD_ENGINE_NAMES, RUN_CHOICES
 from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..models.preprocessing import INPUT_SIZE_RANGE, INTERPOLATIONS
 from ..weights.cache import cached_weights_path
@@ -55,8 +55,6 @@ as a list. The report names the file read, with its path.
 # Each worker is a fork of this process that keeps two batches decoded ahead: far more
 # workers than cores exhaust memory without decoding any faster.
 MAX_WORKERS = 256
-# 'inference': the name Paddle Inference had here before it was one engine among several.
-OLD_ENGINE_NAMES = {'inference': PADDLE}
 EVAL_ENGINES = RUN_CHOICES + tuple(OLD_ENGINE_NAMES)
 
 
@@ -100,10 +98,13 @@ def configure(p):
     p.add_argument('--limit', type=positive_int,
                    help='only the first N images, sorted by file name (default: all)')
     p.add_argument('--engine', choices=EVAL_ENGINES, default=AUTO,
-                   help='auto: exported once (cached) and run by the fastest installed engine '
-                        'here, measured on first use and remembered; paddle, openvino, '
-                        'onnxruntime: that engine; eager: the Paddle model as is, the slow '
-                        'reference (inference: an older name of paddle) (default: %(default)s)')
+                   help=f'{AUTO}: exported once (cached) and run by the fastest installed '
+                        f'engine here, measured on first use and remembered; '
+                        f'{", ".join(ENGINES)}: that engine; {EAGER}: the Paddle model as is, '
+                        f'the slow reference ('
+                        + ', '.join(f'{old}: an older name of {new}'
+                                    for old, new in OLD_ENGINE_NAMES.items())
+                        + ') (default: %(default)s)')
     p.add_argument('--threads', type=positive_int,
                    help='CPU threads of the model (default: every core; the decoding workers '
                         'run at a lower priority in the time the model leaves)')

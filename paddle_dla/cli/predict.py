@@ -40,10 +40,9 @@ def configure(p):
                    help='exported model folder or prefix (default: none, --model with its '
                         'weights, exported once into the cache)')
     p.add_argument('--engine', choices=RUN_CHOICES, default=AUTO,
-                   help='auto: the fastest installed engine, measured on first use and '
-                        'remembered; paddle (Paddle Inference), openvino, onnxruntime: that '
-                        'one; eager: the Paddle model itself, with --model (default: '
-                        '%(default)s)')
+                   help=f'{AUTO}: the fastest installed engine, measured on first use and '
+                        f'remembered; {", ".join(ENGINES)}: that one; {EAGER}: the Paddle '
+                        f'model itself, with --model (default: %(default)s)')
     p.add_argument('--device', type=device, default='cpu',
                    help='cpu, gpu or gpu:N (default: %(default)s)')
     p.add_argument('--precision', choices=PRECISIONS, default='fp32',

@@ -30,7 +30,7 @@ def _runner(args):
     from ..tasks.serving import DenseSpec, as_named_outputs
     if args.exported:
         if args.engine == EAGER:
-            raise UsageError('--engine eager runs a --model, not an --exported one')
+            raise UsageError(f'--engine {EAGER} runs a --model, not an --exported one')
         predictor = Predictor(args.exported, device=args.device, precision=args.precision,
                               engine=args.engine)
         return DenseSpec.of_export(predictor.meta), predictor

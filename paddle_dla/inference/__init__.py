@@ -12,7 +12,10 @@ _PUBLIC = {name: 'predictor' for name in (
     'AUTO_MEASURED_BATCH', 'ExportError', 'Predictor', 'check_engine', 'compile_model',
     'cpu_supports_bf16', 'describe_engine', 'export', 'installed_engines', 'is_dense_model',
     'weights_digest')}
-_PUBLIC.update({name: 'exported' for name in ('ExportedModelError', 'ModelFileError')})
+_PUBLIC.update({name: 'exported' for name in (
+    'ExportedModelError', 'META_SUFFIX', 'MODEL_SUFFIXES', 'ModelFileError', 'PARAMS_SUFFIX',
+    'check_device', 'read_metadata', 'recipe_of', 'resolve_prefix', 'tensor_shapes')})
+_PUBLIC['EngineUnavailable'] = 'runtimes'
 _PUBLIC.update({name: 'engines' for name in ('ENGINES', 'ENGINE_CHOICES', 'PRECISIONS')})
 _PUBLIC['eager_predictor'] = 'eager'
 

@@ -16,6 +16,9 @@ ENGINE_CHOICES = (AUTO,) + ENGINES
 # compared with, and a choice of the commands that can build the model.
 EAGER = 'eager'
 RUN_CHOICES = ENGINE_CHOICES + (EAGER,)
+# Names of earlier releases, still accepted: 'inference' was Paddle Inference before it was
+# one engine among several.
+OLD_ENGINE_NAMES = {'inference': PADDLE}
 # The precisions each engine is offered for on CPU (onnxruntime has no bf16 kernels on x86).
 CPU_PRECISIONS = {PADDLE: ('fp32', 'bf16'), OPENVINO: ('fp32', 'bf16'), ONNXRUNTIME: ('fp32',)}
 # What to install for each optional engine (the paddle2onnx route serves both on Paddle 3).

@@ -192,8 +192,9 @@ class OnnxRuntimeEngine:
     name = ONNXRUNTIME
 
     def __init__(self, prefix, model_file, device, precision, threads):
-        if device != 'cpu' or precision != 'fp32':
-            raise EngineUnavailable('onnxruntime is offered for fp32 on CPU')
+        if device != 'cpu' or precision not in CPU_PRECISIONS[self.name]:
+            raise EngineUnavailable(f'onnxruntime is offered for '
+                                    f'{" and ".join(CPU_PRECISIONS[self.name])} on CPU')
         try:
             import onnxruntime as ort
         except ImportError:
@@ -220,8 +221,9 @@ class OpenVINOEngine:
     name = OPENVINO
 
     def __init__(self, prefix, model_file, device, precision, threads):
-        if device != 'cpu' or precision not in ('fp32', 'bf16'):
-            raise EngineUnavailable('OpenVINO is offered for fp32 and bf16 on CPU')
+        if device != 'cpu' or precision not in CPU_PRECISIONS[self.name]:
+            raise EngineUnavailable(f'OpenVINO is offered for '
+                                    f'{" and ".join(CPU_PRECISIONS[self.name])} on CPU')
         try:
             import openvino
         except ImportError:
