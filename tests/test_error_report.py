@@ -129,3 +129,22 @@ def test_an_error_after_a_progress_bar_starts_a_line_of_its_own(leave):
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                           timeout=60, env=child_env())
     assert 'tool: error: it broke' in proc.stderr.split('\n'), repr(proc.stderr)
+
+
+@pytest.mark.parametrize('how', ['closed mid-line', 'interrupted', 'left open'])
+def test_an_error_after_the_evaluation_bar_starts_a_line_of_its_own(how):
+    """However the bar was left (a SIGTERM can land in its close after it has left the list
+    of live bars and before it ends its line), the error starts a line of its own."""
+    code = ('import tqdm\n'
+            'from paddle_dla.core.errors import PaddleDLAError, report\n'
+            'from paddle_dla.evaluation.runner import progress_bar\n'
+            'bar = progress_bar(10, "dla_34")\n'
+            'bar.update(3)\n'
+            + {'closed mid-line': 'bar.disable = True; bar._decr_instances(bar)\n',
+               'interrupted': 'bar.fp.write("\\r 4/10 [")\n',
+               'left open': ''}[how]
+            + 'report("tool", PaddleDLAError("it broke"))\n')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=60, env=child_env())
+    assert proc.returncode == 0, proc.stderr
+    assert 'tool: error: it broke' in proc.stderr.split('\n'), repr(proc.stderr)

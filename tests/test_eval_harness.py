@@ -244,7 +244,7 @@ def test_unreadable_image_stops_the_run_or_is_skipped(data, tmp_path):
 @oracle_data
 def test_unknown_model(data):
     proc = run_cli('tools/imagenet_val.py', '--model', 'dla_7', '--data-dir', data['synsets'])
-    _fails_with(proc, "unknown model 'dla_7'")
+    _fails_with(proc, "unknown DLA variant 'dla_7'")
 
 
 @pytest.mark.full

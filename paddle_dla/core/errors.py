@@ -116,20 +116,37 @@ def _detail_line(line):
     return ' ' * indent + printable(' '.join(line.split()))
 
 
+class ProgressStream:
+    """Standard error as progress bars write to it, remembering whether their last write
+    left a line open (a bar redraws itself after ``\\r`` and ends its line only when it
+    closes): an error printed then must first end that line, however the bar was left
+    (closed, interrupted mid-draw, or never closed)."""
+
+    line_open = False
+
+    def write(self, text):
+        if text:  # noted before writing: an interrupted write errs towards a new line
+            type(self).line_open = not text.endswith('\n')
+        return sys.stderr.write(text)
+
+    def __getattr__(self, name):  # flush, isatty, fileno, encoding: standard error's own
+        return getattr(sys.stderr, name)
+
+
 def end_progress_lines():
-    """Close every progress bar still showing: a bar's line stays open (``\\r``, no
-    newline), and an error printed after it would join its text instead of starting a
-    line of its own."""
+    """Close every progress bar still showing and end the line the last one left open, so
+    that an error printed next starts a line of its own instead of joining a bar's text."""
     tqdm = sys.modules.get('tqdm')
     bars = list(getattr(getattr(tqdm, 'tqdm', None), '_instances', None) or ())
-    cleared = False
     for bar in bars:
         try:
-            cleared |= not bar.leave  # such a bar wipes its text but leaves the line open
+            if not bar.leave:  # such a bar wipes its text but leaves the line open
+                ProgressStream.line_open = True
             bar.close()
         except Exception:  # noqa: BLE001 - a broken bar must not hide the error
-            cleared = True
-    if cleared:
+            ProgressStream.line_open = True
+    if ProgressStream.line_open:
+        ProgressStream.line_open = False
         print(file=sys.stderr, flush=True)
 
 

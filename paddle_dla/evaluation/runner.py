@@ -5,13 +5,12 @@ import ctypes
 import multiprocessing
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.errors import Terminated, sigterm_held
+from ..core.errors import ProgressStream, Terminated, sigterm_held
 from .metrics import topk_hits
 from .transforms import ImageReadError
 
@@ -228,4 +227,4 @@ def progress_bar(total, desc, enabled=True):
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc=desc, unit='img', file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit='img', file=ProgressStream(), dynamic_ncols=True)

@@ -24,7 +24,7 @@ import urllib.request
 
 from ..core.atomic import atomic_output
 from ..core.digests import CHUNK, MAX_CHECKPOINT_BYTES, DigestMismatch, Expected, Hasher
-from ..core.errors import PaddleDLAError, is_disk_full, one_line
+from ..core.errors import PaddleDLAError, ProgressStream, is_disk_full, one_line
 
 DEFAULT_TIMEOUT_S = 20.0
 DEFAULT_DEADLINE_S = 1800.0
@@ -239,7 +239,7 @@ class _Progress:
         try:
             from tqdm import tqdm
             self._bar = tqdm(total=total or None, unit='B', unit_scale=True, unit_divisor=1024,
-                             desc=label, file=sys.stderr, leave=False)
+                             desc=label, file=ProgressStream(), leave=False)
         except ImportError:
             self._bar = None
 
