@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from paddle_dla.core.errors import PaddleDLAError, UsageError, one_line, report
+from paddle_dla.core.errors import PaddleDLAError, ProgressStream, UsageError, one_line, report
 from paddle_dla.weights.registry import get_weights
 from helpers import REPO, child_env, stderr_lines
 
 
 def _reported(capsys, exc):
+    ProgressStream.line_open = False  # no bar of an earlier test is showing here
     report('tool', exc)
     captured = capsys.readouterr()
     assert captured.out == ''

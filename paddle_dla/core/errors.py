@@ -126,7 +126,9 @@ class ProgressStream:
 
     def write(self, text):
         if text:  # noted before writing: an interrupted write errs towards a new line
-            type(self).line_open = not text.endswith('\n')
+            # A bar draws itself as '\r' + text; a line ended by '\n', or wiped to '\r' by
+            # a bar that does not stay, leaves the cursor at the start of a line.
+            type(self).line_open = not text.endswith(('\n', '\r'))
         return sys.stderr.write(text)
 
     def __getattr__(self, name):  # flush, isatty, fileno, encoding: standard error's own
