@@ -7,6 +7,7 @@ run the same oneDNN-class kernels on CPU, yet which is fastest differs by machin
 and batch, so :func:`choose_engine` measures them on first use and remembers the winner.
 """
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -188,18 +189,22 @@ def _translate(model_file, params_file, out):
                             f'{printable(reason)}')
 
 
+def _cpu_engine_library(name, label, module, device, precision):
+    """The library of an engine offered on CPU only, for the precisions it supports."""
+    if device != 'cpu' or precision not in CPU_PRECISIONS[name]:
+        raise EngineUnavailable(f'{label} is offered for '
+                                f'{" and ".join(CPU_PRECISIONS[name])} on CPU')
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise EngineUnavailable(f'{label} is not installed: {ENGINE_EXTRAS[name]}') from None
+
+
 class OnnxRuntimeEngine:
     name = ONNXRUNTIME
 
     def __init__(self, prefix, model_file, device, precision, threads):
-        if device != 'cpu' or precision not in CPU_PRECISIONS[self.name]:
-            raise EngineUnavailable(f'onnxruntime is offered for '
-                                    f'{" and ".join(CPU_PRECISIONS[self.name])} on CPU')
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise EngineUnavailable(f'onnxruntime is not installed: '
-                                    f'{ENGINE_EXTRAS[self.name]}') from None
+        ort = _cpu_engine_library(self.name, 'onnxruntime', 'onnxruntime', device, precision)
         options = ort.SessionOptions()
         options.intra_op_num_threads = cpu_threads(threads)
         options.inter_op_num_threads = 1
@@ -221,14 +226,7 @@ class OpenVINOEngine:
     name = OPENVINO
 
     def __init__(self, prefix, model_file, device, precision, threads):
-        if device != 'cpu' or precision not in CPU_PRECISIONS[self.name]:
-            raise EngineUnavailable(f'OpenVINO is offered for '
-                                    f'{" and ".join(CPU_PRECISIONS[self.name])} on CPU')
-        try:
-            import openvino
-        except ImportError:
-            raise EngineUnavailable(f'OpenVINO is not installed: '
-                                    f'{ENGINE_EXTRAS[self.name]}') from None
+        openvino = _cpu_engine_library(self.name, 'OpenVINO', 'openvino', device, precision)
         # OpenVINO reads Paddle 2.6's program files itself, but not Paddle 3's .json.
         source = model_file if model_file.endswith('.pdmodel') else onnx_model(prefix,
                                                                                 model_file)
