@@ -49,37 +49,16 @@ def _maps(seed, n, c, h, w, wh_channels=2, reg=True, ids=0, blobs=0):
 
 # --- the PyTorch reference (CenterNet / FairMOT structure) -------------------------------
 
-def _gather(feat, ind):
-    """feat (N, M, D) read at ind (N, K) -> (N, K, D)."""
-    return feat.gather(1, ind.unsqueeze(2).expand(-1, -1, feat.size(2)))
-
-
-def _transpose_and_gather(feat, ind):
-    n, d = feat.shape[:2]
-    return _gather(feat.permute(0, 2, 3, 1).reshape(n, -1, d), ind)
-
-
-def _reference_peaks(heat, k):
-    """``_nms`` then ``_topk``: the k best cells of each class, then the k best of those."""
-    import torch
-    import torch.nn.functional as F
-    heat = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat).float()
-    n, c, h, w = heat.shape
-    class_scores, class_inds = torch.topk(heat.view(n, c, -1), k)
-    scores, ind = torch.topk(class_scores.view(n, -1), k)
-    classes = torch.div(ind, k, rounding_mode='floor')
-    inds = _gather(class_inds.view(n, -1, 1), ind).view(n, k)
-    return scores, inds, classes, torch.div(inds, w, rounding_mode='floor'), inds % w
-
-
 def _reference_decode(outputs, k, ltrb=False):
     """``ctdet_decode`` (``ltrb=False``) / ``mot_decode`` (``ltrb=True``) on sigmoid
     heatmaps, plus FairMOT's identity features: F.normalize over channels, then gathered."""
     import torch
     import torch.nn.functional as F
+    from centernet_pipeline import topk_peaks
+    from centernet_pipeline import transpose_and_gather as _transpose_and_gather
     t = {name: torch.from_numpy(v) for name, v in outputs.items()}
     heat = torch.sigmoid(t['hm'])
-    scores, inds, classes, ys, xs = _reference_peaks(heat, k)
+    scores, inds, classes, ys, xs = topk_peaks(heat, k)
     ys, xs = ys.float().unsqueeze(2), xs.float().unsqueeze(2)
     if 'reg' in t:
         reg = _transpose_and_gather(t['reg'], inds)
@@ -286,9 +265,9 @@ def test_segmentation_argmax():
 @pytest.mark.parametrize('image_hw,input_hw', [
     ((480, 640), (512, 512)), ((600, 360), (512, 512)), ((120, 200), (512, 512)),
     ((1080, 1920), (608, 1088)), ((333, 777), (384, 384))])
-def test_letterbox_geometry_is_centernets_affine(image_hw, input_hw):
-    """CenterNet maps the image centre to the input centre with s = max(h, w) (a square
-    input): the same scale, and the centre within half a pixel (whole-pixel placement)."""
+def test_letterbox_geometry_centres_the_image(image_hw, input_hw):
+    """The letterbox (FairMOT's input) scales by min(H_in / h, W_in / w) and puts the image
+    centre on the input centre within half a pixel (whole-pixel placement)."""
     (h, w), (in_h, in_w) = image_hw, input_hw
     g = letterbox_geometry(image_hw, input_hw)
     assert g.scale == pytest.approx(min(in_h / h, in_w / w))

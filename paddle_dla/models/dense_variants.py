@@ -39,7 +39,9 @@ class DenseInput:
     mean: Tuple[float, float, float]
     std: Tuple[float, float, float]
     channel_order: str = 'rgb'     # 'bgr': the statistics (and the channels) are BGR
-    resize: str = 'letterbox'      # 'letterbox': one scale, centred; 'stretch'
+    # 'affine': CenterNet's test-time warp (OpenCV, 8-bit BGR, pixel indices mapped);
+    # 'letterbox': one scale, centred, by pixel edges; 'stretch': the whole input.
+    resize: str = 'letterbox'
     fill: float = 0.0              # the letterbox's border, in [0, 1] (0.5: FairMOT's grey)
 
     def as_dict(self):
@@ -93,12 +95,15 @@ COCO_CLASSES = (
     'remote', 'keyboard', 'cell phone', 'microwave', 'oven', 'toaster', 'sink',
     'refrigerator', 'book', 'clock', 'vase', 'scissors', 'teddy bear', 'hair drier',
     'toothbrush')
+# COCO's category ids of the 80 classes above, in order: 1 to 90 with ten gaps.
+COCO_CATEGORY_IDS = tuple(i for i in range(1, 91)
+                          if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83))
 CITYSCAPES_CLASSES = (
     'road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light', 'traffic sign',
     'vegetation', 'terrain', 'sky', 'person', 'rider', 'car', 'truck', 'bus', 'train',
     'motorcycle', 'bicycle')
 
-_CENTERNET_INPUT = DenseInput(512, 512, COCO_MEAN_BGR, COCO_STD_BGR, 'bgr', 'letterbox')
+_CENTERNET_INPUT = DenseInput(512, 512, COCO_MEAN_BGR, COCO_STD_BGR, 'bgr', 'affine')
 # FairMOT feeds RGB scaled to [0, 1], 1088x608, letterboxed on grey.
 _FAIRMOT_INPUT = DenseInput(608, 1088, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 'rgb', 'letterbox',
                             fill=0.5)

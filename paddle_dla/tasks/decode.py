@@ -88,6 +88,72 @@ class Letterbox:
         return (boxes + [self.pad_x, self.pad_y, self.pad_x, self.pad_y]).astype(np.float32)
 
 
+def affine_matrix(center, scale, output_wh, inverse=False):
+    """CenterNet's ``get_affine_transform`` without rotation, as a 2x3 float64 matrix: the
+    source square of side ``scale[0]`` about ``center`` onto an output ``output_wh`` wide,
+    both axes by ``output_w / scale[0]``, ``center`` landing on the output's middle.
+
+    Like the reference, the three point pairs are built in float32 and the matrix solved
+    from them in float64 (``cv2.getAffineTransform``'s arithmetic); ``inverse`` maps
+    output points back to the source. Pixel indices are mapped, not pixel edges."""
+    half = np.float32(scale[0]) * np.float32(0.5)
+    c = np.asarray(center, np.float32)
+    out_w, out_h = (np.float32(v) for v in output_wh)
+    mid = np.array([out_w * np.float32(0.5), out_h * np.float32(0.5)], np.float32)
+    up = np.array([0, out_w * np.float32(-0.5)], np.float32)
+    # Two points along the vertical axis, and a third a quarter turn from them.
+    src = np.stack([c, c + np.array([0, -half], np.float32), c + np.array([-half, -half],
+                                                                        np.float32)])
+    dst = np.stack([mid, mid + up, mid + np.array([up[1], up[1]], np.float32)])
+    if inverse:
+        src, dst = dst, src
+    # Solve [x y 1] @ M.T = [x' y'] for the three pairs.
+    points = np.concatenate([src.astype(np.float64), np.ones((3, 1))], axis=1)
+    return np.linalg.solve(points, dst.astype(np.float64)).T
+
+
+@dataclass(frozen=True)
+class Affine:
+    """CenterNet's test-time geometry: the image warped by :func:`affine_matrix` with
+    ``center`` and ``scale`` into an ``input_w`` x ``input_h`` input. Boxes come back through
+    the inverse at the output map's size, unclipped (as the reference's results are)."""
+
+    center: tuple
+    scale: tuple
+    image_h: int
+    image_w: int
+    input_h: int
+    input_w: int
+
+    @property
+    def input_matrix(self):
+        return affine_matrix(self.center, self.scale, (self.input_w, self.input_h))
+
+    def to_image(self, boxes, stride=4):
+        """Boxes (..., 4) in output-map cells -> original image pixels (not clipped)."""
+        out_wh = (self.input_w // stride, self.input_h // stride)
+        back = affine_matrix(self.center, self.scale, out_wh, inverse=True)
+        boxes = np.asarray(boxes, np.float32)
+        corners = boxes.reshape(-1, 2).astype(np.float64)
+        mapped = corners @ back[:, :2].T + back[:, 2]
+        return mapped.reshape(boxes.shape).astype(np.float32)
+
+
+def centernet_affine(image_hw, input_hw=(512, 512), keep_res=False, pad=31):
+    """The :class:`Affine` CenterNet's ``pre_process`` uses for an image: by default the
+    centre ``(w / 2, h / 2)`` and scale ``max(h, w)`` into ``input_hw``; with ``keep_res``
+    the image at its own resolution in an input of ``(h | pad) + 1`` x ``(w | pad) + 1``,
+    centred on ``(w // 2, h // 2)``."""
+    h, w = _size(image_hw, 'image')
+    if keep_res:
+        in_h, in_w = (h | pad) + 1, (w | pad) + 1
+        return Affine((float(w // 2), float(h // 2)), (float(in_w), float(in_h)), h, w,
+                      in_h, in_w)
+    in_h, in_w = _size(input_hw, 'input')
+    side = float(max(h, w))
+    return Affine((w / 2.0, h / 2.0), (side, side), h, w, in_h, in_w)
+
+
 @dataclass(frozen=True)
 class Placement:
     """How the letterboxed image is built from whole pixels: the source region ``box``
@@ -146,10 +212,31 @@ class Detections:
         return replace(self, boxes=geometry.to_image(self.boxes, stride))
 
 
-def decode_detections(outputs, k=DEFAULT_TOP_K):
+def flip_merged(outputs):
+    """CenterNet's flip test: batch items ``2i`` and ``2i + 1`` are an image and its mirror
+    image. Returns ``(heat, outputs)`` for the ``N / 2`` images: the sigmoid heatmap and
+    'wh' averaged with the mirror's maps flipped back, every other map ('reg') from the
+    image alone."""
+    hm = _maps(outputs['hm'], 'hm')
+    if hm.shape[0] % 2:
+        raise DecodeError(f'a flip test needs image and mirror pairs, not a batch of '
+                          f'{hm.shape[0]}')
+    heat = sigmoid(hm)
+    heat = (heat[0::2] + heat[1::2, ..., ::-1]) / np.float32(2)
+    merged = {name: _maps(value, name)[0::2] for name, value in outputs.items()}
+    wh = _maps(outputs['wh'], 'wh')
+    if wh.shape[1] != 2:
+        raise DecodeError(f"a flip test averages a width and height 'wh' (2 channels), not "
+                          f"{wh.shape[1]} channels")
+    merged['wh'] = (wh[0::2] + wh[1::2, ..., ::-1]) / np.asarray(2, wh.dtype)
+    return heat, merged
+
+
+def decode_detections(outputs, k=DEFAULT_TOP_K, flip_test=False):
     """CenterNet / FairMOT outputs {'hm', 'wh'[, 'reg'][, 'id']} (N, C, H, W), as the
     network returns them (hm as logits) -> a list of :class:`Detections`, one per image,
-    boxes in output-map cells.
+    boxes in output-map cells. With ``flip_test`` the batch holds image and mirror pairs
+    (:func:`flip_merged`), and one list item comes out per pair.
 
     'wh' with 2 channels is a width and height about the centre; with 4 it is FairMOT's
     distances to the left, top, right and bottom. Without 'reg' the centre is the middle of
@@ -159,7 +246,10 @@ def decode_detections(outputs, k=DEFAULT_TOP_K):
         if name not in outputs:
             raise DecodeError(f"the outputs have no '{name}' map (they have: "
                               f"{', '.join(sorted(outputs)) or 'none'})")
-    heat = sigmoid(_maps(outputs['hm'], 'hm'))
+    if flip_test:
+        heat, outputs = flip_merged(outputs)
+    else:
+        heat = sigmoid(_maps(outputs['hm'], 'hm'))
     scores, classes, ys, xs = heatmap_peaks(heat, k)
     wh = _gathered(outputs, 'wh', heat.shape, ys, xs)
     if wh.shape[-1] not in (2, 4):

@@ -34,7 +34,8 @@ def class_colour(label):
 
 def draw_detections(image, detections, class_names=None, threshold=DEFAULT_SCORE_THRESHOLD):
     """A new RGB image with the boxes of ``detections`` (in this image's pixels) scoring at
-    least ``threshold``, each labelled "name score" in its class's colour."""
+    least ``threshold``, each labelled "name score" in its class's colour. Boxes are
+    clipped to the image here, for drawing only (results keep the decoded boxes)."""
     canvas = read_image(image).copy()
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
@@ -42,7 +43,7 @@ def draw_detections(image, detections, class_names=None, threshold=DEFAULT_SCORE
     shown = detections.above(threshold)
     for box, score, label in zip(shown.boxes, shown.scores, shown.classes):
         colour = class_colour(label)
-        x1, y1, x2, y2 = (float(v) for v in box)
+        x1, y1, x2, y2 = (float(v) for v in np.clip(box, 0, [canvas.width, canvas.height] * 2))
         draw.rectangle((x1, y1, max(x1, x2), max(y1, y2)), outline=colour, width=width)
         _label(draw, font, (x1, y1), f'{_name(label, class_names)} {score:.2f}', colour)
     return canvas

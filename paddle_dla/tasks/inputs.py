@@ -1,11 +1,12 @@
-"""Network inputs for the dense tasks, with Pillow and NumPy only: a letterboxed image for
-detection (CenterNet, FairMOT) and a stretched one for segmentation, each with the geometry
-that maps the outputs back onto the original image.
+"""Network inputs for the dense tasks, each with the geometry that maps the outputs back
+onto the original image: CenterNet's affine warp (OpenCV, as the reference runs it), a
+letterbox (FairMOT) and a stretched image (segmentation) with Pillow.
 
-Images are decoded as the evaluation does (Pillow, ``convert('RGB')``, no EXIF rotation,
-the declared size checked before any pixel is decoded), so what is drawn on later is the
-same picture the network saw.
+Pillow's images are decoded as the evaluation does (``convert('RGB')``, no EXIF rotation);
+OpenCV's as ``cv2.imread`` does. Either way the file and its declared size are checked
+before any pixel is decoded, and what is drawn on later is the picture the network saw.
 """
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from PIL import Image
 
 from ..core.errors import ImageReadError, one_line
 from ..models.preprocessing import IMAGE_FORMATS, MAX_IMAGE_PIXELS
-from .decode import letterbox_geometry, letterbox_placement
+from .decode import centernet_affine, letterbox_geometry, letterbox_placement
 
 CHANNEL_ORDERS = ('rgb', 'bgr')
 
@@ -24,6 +25,17 @@ def read_image(image):
     if isinstance(image, Image.Image):
         return image if image.mode == 'RGB' else image.convert('RGB')
     path = os.fspath(image)
+    with _checked_open(path) as opened:
+        try:
+            return opened.convert('RGB')
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
+            raise ImageReadError(f'cannot decode {path}: {one_line(exc)}') from exc
+
+
+@contextlib.contextmanager
+def _checked_open(path):
+    """The image at ``path`` opened lazily by Pillow, once it is known to be a regular file
+    of a format we read that declares at most ``MAX_IMAGE_PIXELS`` pixels."""
     if not os.path.isfile(path):  # missing, a folder, or a FIFO that would block for ever
         raise ImageReadError(f'cannot decode {path}: '
                              f'{"not a regular file" if os.path.exists(path) else "no such file"}')
@@ -36,11 +48,67 @@ def read_image(image):
             if width < 1 or height < 1 or width * height > MAX_IMAGE_PIXELS:
                 raise ImageReadError(f'cannot decode {path}: it declares {width}x{height} '
                                      f'pixels (at most {MAX_IMAGE_PIXELS:,} are read)')
-            return opened.convert('RGB')
+            yield opened
     except ImageReadError:
         raise
     except Exception as exc:  # Pillow raises many types for bad files, MemoryError included
         raise ImageReadError(f'cannot decode {path}: {one_line(exc)}') from exc
+
+
+def read_bgr(image):
+    """An image as CenterNet and FairMOT read it, ``cv2.imread``'s way: an 8-bit BGR array
+    (H, W, 3); a grayscale file becomes three equal channels, 16-bit samples are reduced
+    to 8 bits and EXIF orientation is applied, as OpenCV does. Accepts a path (checked as
+    :func:`read_image` checks it before any pixel is decoded), a PIL image, or an 8-bit
+    BGR array (taken as is)."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f'an image array is 8-bit BGR (H, W, 3), not {image.dtype} '
+                             f'{image.shape}')
+        return image
+    if isinstance(image, Image.Image):
+        return np.ascontiguousarray(np.asarray(image.convert('RGB'))[:, :, ::-1])
+    cv2 = _opencv()
+    path = os.fspath(image)
+    with _checked_open(path):
+        with open(path, 'rb') as f:
+            data = np.frombuffer(f.read(), np.uint8)
+    try:
+        pixels = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ImageReadError(f'cannot decode {path}: {one_line(exc)}') from None
+    if pixels is None:
+        raise ImageReadError(f'cannot decode {path}: OpenCV could not read it')
+    return pixels
+
+
+def bgr_to_pil(pixels):
+    """An 8-bit BGR array -> the RGB PIL image drawings are made on."""
+    return Image.fromarray(np.ascontiguousarray(pixels[:, :, ::-1]), 'RGB')
+
+
+def affine_image(pixels, input_hw, mean, std, keep_res=False):
+    """An 8-bit BGR array -> (float32 CHW input, :class:`~paddle_dla.tasks.decode.Affine`),
+    as CenterNet's ``pre_process`` makes it: ``cv2.warpAffine`` with bilinear
+    interpolation and a black border on the 8-bit image, then ``(pixel / 255 - mean) /
+    std`` in BGR order (float64, then float32)."""
+    cv2 = _opencv()
+    geometry = centernet_affine(pixels.shape[:2], input_hw, keep_res)
+    warped = cv2.warpAffine(pixels, geometry.input_matrix, (geometry.input_w, geometry.input_h),
+                            flags=cv2.INTER_LINEAR)
+    mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
+    std = np.asarray(std, np.float32).reshape(1, 1, 3)
+    normalised = ((warped / 255.0 - mean) / std).astype(np.float32)
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1)), geometry
+
+
+def _opencv():
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError('CenterNet\'s and FairMOT\'s image pipeline is OpenCV\'s: pip install '
+                          'opencv-python-headless') from None
+    return cv2
 
 
 def letterbox_image(image, input_hw, mean, std, channel_order='rgb', fill=(0, 0, 0)):

@@ -9,7 +9,8 @@ import numpy as np
 from ..models.dense_variants import DEFAULT_SCORE_THRESHOLD, DEFAULT_TOP_K, DenseInput
 from .decode import Detections, decode_detections, segment
 from .drawing import draw_detections, draw_segmentation
-from .inputs import letterbox_image, read_image, stretch_image
+from .inputs import (affine_image, bgr_to_pil, letterbox_image, read_bgr, read_image,
+                     stretch_image)
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,21 @@ class DenseResult:
         return draw_detections(self.image, self.detections, class_names, threshold)
 
 
-def prepare(spec, image):
-    """(input batch of one, geometry, decoded image) by the spec's recipe."""
-    picture = read_image(image)
+def prepare(spec, image, flip_test=False, keep_res=False):
+    """(input batch, geometry, decoded image) by the spec's recipe: one image, or with
+    ``flip_test`` the image and its mirror (CenterNet's flip test). ``keep_res``: CenterNet
+    at the image's own resolution (the input then has its own size)."""
     recipe = spec.input
     size = (recipe.height, recipe.width)
+    if recipe.resize == 'affine':
+        pixels = read_bgr(image)
+        array, geometry = affine_image(pixels, size, recipe.mean, recipe.std, keep_res)
+        batch = np.stack([array, array[:, :, ::-1]]) if flip_test else array[None]
+        return np.ascontiguousarray(batch), geometry, bgr_to_pil(pixels)
+    if flip_test or keep_res:
+        raise ValueError(f'flip test and keep_res are CenterNet\'s test modes; this '
+                         f'{spec.task} model\'s input is a {recipe.resize}')
+    picture = read_image(image)
     if recipe.resize == 'stretch':
         array, geometry = stretch_image(picture, size, recipe.mean, recipe.std,
                                         recipe.channel_order)
@@ -106,18 +117,22 @@ def as_named_outputs(spec, outputs):
             for name, value in items}
 
 
-def interpret(spec, outputs, geometry, picture, k=None):
-    """One image's outputs -> :class:`DenseResult` in the image's own pixels."""
+def interpret(spec, outputs, geometry, picture, k=None, flip_test=False):
+    """One image's outputs (two with ``flip_test``) -> :class:`DenseResult` in the image's
+    own pixels."""
     outputs = as_named_outputs(spec, outputs)
     if spec.is_segmentation:
         classes = segment(outputs[spec.output_names[0]])[0]
         return DenseResult(picture, classes=geometry.to_image(classes))
-    detections = decode_detections(outputs, k or spec.top_k)[0].to_image(geometry, spec.stride)
-    return DenseResult(picture, detections=detections)
+    detections = decode_detections(outputs, k or spec.top_k, flip_test)[0]
+    return DenseResult(picture, detections=detections.to_image(geometry, spec.stride))
 
 
-def run_dense(spec, run, image, k=None):
-    """``image`` (path or PIL) through ``run`` (a Predictor or eager callable) ->
-    :class:`DenseResult`, with ``k`` detections decoded (default the model's K)."""
-    batch, geometry, picture = prepare(spec, image)
-    return interpret(spec, run(batch), geometry, picture, k)
+def run_dense(spec, run, image, k=None, flip_test=False, keep_res=False):
+    """``image`` (path, PIL image or 8-bit BGR array) through ``run`` (a Predictor or an
+    eager callable) -> :class:`DenseResult`, with ``k`` detections decoded (default the
+    model's K). ``flip_test`` and ``keep_res`` are CenterNet's test modes; ``keep_res``
+    needs a ``run`` that takes any input size (the eager model, or an export with
+    ``--dynamic``)."""
+    batch, geometry, picture = prepare(spec, image, flip_test, keep_res)
+    return interpret(spec, run(batch), geometry, picture, k, flip_test)
