@@ -3,6 +3,7 @@
 the flip test, ctdet_decode, the inverse affine) on real photographs of several sizes and
 aspect ratios, grayscale and 16-bit too: every box within 0.05 px, every score within
 5e-5, in plain, flip-test and keep_res modes, eagerly and on every engine."""
+import json
 import os
 
 import cv2
@@ -14,7 +15,10 @@ import torch
 pytestmark = pytest.mark.torch
 
 import paddle_dla  # noqa: E402
+from hostile import run_module  # noqa: E402
 from paddle_dla.inference import compile_model, eager_predictor, installed_engines  # noqa: E402
+from paddle_dla.models.dense_variants import (  # noqa: E402
+    COCO_CATEGORY_IDS, COCO_CLASSES, DENSE_VARIANTS)
 from paddle_dla.tasks.serving import DenseSpec, run_dense  # noqa: E402
 
 BOX_TOLERANCE = 0.05     # pixels of the original image
@@ -56,7 +60,7 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def models(tmp_path_factory):
+def centernet(tmp_path_factory):
     """The PyTorch reference (float32) and ours from its checkpoint. On a 512 px photograph
     the random offsets fitted for small random inputs make the reference chaotic (its own
     float32 and float64 runs differ by 0.1 in the heatmap), so the offset layers are scaled
@@ -74,7 +78,12 @@ def models(tmp_path_factory):
     save_centernet_checkpoint(reference, path)
     ours = paddle_dla.create_model('centernet_dla34', pretrained=str(path))
     ours.eval()
-    return reference.float().eval(), ours
+    return reference.float().eval(), ours, str(path)
+
+
+@pytest.fixture(scope='module')
+def models(centernet):
+    return centernet[:2]
 
 
 def _reference(reference, path, **modes):
@@ -161,3 +170,69 @@ def test_the_letterbox_of_earlier_releases_misses_by_orders_of_magnitude(photos,
     wrong = run_dense(letterbox, eager_predictor(ours), path).detections
     right = max_errors(_ours(ours, path), _reference(reference, path))[0]
     assert max_errors(wrong, _reference(reference, path))[0] > 20 * BOX_TOLERANCE > 100 * right
+
+
+class _Records:
+    """COCO results records of one image as decoded detections in its pixels."""
+
+    def __init__(self, records):
+        ids = {cid: index for index, cid in enumerate(COCO_CATEGORY_IDS)}
+        self.boxes = np.asarray([[x, y, x + w, y + h] for x, y, w, h in
+                                 (r['bbox'] for r in records)], np.float64).reshape(-1, 4)
+        self.scores = np.asarray([r['score'] for r in records], np.float64)
+        self.classes = np.asarray([ids[r['category_id']] for r in records], np.int64)
+
+
+@pytest.mark.full
+def test_predict_save_json_writes_the_reference_pipelines_detections(photos, centernet,
+                                                                      tmp_path):
+    """The command a user runs: every K detection, in COCO results format with COCO's
+    category ids, within the tolerance of the reference pipeline, plain and flip test; and
+    pycocotools reads the file."""
+    from pycocotools.coco import COCO
+    reference, _, checkpoint = centernet
+    names = ('portrait.png', 'small.png')
+    for modes in ({}, {'flip_test': True}):
+        out = tmp_path / f'results-{len(modes)}.json'
+        proc = run_module('predict', *(photos[n] for n in names),
+                          '--model', 'centernet_dla34', '--weights', checkpoint,
+                          '--out-dir', tmp_path / 'drawn', '--save-json', out, '--threshold', '0',
+                          *(['--flip-test'] if modes else []), timeout=900,
+                          env={'PADDLE_DLA_HOME': str(tmp_path / 'home')})
+        assert proc.returncode == 0, proc.stderr
+        records = json.loads(out.read_text())
+        assert {r['file_name'] for r in records} == {photos[n] for n in names}
+        assert set(records[0]) == {'file_name', 'image_id', 'category_id', 'bbox', 'score'}
+        for image_id, name in enumerate(names, 1):
+            mine = [r for r in records if r['file_name'] == photos[name]]
+            assert len(mine) == DENSE_VARIANTS['centernet_dla34'].top_k
+            assert {r['image_id'] for r in mine} == {image_id}
+            _check(_Records(mine), _reference(reference, photos[name], **modes))
+        truth = COCO()
+        truth.dataset = {'images': [{'id': i} for i in (1, 2)], 'annotations': [],
+                         'categories': [{'id': c} for c in COCO_CATEGORY_IDS]}
+        truth.createIndex()
+        assert len(truth.loadRes(str(out)).anns) == len(records)
+
+
+def test_coco_records_follow_the_results_format():
+    """Boxes [x, y, w, h] unclipped, COCO's category ids for the 80 COCO classes (index + 1
+    for other models), the threshold, and CenterNet's two-decimal rounding on request."""
+    from paddle_dla.tasks.coco import category_ids_of, coco_records, image_ids_of
+    from paddle_dla.tasks.decode import Detections
+    detections = Detections(np.array([[-3.25, 10.0, 50.5, 20.125], [1.0, 2.0, 3.0, 4.0]]),
+                            np.array([0.91234, 0.2]), np.array([11, 79]))
+    coco = category_ids_of(COCO_CLASSES)
+    records = coco_records(detections, 7, coco, threshold=0.0, file_name='a.jpg')
+    assert records[0] == {'file_name': 'a.jpg', 'image_id': 7, 'category_id': 13,
+                          'bbox': [-3.25, 10.0, 53.75, 10.125], 'score': 0.91234}
+    assert records[1]['category_id'] == 90
+    assert [r['score'] for r in coco_records(detections, 7, coco, threshold=0.5)] == [0.91234]
+    rounded = coco_records(detections, 7, coco, decimals=2)[0]
+    assert rounded['bbox'] == [-3.25, 10.0, 53.75, 10.12] and rounded['score'] == 0.91
+    assert 'file_name' not in rounded
+    assert category_ids_of(('person',)) == (1,) and category_ids_of((), 3) == (1, 2, 3)
+    assert image_ids_of(['x/000000397133.jpg', '12.png']) == [397133, 12]
+    assert image_ids_of(['a/1.jpg', 'b/1.jpg', 'c.jpg']) == [1, 2, 3]
+    with pytest.raises(ValueError, match='no category id'):
+        coco_records(detections, 7, (1,))

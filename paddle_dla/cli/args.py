@@ -1,6 +1,7 @@
 """Argument parsing shared by every command line tool: options are validated while they are
 parsed, and a bad one is reported in one line (no usage dump), with exit status 2."""
 import argparse
+import os
 import sys
 
 from ..core.errors import printable
@@ -86,3 +87,18 @@ def path_text(text):
 positive_int = int_range(1, what='a positive integer')
 non_negative_int = int_range(0, what='a non-negative integer')
 image_size = int_range(MIN_INPUT_SIZE, MAX_INPUT_SIZE, what='an image size in pixels')
+
+
+def output_file(text):
+    """An argparse type: an output file whose folder exists and is writable, checked before
+    the work rather than after it."""
+    if not text:
+        raise argparse.ArgumentTypeError('empty file name')
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f'{text!r} is a folder, not a file name')
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f'no such folder: {folder}')
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f'cannot write to folder {folder}')
+    return text

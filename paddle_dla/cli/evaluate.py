@@ -1,7 +1,6 @@
 """``paddle-dla eval`` (and ``tools/imagenet_val.py``): top-1/top-5 of DLA models on
 ILSVRC2012 val, against the published numbers when the weights are the published ones;
 also under ``paddle.distributed.launch``."""
-import argparse
 import filecmp
 import os
 import shutil
@@ -24,7 +23,7 @@ from ..models.preprocessing import INPUT_SIZE_RANGE, INTERPOLATIONS
 from ..weights.cache import cached_weights_path
 from ..weights.registry import DEFAULT_TAG, WEIGHTS, get_weights, list_weights
 from . import common
-from .args import float_range, image_size, int_range, positive_int, variant_list
+from .args import float_range, image_size, int_range, output_file, positive_int, variant_list
 
 HELP = 'top-1/top-5 on ILSVRC2012 val against the published numbers'
 DESCRIPTION = ('Evaluate DLA models on the ILSVRC2012 validation set and compare top-1/'
@@ -56,21 +55,6 @@ as a list. The report names the file read, with its path.
 # workers than cores exhaust memory without decoding any faster.
 MAX_WORKERS = 256
 EVAL_ENGINES = RUN_CHOICES + tuple(OLD_ENGINE_NAMES)
-
-
-def results_file(text):
-    """An argparse type: a results path whose folder exists and is writable, checked before
-    the evaluation rather than after it."""
-    if not text:
-        raise argparse.ArgumentTypeError('empty file name')
-    if os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f'{text!r} is a folder, not a file name')
-    folder = os.path.dirname(os.path.abspath(text))
-    if not os.path.isdir(folder):
-        raise argparse.ArgumentTypeError(f'no such folder: {folder}')
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f'cannot write to folder {folder}')
-    return text
 
 
 def configure(p):
@@ -124,7 +108,7 @@ def configure(p):
     p.add_argument('--tolerance', type=float_range(0, 100, what='a number of points'),
                    default=0.1,
                    help='allowed |delta| of top-1 and top-5, in points (default: %(default)s)')
-    p.add_argument('--results-file', type=results_file,
+    p.add_argument('--results-file', type=output_file,
                    help='write results as .json or .csv, JSON unless the name ends in .csv '
                         '(default: printed only)')
     p.add_argument('--compare-torch', action='store_true',

@@ -7,7 +7,7 @@ from ..inference.engines import AUTO, DEVICE_PATTERN, EAGER, ENGINES, PRECISIONS
 from ..models.dense_variants import DENSE_VARIANTS
 from ..models.imagenet import NUM_CLASSES
 from . import common
-from .args import float_range, positive_int
+from .args import float_range, output_file, positive_int
 
 HELP = 'classify images (top-k classes), or detect / segment them with a dense model'
 DESCRIPTION = ('Classify images with an exported model (with the preprocessing and class names '
@@ -57,7 +57,19 @@ def configure(p):
     p.add_argument('--threshold', type=unit_float, metavar='SCORE',
                    help='detection: the lowest score listed and drawn (default: the model\'s, '
                         + ', '.join(f'{c.score_threshold:g} for {c.name}'
-                                    for c in DENSE_VARIANTS.values() if c.is_centernet) + ')')
+                                    for c in DENSE_VARIANTS.values() if c.is_centernet) + '); '
+                        'with --save-json, the lowest score written (0 writes all K)')
+    p.add_argument('--flip-test', action='store_true',
+                   help='CenterNet: average each image with its mirror image, as the '
+                        'reference\'s --flip_test does (twice the work; default: off)')
+    p.add_argument('--keep-res', action='store_true',
+                   help='CenterNet: run each image at its own resolution (padded to a '
+                        'multiple of 32) rather than warped into 512x512, as the reference\'s '
+                        '--keep_res does; needs --model, or an export made with --dynamic (default: off)')
+    p.add_argument('--save-json', metavar='FILE', type=output_file,
+                   help='detection: write every image\'s detections as COCO results '
+                        '(file_name, image_id, category_id, bbox [x, y, w, h] in the image\'s '
+                        'pixels, score), written whole once every image is done (default: none)')
 
 
 def softmax(logits):
@@ -135,6 +147,10 @@ def run(args):
     from . import predict_dense
     if predict_dense.wanted(args):
         return predict_dense.run(args)
+    for option in ('flip_test', 'keep_res', 'save_json'):
+        if getattr(args, option):
+            raise UsageError(f'--{option.replace("_", "-")} is for detection models, not '
+                             f'classifiers')
     recipe, names, predict = (exported_runner if args.exported else model_runner)(args)
     predict = announcing_engine(predict)
     preprocess = Preprocess.of(recipe)

@@ -24,8 +24,8 @@ def wanted(args):
 
 
 def _runner(args):
-    """(spec, run): the exported model, or the --model exported once into the cache (or
-    eager)."""
+    """(spec, run): the exported model, or the --model exported once into the cache (any
+    input size with --keep-res), or eager."""
     from ..inference.predictor import Predictor, compile_model
     from ..tasks.serving import DenseSpec, as_named_outputs
     if args.exported:
@@ -33,6 +33,11 @@ def _runner(args):
             raise UsageError(f'--engine {EAGER} runs a --model, not an --exported one')
         predictor = Predictor(args.exported, device=args.device, precision=args.precision,
                               engine=args.engine)
+        shape = predictor.meta.get('input_shape') or [None] * 4
+        if args.keep_res and any(d is not None for d in shape[2:]):
+            raise UsageError(f'--keep-res runs each image at its own size; '
+                             f'{printable(args.exported)} takes only '
+                             f'{shape[2]}x{shape[3]}: export it with --dynamic')
         return DenseSpec.of_export(predictor.meta), predictor
     from . import common
     model = common.build_model(args)
@@ -45,9 +50,23 @@ def _runner(args):
             with paddle.no_grad():
                 return as_named_outputs(spec, model(paddle.to_tensor(batch)))
         return spec, run
-    shape = (None, 3, spec.input.height, spec.input.width)
-    return spec, compile_model(model, shape, engine=args.engine, precision=args.precision,
-                               device=args.device)
+    spatial = (None, None) if args.keep_res else (spec.input.height, spec.input.width)
+    return spec, compile_model(model, (None, 3, *spatial), engine=args.engine,
+                               precision=args.precision, device=args.device)
+
+
+def _check_modes(spec, args):
+    """CenterNet's test modes and COCO results are for detection; refused otherwise, before
+    any image is read."""
+    asked = [f'--{o.replace("_", "-")}' for o in ('flip_test', 'keep_res', 'save_json')
+             if getattr(args, o, None)]
+    if not asked:
+        return
+    if spec.is_segmentation:
+        raise UsageError(f'{" and ".join(asked)}: for detection models, not segmentation')
+    if (args.flip_test or args.keep_res) and spec.input.resize != 'affine':
+        raise UsageError(f'--flip-test and --keep-res are CenterNet\'s test modes; this '
+                         f'{spec.task} model\'s input is a {spec.input.resize}')
 
 
 def png_paths(out_dir, images):
@@ -88,17 +107,37 @@ def _describe(spec, result, args, threshold):
 
 
 def run(args):
+    from ..core.atomic import write_json
+    from ..tasks.coco import category_ids_of, coco_records, image_ids_of
     from ..tasks.drawing import save_png
     from ..tasks.serving import run_dense
     paths = png_paths(args.out_dir, args.images)
     spec, predict = _runner(args)
+    _check_modes(spec, args)
     predict = announcing_engine(predict)
     threshold = spec.score_threshold if args.threshold is None else args.threshold
-    for image, path in zip(args.images, paths):
-        result = run_dense(spec, predict, image)
+    records = [] if args.save_json else None
+    if records is not None:
+        json_threshold = 0.0 if args.threshold is None else args.threshold
+        categories = category_ids_of(spec.class_names, _num_classes(spec))
+    for image, path, image_id in zip(args.images, paths, image_ids_of(args.images)):
+        result = run_dense(spec, predict, image, flip_test=args.flip_test,
+                           keep_res=args.keep_res)
         save_png(result.drawn(spec.class_names, threshold), path)
         print(printable(image))
         for line in _describe(spec, result, args, threshold):
             print(line)
         print(f'  drawn: {printable(path)}')
+        if records is not None:
+            records += coco_records(result.detections, image_id, categories, json_threshold,
+                                    file_name=image)
+    if records is not None:
+        write_json(args.save_json, records, indent=None)
+        print(f'results: {printable(args.save_json)} ({len(records)} detections, COCO '
+              f'results format)')
     return 0
+
+
+def _num_classes(spec):
+    """The class count of a detector whose export records no class names."""
+    return len(spec.class_names) if spec.class_names else None

@@ -63,6 +63,19 @@ def atomic_output(path, suffix='.tmp'):
             os.remove(tmp)
 
 
+def write_text(path, text):
+    """``text`` written to ``path`` as UTF-8, whole or not at all."""
+    with atomic_output(path) as tmp:
+        with open(tmp, 'w', encoding='utf-8', newline='') as f:
+            f.write(text)
+
+
+def write_json(path, value, indent=1):
+    """``value`` as JSON, whole or not at all."""
+    import json
+    write_text(path, json.dumps(value, indent=indent) + '\n')
+
+
 @contextlib.contextmanager
 def atomic_folder_output(folder):
     """Yield a temporary folder beside ``folder``; on success its files are moved into

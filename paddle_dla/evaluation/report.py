@@ -4,7 +4,7 @@ import io
 import json
 import os
 
-from ..core.atomic import atomic_output
+from ..core.atomic import write_text
 from ..models.imagenet import NUM_VAL_IMAGES
 from .runner import CORES_PER_WORKER, cpu_cores, default_workers
 
@@ -149,6 +149,4 @@ def write_results(rows, path):
         text = buffer.getvalue()
     else:
         text = json.dumps(rows, indent=2) + '\n'
-    with atomic_output(path) as tmp:
-        with open(tmp, 'w', encoding='utf-8', newline='') as f:
-            f.write(text)
+    write_text(path, text)
