@@ -145,3 +145,33 @@ def detect(model, path, keep_res=False, flip_test=False, k=K):
         output = model(images.to(dtype))
     return post_process(process({k_: v.float() for k_, v in output.items()}, flip_test, k),
                         meta)
+
+
+# --- CenterNet's evaluation: coco.py convert_eval_format and run_eval --------------------------
+
+def _to_float(x):
+    return float('{:.2f}'.format(x))
+
+
+def convert_eval_format(detections_by_image, valid_ids):
+    """``{image_id: (k, 6) rows}`` -> COCO results, boxes [x, y, w, h] and scores to two
+    decimals, category ``valid_ids[class]``."""
+    records = []
+    for image_id, rows in detections_by_image.items():
+        for x1, y1, x2, y2, score, label in rows:
+            bbox = [x1, y1, x2 - x1, y2 - y1]
+            records.append({'image_id': int(image_id), 'category_id': int(valid_ids[int(label)]),
+                            'bbox': list(map(_to_float, bbox)), 'score': _to_float(score)})
+    return records
+
+
+def run_eval(annotation_path, records):
+    """pycocotools' bbox COCOeval of ``records``: its 12 stats."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    truth = COCO(annotation_path)
+    evaluation = COCOeval(truth, truth.loadRes(records), 'bbox')
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    return np.asarray(evaluation.stats)

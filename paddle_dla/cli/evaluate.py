@@ -1,6 +1,7 @@
 """``paddle-dla eval`` (and ``tools/imagenet_val.py``): top-1/top-5 of DLA models on
 ILSVRC2012 val, against the published numbers when the weights are the published ones;
 also under ``paddle.distributed.launch``."""
+import argparse
 import filecmp
 import os
 import shutil
@@ -20,15 +21,19 @@ from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, ImageReadError
 from ..inference.engines import AUTO, EAGER, ENGINES, OLD_ENGINE_NAMES, RUN_CHOICES
 from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..models.preprocessing import INPUT_SIZE_RANGE, INTERPOLATIONS
+from ..models.registry import CLASSIFICATION, get_model
 from ..weights.cache import cached_weights_path
 from ..weights.registry import DEFAULT_TAG, WEIGHTS, get_weights, list_weights
 from . import common
 from .args import float_range, image_size, int_range, output_file, positive_int, variant_list
 
-HELP = 'top-1/top-5 on ILSVRC2012 val against the published numbers'
+HELP = ('top-1/top-5 on ILSVRC2012 val against the published numbers; COCO box AP; '
+        'Cityscapes mIoU')
 DESCRIPTION = ('Evaluate DLA models on the ILSVRC2012 validation set and compare top-1/'
                'top-5 with the published numbers (PASS/FAIL within --tolerance). Weights '
-               'other than the published ones (--weights) get their numbers only.')
+               'other than the published ones (--weights) get their numbers only. A '
+               'detector is scored on a COCO annotation file with pycocotools, DLA-Up on '
+               'Cityscapes val by mIoU.')
 EPILOG = f"""\
 examples:
   # one model, published weights (downloaded and cached on first use)
@@ -40,6 +45,12 @@ examples:
       --compare-torch --limit 2000
   # several processes or GPUs: every image is counted exactly once
   paddle-dla eval --nproc 8 --model all --data-dir /data/imagenet/val
+  # CenterNet on COCO val2017: pycocotools' box AP, with the flip test
+  paddle-dla eval --model centernet_dla34 --weights ctdet_coco_dla_2x.pth \
+      --coco-annotations annotations/instances_val2017.json --images val2017 \
+      --flip-test --out metrics.json
+  # DLA-Up on Cityscapes val at full resolution: mIoU over 19 classes
+  paddle-dla eval --model dla34up --weights model_best.pth.tar --cityscapes /data/cityscapes
 
 data layouts (recognised automatically): synset folders (val/n01440764/*.JPEG); a flat
 folder plus a list file ("ILSVRC2012_val_00000001.JPEG 65" per line, labels in sorted-synset
@@ -57,10 +68,48 @@ MAX_WORKERS = 256
 EVAL_ENGINES = RUN_CHOICES + tuple(OLD_ENGINE_NAMES)
 
 
+def eval_models(text):
+    """An argparse type: classifiers as ``variant_list`` reads them, or one dense network."""
+    try:
+        return variant_list(text)
+    except argparse.ArgumentTypeError:
+        try:
+            entry = get_model(text.strip())
+        except ValueError:
+            entry = None
+        if entry is None or entry.task == CLASSIFICATION:
+            raise
+        return [entry.name]
+
+
 def configure(p):
-    p.add_argument('--model', required=True, type=variant_list,
-                   help='variant (dla_34, ...), a comma list of variants, or "all"')
-    p.add_argument('--data-dir', required=True, help='validation images (see layouts below)')
+    p.add_argument('--model', required=True, type=eval_models,
+                   help='variant (dla_34, ...), a comma list of variants, or "all"; or one '
+                        'dense network: a detector with --coco-annotations, DLA-Up with '
+                        '--cityscapes')
+    p.add_argument('--data-dir', help='ImageNet validation images, see layouts below '
+                                      '(required for classifiers)')
+    dense = p.add_argument_group('dense networks')
+    dense.add_argument('--coco-annotations', metavar='FILE',
+                       help='COCO annotation file (instances_val2017.json): box AP of a '
+                            'detector through pycocotools\' COCOeval, as CenterNet\'s test.py '
+                            'scores it (default: none)')
+    dense.add_argument('--images', metavar='DIR',
+                       help='the folder of the annotation file\'s images (default: none)')
+    dense.add_argument('--cityscapes', metavar='DIR',
+                       help='Cityscapes: segment.py\'s val_images.txt/val_labels.txt, or the '
+                            'download\'s leftImg8bit/ and gtFine/ with *_labelTrainIds.png: '
+                            'mIoU over 19 classes at each image\'s own resolution (default: '
+                            'none)')
+    dense.add_argument('--out', metavar='FILE', type=output_file,
+                       help='metrics as JSON (percent), and for COCO the detections in '
+                            'COCO results format beside it as <name>.detections.json '
+                            '(default: printed only)')
+    dense.add_argument('--flip-test', action='store_true',
+                       help='CenterNet\'s flip test (default: off)')
+    dense.add_argument('--keep-res', action='store_true',
+                       help='CenterNet at each image\'s own resolution (default: off, '
+                            '512x512)')
     p.add_argument('--label-file', help='list file or LOC_val_solution.csv (default: synset '
                                         'folders, or the label file found in --data-dir or its '
                                         'parent, see below)')
@@ -267,9 +316,17 @@ def _summary(samples, labels, args):
 def run(args):
     if args.nproc > 1 and 'PADDLE_TRAINERS_NUM' not in os.environ:
         return launch(args)
+    from . import evaluate_dense
+    if evaluate_dense.wanted(args):
+        return evaluate_dense.run(args)
     names = args.model
     if args.weights and len(names) > 1:
         raise UsageError('--weights needs a single --model')
+    if not args.data_dir:
+        raise UsageError('--data-dir is required: the ILSVRC2012 validation images')
+    for option in ('images', 'out', 'flip_test', 'keep_res'):
+        if getattr(args, option):
+            raise UsageError(f'--{option.replace("_", "-")} is for the dense networks')
     samples, labels = find_samples(args.data_dir, args.label_file)
     if args.limit:
         samples = samples[:args.limit]

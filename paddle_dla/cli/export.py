@@ -20,7 +20,8 @@ def configure(p):
     common.add_model_options(p, non_negative_int, required=True)  # 0: a feature extractor
     p.add_argument('--out', required=True, metavar='DIR', type=path_text,
                    help='output folder (required; created if needed)')
-    sizes = ', '.join(f'{c.input.height}x{c.input.width} for {c.name}'
+    sizes = ', '.join(('any, each image at its own' if c.input.native else
+                       f'{c.input.height}x{c.input.width}') + f' for {c.name}'
                       for c in DENSE_VARIANTS.values() if c.name.endswith('34') or
                       c.name.startswith('dla34'))
     p.add_argument('--img-size', type=image_size, metavar='PIXELS',
@@ -71,8 +72,8 @@ def run(args):
 def export_dense(model, names, args):
     from ..inference.predictor import export
     recipe = model.config.input
-    spatial = ([None, None] if args.dynamic else [args.img_size] * 2 if args.img_size
-               else [recipe.height, recipe.width])
+    spatial = ([None, None] if args.dynamic or (recipe.native and not args.img_size) else
+               [args.img_size] * 2 if args.img_size else [recipe.height, recipe.width])
     prefix = os.path.join(args.out, model.config.name)
     files = export(model, prefix, input_shape=[None, 3] + spatial, weights=args.weights,
                    class_names=names)

@@ -23,7 +23,7 @@ def wanted(args):
     return False
 
 
-def _runner(args):
+def runner(args):
     """(spec, run): the exported model, or the --model exported once into the cache (any
     input size with --keep-res), or eager."""
     from ..inference.predictor import Predictor, compile_model
@@ -38,7 +38,7 @@ def _runner(args):
             raise UsageError(f'--keep-res runs each image at its own size; '
                              f'{printable(args.exported)} takes only '
                              f'{shape[2]}x{shape[3]}: export it with --dynamic')
-        return DenseSpec.of_export(predictor.meta), predictor
+        return DenseSpec.of_export(predictor.meta).fixed_to(shape), predictor
     from . import common
     model = common.build_model(args)
     model.eval()
@@ -50,7 +50,8 @@ def _runner(args):
             with paddle.no_grad():
                 return as_named_outputs(spec, model(paddle.to_tensor(batch)))
         return spec, run
-    spatial = (None, None) if args.keep_res else (spec.input.height, spec.input.width)
+    spatial = ((None, None) if args.keep_res or spec.input.native else
+               (spec.input.height, spec.input.width))
     return spec, compile_model(model, (None, 3, *spatial), engine=args.engine,
                                precision=args.precision, device=args.device)
 
@@ -112,7 +113,7 @@ def run(args):
     from ..tasks.drawing import save_png
     from ..tasks.serving import run_dense
     paths = png_paths(args.out_dir, args.images)
-    spec, predict = _runner(args)
+    spec, predict = runner(args)
     _check_modes(spec, args)
     predict = announcing_engine(predict)
     threshold = spec.score_threshold if args.threshold is None else args.threshold

@@ -157,6 +157,17 @@ def image_size(path):
         raise SegmentationDataError(f'cannot read image {shown}: {one_line(exc)}') from exc
 
 
+def check_label_sizes(pairs):
+    """Every label's declared size against its image's, from the file headers alone: a val
+    set with a wrong label fails before the model runs on any image."""
+    for image, label in pairs:
+        want, got = image_size(image), image_size(label)
+        if want != got:
+            raise SegmentationDataError(f'label {printable(label)} is {got[0]}x{got[1]} but its '
+                                        f'image is {want[0]}x{want[1]}: a label has its '
+                                        f'image\'s size')
+
+
 def read_label(path, image_size, *, num_classes=NUM_CLASSES, ignore=IGNORE_LABEL):
     """A label file -> uint8 array (H, W) of train ids, refused (naming the file) unless it is
     a single-channel map of ``image_size`` (W, H) holding only 0..num_classes-1 and

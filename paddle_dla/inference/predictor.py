@@ -69,7 +69,8 @@ def export(model, path_prefix, input_shape=None, weights=None, preprocessing=Non
     dense = is_dense_model(model)
     if input_shape is None:
         recipe = model.config.input if dense else None
-        input_shape = ((None, 3, recipe.height, recipe.width) if dense else
+        input_shape = ((None, 3, None, None) if dense and recipe.native else
+                       (None, 3, recipe.height, recipe.width) if dense else
                        (None, model.in_chans, 224, 224))
     if len(input_shape) != 4:
         raise ValueError(f'input_shape must be NCHW, got {input_shape}')

@@ -5,7 +5,7 @@ network, with other heads). Their factories, checkpoint recognition, export meta
 input recipe are all derived from these rows.
 """
 from dataclasses import dataclass, field
-from typing import Tuple
+from typing import Optional, Tuple
 
 from ..core.errors import UnknownName
 from .variants import canonical_spelling
@@ -40,9 +40,16 @@ class DenseInput:
     std: Tuple[float, float, float]
     channel_order: str = 'rgb'     # 'bgr': the statistics (and the channels) are BGR
     # 'affine': CenterNet's test-time warp (OpenCV, 8-bit BGR, pixel indices mapped);
-    # 'letterbox': one scale, centred, by pixel edges; 'stretch': the whole input.
+    # 'letterbox': one scale, centred, by pixel edges; 'stretch': the whole input;
+    # 'native': the image at its own size, padded to a multiple of 32 (height and width are
+    # then only the size an export fixed to one shape stretches images to).
     resize: str = 'letterbox'
     fill: float = 0.0              # the letterbox's border, in [0, 1] (0.5: FairMOT's grey)
+
+    @property
+    def native(self):
+        """Whether images run at their own size (an export then takes any size)."""
+        return self.resize == 'native'
 
     def as_dict(self):
         return {'height': self.height, 'width': self.width, 'mean': list(self.mean),
@@ -56,6 +63,21 @@ class DenseInput:
             values[key] = tuple(float(v) for v in values[key])
         values['fill'] = float(values.get('fill', 0.0))
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class PublishedDetection:
+    """A detector's published COCO box AP, with the file and the protocol it is for."""
+
+    checkpoint: str     # the released file's name, without its extension
+    dataset: str
+    images: int
+    ap: float           # one scale, 512x512
+    ap_flip: float      # with the flip test
+    source: str
+
+    def ap_for(self, flip_test):
+        return self.ap_flip if flip_test else self.ap
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,7 @@ class DenseConfig:
     class_names: Tuple[str, ...] = field(default=(), repr=False)
     top_k: int = DEFAULT_TOP_K
     score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    published: Optional[PublishedDetection] = None
 
     @property
     def is_centernet(self):
@@ -107,7 +130,8 @@ _CENTERNET_INPUT = DenseInput(512, 512, COCO_MEAN_BGR, COCO_STD_BGR, 'bgr', 'aff
 # FairMOT feeds RGB scaled to [0, 1], 1088x608, letterboxed on grey.
 _FAIRMOT_INPUT = DenseInput(608, 1088, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 'rgb', 'letterbox',
                             fill=0.5)
-_CITYSCAPES_INPUT = DenseInput(512, 1024, CITYSCAPES_MEAN, CITYSCAPES_STD, 'rgb', 'stretch')
+# segment.py tests at full resolution: the Cityscapes images' own 1024x2048.
+_CITYSCAPES_INPUT = DenseInput(1024, 2048, CITYSCAPES_MEAN, CITYSCAPES_STD, 'rgb', 'native')
 
 
 def _segmentation(backbone, official):
@@ -123,7 +147,9 @@ DENSE_VARIANTS = {c.name: c for c in (
     _segmentation('dla_169', 'dla169'),
     DenseConfig('centernet_dla34', 'detection', 'dla_34',
                 'xingyizhou/CenterNet pose_dla_dcn.py', _CENTERNET_INPUT,
-                heads=COCO_DETECTION_HEADS, class_names=COCO_CLASSES),
+                heads=COCO_DETECTION_HEADS, class_names=COCO_CLASSES,
+                published=PublishedDetection('ctdet_coco_dla_2x', 'COCO val2017', 5000, 37.4,
+                                             39.2, 'xingyizhou/CenterNet MODEL_ZOO.md')),
     DenseConfig('fairmot_dla34', 'tracking', 'dla_34', 'ifzhang/FairMOT pose_dla_dcn.py',
                 _FAIRMOT_INPUT, heads=FAIRMOT_HEADS, class_names=('person',), top_k=500,
                 score_threshold=0.4),  # FairMOT's K and conf_thres

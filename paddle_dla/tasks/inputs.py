@@ -155,6 +155,39 @@ def stretch_image(image, input_hw, mean, std, channel_order='rgb'):
     return _normalised(_unit(resized), mean, std, channel_order), Stretch(height, width, in_h, in_w)
 
 
+@dataclass(frozen=True)
+class Padded:
+    """An image at its own resolution, padded at the bottom and right up to the network's
+    multiple (segmentation, as ``segment.py`` tests it at full resolution)."""
+
+    image_h: int
+    image_w: int
+    input_h: int
+    input_w: int
+
+    def to_image(self, classes):
+        """A class map at the input's size -> the image's (the padding cropped off)."""
+        classes = np.asarray(classes)
+        if classes.shape != (self.input_h, self.input_w):
+            raise ValueError(f'a class map of {classes.shape} for an input of '
+                             f'{(self.input_h, self.input_w)}')
+        return classes[:self.image_h, :self.image_w]
+
+
+def native_image(image, mean, std, channel_order='rgb', multiple=32):
+    """An image (PIL or path) -> (float32 CHW input, :class:`Padded`): at its own size,
+    normalised as ``segment.py`` does (``pixel / 255``, then ``(x - mean) / std`` in float32),
+    and padded with zeros (the mean colour) at the bottom and right to a multiple of
+    ``multiple``; an image whose sides are multiples already is exactly segment.py's input."""
+    image = read_image(image)
+    width, height = image.size
+    in_h, in_w = (-(-side // multiple) * multiple for side in (height, width))
+    array = _normalised(_unit(image), mean, std, channel_order)
+    padded = np.zeros((3, in_h, in_w), np.float32)
+    padded[:, :height, :width] = array
+    return padded, Padded(height, width, in_h, in_w)
+
+
 def class_map_to_image(classes_hw, image_hw):
     """Nearest-neighbour resize of a class map (H, W) to ``image_hw``: each image pixel
     takes the class of the map cell its centre falls in."""

@@ -9,8 +9,8 @@ import numpy as np
 from ..models.dense_variants import DEFAULT_SCORE_THRESHOLD, DEFAULT_TOP_K, DenseInput
 from .decode import Detections, decode_detections, segment
 from .drawing import draw_detections, draw_segmentation
-from .inputs import (affine_image, bgr_to_pil, letterbox_image, read_bgr, read_image,
-                     stretch_image)
+from .inputs import (affine_image, bgr_to_pil, letterbox_image, native_image, read_bgr,
+                     read_image, stretch_image)
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,16 @@ class DenseSpec:
                    config.down_ratio if config.is_centernet else 1, names, config.top_k,
                    config.score_threshold)
 
+    def fixed_to(self, input_shape):
+        """The spec an export of ``input_shape`` can serve: a native recipe stretches images
+        to an export fixed to one size."""
+        spatial = tuple(input_shape[2:]) if input_shape else (None, None)
+        if not self.input.native or None in spatial:
+            return self
+        height, width = (int(v) for v in spatial)
+        return replace(self, input=replace(self.input, resize='stretch', height=height,
+                                           width=width))
+
     def as_meta(self):
         """The fields an export records, for :meth:`of_export`."""
         return {'task': self.task, 'outputs': list(self.output_names), 'stride': self.stride,
@@ -94,7 +104,9 @@ def prepare(spec, image, flip_test=False, keep_res=False):
         raise ValueError(f'flip test and keep_res are CenterNet\'s test modes; this '
                          f'{spec.task} model\'s input is a {recipe.resize}')
     picture = read_image(image)
-    if recipe.resize == 'stretch':
+    if recipe.native:
+        array, geometry = native_image(picture, recipe.mean, recipe.std, recipe.channel_order)
+    elif recipe.resize == 'stretch':
         array, geometry = stretch_image(picture, size, recipe.mean, recipe.std,
                                         recipe.channel_order)
     else:
@@ -134,5 +146,8 @@ def run_dense(spec, run, image, k=None, flip_test=False, keep_res=False):
     model's K). ``flip_test`` and ``keep_res`` are CenterNet's test modes; ``keep_res``
     needs a ``run`` that takes any input size (the eager model, or an export with
     ``--dynamic``)."""
+    meta = getattr(run, 'meta', None)
+    if isinstance(meta, dict):  # a Predictor: an export fixed to one size takes only that
+        spec = spec.fixed_to(meta.get('input_shape'))
     batch, geometry, picture = prepare(spec, image, flip_test, keep_res)
     return interpret(spec, run(batch), geometry, picture, k, flip_test)
