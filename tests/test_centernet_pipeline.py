@@ -17,7 +17,7 @@ pytestmark = pytest.mark.torch
 
 import paddle_dla  # noqa: E402
 from centernet_pipeline import detect  # noqa: E402
-from hostile import run_module  # noqa: E402
+from hostile import assert_refused, run_module  # noqa: E402
 from paddle_dla.inference import compile_model, eager_predictor, installed_engines  # noqa: E402
 from paddle_dla.inference.engines import OPENVINO  # noqa: E402
 from paddle_dla.evaluation.coco import STAT_NAMES  # noqa: E402
@@ -233,6 +233,30 @@ def test_predict_save_json_writes_the_reference_pipelines_detections(photos, cen
         assert len(truth.loadRes(str(out)).anns) == len(records)
 
 
+@pytest.mark.full
+def test_predict_save_json_from_an_export_made_dynamic_with_keep_res(photos, centernet,
+                                                                      tmp_path):
+    """The same records from ``--exported``: an export made with ``--dynamic`` runs
+    ``--keep-res`` (each image at its own size); a fixed one is refused in one line."""
+    reference, _, checkpoint = centernet
+    home = {'PADDLE_DLA_HOME': str(tmp_path / 'home')}
+    for folder, dynamic in (('fixed', []), ('dynamic', ['--dynamic'])):
+        proc = run_module('export', '--model', 'centernet_dla34', '--weights', checkpoint,
+                          '--out', tmp_path / folder, *dynamic, timeout=900, env=home)
+        assert proc.returncode == 0, proc.stderr
+    out = tmp_path / 'results.json'
+    name = 'small.png'
+    proc = run_module('predict', photos[name], '--exported', tmp_path / 'fixed', '--keep-res',
+                      '--save-json', out, '--out-dir', tmp_path / 'drawn', timeout=300, env=home)
+    assert_refused(proc, 'export it with --dynamic', absent=[out])
+    proc = run_module('predict', photos[name], '--exported', tmp_path / 'dynamic', '--keep-res',
+                      '--save-json', out, '--threshold', '0', '--out-dir', tmp_path / 'drawn',
+                      timeout=900, env=home)
+    assert proc.returncode == 0, proc.stderr
+    _check(_Records(json.loads(out.read_text())),
+           _reference(reference, photos[name], keep_res=True))
+
+
 def test_coco_records_follow_the_results_format():
     """Boxes [x, y, w, h] unclipped, COCO's category ids for the 80 COCO classes (index + 1
     for other models), the threshold, and CenterNet's two-decimal rounding on request."""
@@ -303,13 +327,15 @@ def _reference_stats(reference, photos, annotations, category_ids=COCO_CATEGORY_
 
 
 @pytest.mark.full
-@pytest.mark.parametrize('engine,modes', [('eager', {}), ('eager', {'flip_test': True}),
-                                          ('onnxruntime', {})])
+@pytest.mark.parametrize('engine,modes,nproc', [
+    ('eager', {}, 1), ('eager', {'flip_test': True}, 1), ('onnxruntime', {}, 1),
+    ('eager', {}, 2)])
 def test_eval_reports_the_reference_pipelines_coco_ap(photos, centernet, coco_val, tmp_path,
-                                                      engine, modes):
+                                                      engine, modes, nproc):
     """``paddle-dla eval --coco-annotations``: pycocotools' 12 numbers for our detections are
     those of the reference pipeline's (CenterNet's own results conversion and COCOeval run
-    here), printed and written with the detections beside them. Category ids off by one
+    here), printed and written with the detections beside them, also with the images
+    sharded unevenly over two processes. Category ids off by one
     (a real mistake) move AP far more than any difference between the two."""
     if engine not in installed_engines('cpu', 'fp32') + ['eager']:
         pytest.skip(f'{engine} is not installed')
@@ -318,7 +344,7 @@ def test_eval_reports_the_reference_pipelines_coco_ap(photos, centernet, coco_va
     out = tmp_path / 'metrics.json'
     proc = run_module('eval', '--model', 'centernet_dla34', '--weights', checkpoint,
                       '--coco-annotations', annotations, '--images', images, '--out', out,
-                      '--engine', engine, '--no-progress',
+                      '--engine', engine, '--no-progress', '--nproc', nproc,
                       *(['--flip-test'] if modes else []), timeout=900,
                       env={'PADDLE_DLA_HOME': str(tmp_path / 'home')})
     assert proc.returncode == 0, proc.stderr

@@ -124,11 +124,12 @@ def per_class_iu(hist):
 
 
 @pytest.mark.full
-@pytest.mark.parametrize('engine', ['eager', 'auto'])
-def test_eval_cityscapes_gives_segment_pys_miou(photos, models, tmp_path, engine):
+@pytest.mark.parametrize('engine,nproc', [('eager', 1), ('auto', 1), ('eager', 2)])
+def test_eval_cityscapes_gives_segment_pys_miou(photos, models, tmp_path, engine, nproc):
     """A Cityscapes download's layout with train-id labels: the reference's predictions with
     a fifth of the pixels changed and some ignored. ``eval`` reports the mIoU segment.py's
-    confusion matrix gives the reference's own predictions, and its per-class IoU."""
+    confusion matrix gives the reference's own predictions, and its per-class IoU; sharded
+    over two processes, every image counts once."""
     reference, ours, checkpoint = models
     root = tmp_path / 'cityscapes'
     rng = np.random.default_rng(0)
@@ -151,7 +152,8 @@ def test_eval_cityscapes_gives_segment_pys_miou(photos, models, tmp_path, engine
         expected = 100 * np.nanmean(per_class_iu(hist))
     out = tmp_path / 'metrics.json'
     proc = run_module('eval', '--model', 'dla34up', '--weights', checkpoint, '--cityscapes',
-                      root, '--out', out, '--engine', engine, '--no-progress', timeout=900,
+                      root, '--out', out, '--engine', engine, '--no-progress', '--nproc',
+                      nproc, timeout=900,
                       env={'PADDLE_DLA_HOME': str(tmp_path / 'home')})
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(out.read_text())

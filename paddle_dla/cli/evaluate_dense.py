@@ -8,7 +8,7 @@ import os
 import time
 
 from ..core.errors import UsageError, printable
-from ..inference.engines import EAGER, OLD_ENGINE_NAMES
+from ..inference.engines import AUTO, EAGER, OLD_ENGINE_NAMES
 from ..models.dense_variants import get_dense_config
 from ..models.registry import CLASSIFICATION, get_model
 
@@ -35,7 +35,11 @@ class TimedRun:
     def __init__(self, run):
         self.run, self.seconds = run, 0.0
         self.meta = getattr(run, 'meta', None)
-        self.engine = getattr(run, 'engine', EAGER)
+
+    @property
+    def engine(self):
+        """The engine that ran (with 'auto', known once the first image has run)."""
+        return getattr(self.run, 'engine', EAGER)
 
     def __call__(self, batch):
         start = time.perf_counter()
@@ -132,6 +136,11 @@ def _rates(parts):
             'end_to_end_share': round(end_to_end / model, 3) if model else None}
 
 
+def _engine_name(timed, args):
+    """What ran the model, as the classification report says it."""
+    return timed.engine + (f' ({AUTO})' if args.engine == AUTO else '')
+
+
 def _rate_line(rates, engine):
     return (f'speed: {rates["end_to_end_img_per_s"]:.2f} img/s end to end, '
             f'{rates["model_img_per_s"]:.2f} img/s in the model alone '
@@ -182,7 +191,7 @@ def _coco(args, name, rank, world):
                    args.flip_test, args.keep_res, args.tolerance)
     print(f'{name}: AP {metrics["AP"]:.1f} (box, COCOeval) on {len(images):,} images'
           + (' with the flip test' if args.flip_test else '') + f'; {said}')
-    print(_rate_line(rates, timed.engine))
+    print(_rate_line(rates, _engine_name(timed, args)))
     if args.out:
         detections = results_path(args.out)
         write_json(detections, records, indent=None)
@@ -190,7 +199,8 @@ def _coco(args, name, rank, world):
             'model': name, 'weights': os.path.abspath(args.weights) if args.weights else None,
             'annotations': coco_set.path, 'images': len(images), 'flip_test': args.flip_test,
             'keep_res': args.keep_res, 'units': 'percent', **metrics, 'verdict': said,
-            'results_file': os.path.abspath(detections), 'engine': timed.engine, **rates})
+            'results_file': os.path.abspath(detections), 'engine': _engine_name(timed, args),
+            **rates})
         print(f'metrics: {printable(args.out)}; detections: {printable(detections)}')
     return 1 if (args.strict and said == 'FAIL') else 0
 
@@ -229,11 +239,12 @@ def _cityscapes(args, name, rank, world):
     rates = _rates(parts)
     print(f'{name}: mIoU {100 * matrix.miou():.2f} over 19 classes on {len(pairs):,} images '
           f'at their own resolution; no verdict: no published weights')
-    print(_rate_line(rates, timed.engine))
+    print(_rate_line(rates, _engine_name(timed, args)))
     if args.out:
         write_json(args.out, {
             'model': name, 'weights': os.path.abspath(args.weights) if args.weights else None,
             'data': os.path.abspath(args.cityscapes), 'images': len(pairs), 'units': 'percent',
-            **matrix.as_dict(spec.class_names), 'engine': timed.engine, **rates})
+            **matrix.as_dict(spec.class_names), 'engine': _engine_name(timed, args),
+            **rates})
         print(f'metrics: {printable(args.out)}')
     return 0
