@@ -120,6 +120,7 @@ def test_to_torch_writes_safetensors_that_read_back_exactly(tmp_path, weights):
     assert all(np.array_equal(back[k], expected[k]) for k in expected)
 
 
+@pytest.mark.full
 def test_export_at_256_then_predict_uses_the_recorded_preprocessing(tmp_path, weights):
     out = tmp_path / 'exported'
     proc = run_module('export', '--model', VARIANT, '--weights', weights, '--out', out,

@@ -363,6 +363,7 @@ def copy_export(source, prefix):
             shutil.copy(source + suffix, prefix + suffix)
 
 
+@pytest.mark.full
 def test_onnx_translation_is_cached_by_content(dla34, home, tmp_path, monkeypatch):
     pytest.importorskip('onnxruntime')
     pytest.importorskip('paddle2onnx')

@@ -41,6 +41,7 @@ def _finetune(data, out, weights, epochs, *extra):
                    '--workers', 0, '--lr', 0.05, '--output', out, *extra, timeout=900)
 
 
+@pytest.mark.full
 @pytest.mark.torch
 def test_one_epoch_lowers_the_loss_saves_and_resumes(two_class_folder, start_weights, tmp_path):
     out = tmp_path / 'run'

@@ -39,6 +39,7 @@ def test_exported_predictor_equals_eager(tmp_path, name):
         assert top1_agrees(served, eager)
 
 
+@pytest.mark.full
 @pytest.mark.torch
 def test_dynamic_input_size_and_eager_model_left_untouched(tmp_path):
     from oracle import paddle_model_from_oracle, random_images

@@ -52,6 +52,17 @@ def add_model_options(p, num_classes, required):
                         'model takes its heads or classes from --weights)')
 
 
+def add_centernet_modes(p, keep_res_needs=''):
+    """--flip-test and --keep-res, CenterNet's test modes, for predict and eval alike."""
+    p.add_argument('--flip-test', action='store_true',
+                   help='CenterNet: average each image with its mirror image, as the '
+                        'reference\'s --flip_test does, twice the work (default: off)')
+    p.add_argument('--keep-res', action='store_true',
+                   help='CenterNet: run each image at its own resolution (padded to a '
+                        'multiple of 32) rather than warped into 512x512, as the reference\'s '
+                        f'--keep_res does{keep_res_needs} (default: off)')
+
+
 def build_model(args):
     """The model ``add_model_options`` describe, holding its weights: a file, or the
     published ones of ``--tag`` where there are any. A classifier takes ``--num-classes``;

@@ -89,27 +89,6 @@ def configure(p):
                         '--cityscapes')
     p.add_argument('--data-dir', help='ImageNet validation images, see layouts below '
                                       '(required for classifiers)')
-    dense = p.add_argument_group('dense networks')
-    dense.add_argument('--coco-annotations', metavar='FILE',
-                       help='COCO annotation file (instances_val2017.json): box AP of a '
-                            'detector through pycocotools\' COCOeval, as CenterNet\'s test.py '
-                            'scores it (default: none)')
-    dense.add_argument('--images', metavar='DIR',
-                       help='the folder of the annotation file\'s images (default: none)')
-    dense.add_argument('--cityscapes', metavar='DIR',
-                       help='Cityscapes: segment.py\'s val_images.txt/val_labels.txt, or the '
-                            'download\'s leftImg8bit/ and gtFine/ with *_labelTrainIds.png: '
-                            'mIoU over 19 classes at each image\'s own resolution (default: '
-                            'none)')
-    dense.add_argument('--out', metavar='FILE', type=output_file,
-                       help='metrics as JSON (percent), and for COCO the detections in '
-                            'COCO results format beside it as <name>.detections.json '
-                            '(default: printed only)')
-    dense.add_argument('--flip-test', action='store_true',
-                       help='CenterNet\'s flip test (default: off)')
-    dense.add_argument('--keep-res', action='store_true',
-                       help='CenterNet at each image\'s own resolution (default: off, '
-                            '512x512)')
     p.add_argument('--label-file', help='list file or LOC_val_solution.csv (default: synset '
                                         'folders, or the label file found in --data-dir or its '
                                         'parent, see below)')
@@ -173,6 +152,23 @@ def configure(p):
                         '%(default)s, this process)')
     p.add_argument('--no-progress', action='store_true',
                    help='no progress bar (default: a bar on stderr)')
+    dense = p.add_argument_group('dense networks')
+    dense.add_argument('--coco-annotations', metavar='FILE',
+                       help='COCO annotation file (instances_val2017.json): box AP of a '
+                            'detector through pycocotools\' COCOeval, as CenterNet\'s test.py '
+                            'scores it (default: none)')
+    dense.add_argument('--images', metavar='DIR',
+                       help='the folder of the annotation file\'s images (default: none)')
+    dense.add_argument('--cityscapes', metavar='DIR',
+                       help='Cityscapes: segment.py\'s val_images.txt/val_labels.txt, or the '
+                            'download\'s leftImg8bit/ and gtFine/ with *_labelTrainIds.png: '
+                            'mIoU over 19 classes at each image\'s own resolution (default: '
+                            'none)')
+    dense.add_argument('--out', metavar='FILE', type=output_file,
+                       help='metrics as JSON (percent), and for COCO the detections in '
+                            'COCO results format beside it as <name>.detections.json '
+                            '(default: printed only)')
+    common.add_centernet_modes(dense)
 
 
 def _gather(tally, world):

@@ -59,13 +59,7 @@ def configure(p):
                         + ', '.join(f'{c.score_threshold:g} for {c.name}'
                                     for c in DENSE_VARIANTS.values() if c.is_centernet) + '); '
                         'with --save-json, the lowest score written (0 writes all K)')
-    p.add_argument('--flip-test', action='store_true',
-                   help='CenterNet: average each image with its mirror image, as the '
-                        'reference\'s --flip_test does (twice the work; default: off)')
-    p.add_argument('--keep-res', action='store_true',
-                   help='CenterNet: run each image at its own resolution (padded to a '
-                        'multiple of 32) rather than warped into 512x512, as the reference\'s '
-                        '--keep_res does; needs --model, or an export made with --dynamic (default: off)')
+    common.add_centernet_modes(p, '; needs --model, or an export made with --dynamic')
     p.add_argument('--save-json', metavar='FILE', type=output_file,
                    help='detection: write every image\'s detections as COCO results '
                         '(file_name, image_id, category_id, bbox [x, y, w, h] in the image\'s '

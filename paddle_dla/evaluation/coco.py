@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 
 from ..core.errors import PaddleDLAError, printable
+from ..core.textfiles import read_text_file
 
 # COCOeval.stats in its order, as the summary prints them.
 STAT_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl',
@@ -83,24 +84,8 @@ def read_annotations(path, images_dir):
 
 
 def _load_json(path, shown):
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise CocoDataError(f'cannot read annotation file {shown}: '
-                            f'{exc.strerror or exc}') from None
-    if not os.path.isfile(path):
-        raise CocoDataError(f'{shown} is not a file')
-    if size > MAX_ANNOTATION_BYTES:
-        raise CocoDataError(f'{shown} is {size:,} bytes, more than an annotation file '
-                            f'({MAX_ANNOTATION_BYTES:,} at most)')
-    try:
-        with open(path, 'rb') as f:
-            text = f.read().decode('utf-8')
-    except OSError as exc:
-        raise CocoDataError(f'cannot read annotation file {shown}: '
-                            f'{exc.strerror or exc}') from None
-    except UnicodeDecodeError:
-        raise CocoDataError(f'{shown} is not UTF-8 text: not a COCO annotation file') from None
+    text = read_text_file(path, MAX_ANNOTATION_BYTES, CocoDataError, 'annotation file',
+                          'it is not an annotation file')
     try:
         dataset = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from ..core.errors import PaddleDLAError
+from ..core.textfiles import read_text_file
 from ..models.imagenet import CLASSES_FILE, NUM_CLASSES, synset_index
 
 IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
@@ -95,26 +96,8 @@ def _listdir(folder):
 def _read_label_file(label_file):
     """The label file's text; a folder, an oversized file or bytes that are not UTF-8 are
     refused naming the file (and the offending byte)."""
-    if os.path.isdir(label_file):
-        raise DatasetError(f'{label_file} is a folder, not a label file')
-    if not os.path.isfile(label_file):  # missing, or a device or pipe that may never end
-        raise DatasetError(f'no such label file: {label_file}' if not os.path.exists(label_file)
-                           else f'{label_file} is not a regular file')
-    try:
-        with open(label_file, 'rb') as f:
-            data = f.read(MAX_LABEL_FILE_BYTES + 1)
-    except OSError as exc:
-        raise DatasetError(f'cannot read label file {label_file}: {exc.strerror or exc}') from None
-    if len(data) > MAX_LABEL_FILE_BYTES:
-        raise DatasetError(f'{label_file} is larger than {MAX_LABEL_FILE_BYTES >> 20} MiB; '
-                           f'ImageNet val\'s label files take a few MiB')
-    try:
-        text = data.decode('utf-8')
-    except UnicodeDecodeError as exc:
-        line = data.count(b'\n', 0, exc.start) + 1
-        raise DatasetError(f'{label_file}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} '
-                           f'at offset {exc.start})') from None
-    return text[1:] if text.startswith('\ufeff') else text  # the mark some editors write
+    return read_text_file(label_file, MAX_LABEL_FILE_BYTES, DatasetError, 'label file',
+                          'ImageNet val\'s label files take a few MiB')
 
 
 def _label_places(data_dir):

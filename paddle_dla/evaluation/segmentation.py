@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.errors import PaddleDLAError, one_line, printable
+from ..core.textfiles import read_text_file
 from ..models.dense_variants import CITYSCAPES_CLASSES
 from ..models.preprocessing import IMAGE_FORMATS
 
@@ -82,25 +83,10 @@ def _from_lists(root, images_list, labels_list):
 
 def _read_list(path):
     """The non-blank lines of a list file, stripped as segment.py strips them."""
-    shown = printable(path)
-    if not os.path.isfile(path):
-        raise SegmentationDataError(
-            f'{shown} is not a regular file' if os.path.exists(path) else
-            f'no such list file: {shown} (segment.py\'s layout needs both '
-            f'{" and ".join(LIST_FILES)})')
-    try:
-        with open(path, 'rb') as f:
-            data = f.read(MAX_LIST_FILE_BYTES + 1)
-    except OSError as exc:
-        raise SegmentationDataError(f'cannot read {shown}: {exc.strerror or exc}') from None
-    if len(data) > MAX_LIST_FILE_BYTES:
-        raise SegmentationDataError(f'{shown} is larger than {MAX_LIST_FILE_BYTES >> 20} MiB; '
-                                    f'it is not a list of val files')
-    try:
-        text = data.decode('utf-8-sig')
-    except UnicodeDecodeError as exc:
-        raise SegmentationDataError(f'{shown}: not UTF-8 text (byte 0x{data[exc.start]:02x} '
-                                    f'at offset {exc.start})') from None
+    text = read_text_file(path, MAX_LIST_FILE_BYTES, SegmentationDataError, 'list file',
+                          'it is not a list of val files',
+                          missing_hint=f' (segment.py\'s layout needs both '
+                                       f'{" and ".join(LIST_FILES)})')
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
