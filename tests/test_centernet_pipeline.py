@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 import skimage
-import torch
+
+torch = pytest.importorskip('torch')  # marked torch: skipped whole without PyTorch
 
 pytestmark = pytest.mark.torch
 

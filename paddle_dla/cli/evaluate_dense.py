@@ -207,9 +207,8 @@ def _coco(args, name, rank, world):
 
 def _cityscapes(args, name, rank, world):
     from ..core.atomic import write_json
-    from ..evaluation.segmentation import (
-        ConfusionMatrix, check_label_sizes, evaluate_segmentation, find_cityscapes,
-        format_iou_table)
+    from ..evaluation.segmentation import (ConfusionMatrix, check_label_sizes,
+                                           evaluate_segmentation, find_cityscapes, format_iou_table)
     from ..tasks.serving import run_dense
     pairs = find_cityscapes(args.cityscapes)
     pairs = pairs[:args.limit] if args.limit else pairs

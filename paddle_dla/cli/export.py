@@ -4,9 +4,9 @@ import os
 
 from ..core.errors import UsageError, printable
 from ..models.dense_variants import DENSE_VARIANTS
-from ..models.registry import get_model
 from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..models.preprocessing import INPUT_SIZE_RANGE
+from ..models.registry import get_model
 from . import common
 from .args import image_size, non_negative_int, path_text
 

@@ -9,8 +9,8 @@ import numpy as np
 from ..models.dense_variants import DEFAULT_SCORE_THRESHOLD, DEFAULT_TOP_K, DenseInput
 from .decode import Detections, decode_detections, segment
 from .drawing import draw_detections, draw_segmentation
-from .inputs import (affine_image, bgr_to_pil, letterbox_image, native_image, read_bgr,
-                     read_image, stretch_image)
+from .inputs import (affine_image, bgr_to_pil, letterbox_image, native_image, read_bgr, read_image,
+                     stretch_image)
 
 
 @dataclass(frozen=True)
