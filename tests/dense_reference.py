@@ -301,6 +301,19 @@ def centernet_reference(heads=None, seed=0, head_conv=256):
     return model.eval()
 
 
+def scale_offsets(model, scale):
+    """Every deformable layer's offsets and masks (their predicting convolution) scaled by
+    ``scale``: on photographs the random offsets fitted for small random inputs make the
+    reference chaotic, its float32 and float64 runs apart; a tenth keeps them fractional
+    and non-zero, and float32 then follows float64."""
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, 'conv_offset_mask'):
+                module.conv_offset_mask.weight.mul_(scale)
+                module.conv_offset_mask.bias.mul_(scale)
+    return model
+
+
 def segmentation_reference(backbone='dla34', num_classes=19, seed=0):
     """A fresh float64 DLA-Up segmentation reference in eval mode with calibrated weights."""
     model = SegmentationReference(backbone, num_classes).double()

@@ -3,10 +3,10 @@ scores, identity embeddings and class maps, in NumPy only.
 
 Detection follows CenterNet's ``ctdet_decode`` and FairMOT's ``mot_decode``: a peak is a
 cell equal to the 3x3 max-pool of the sigmoid heatmap, the K best peaks over all classes
-are kept, and the offset, size and identity maps are read at those cells. Coordinates are
-in pixel edges: the box ``(0, 0, w, h)`` covers a ``w x h`` image.
+are kept, and the offset, size and identity maps are read at those cells. Boxes come out
+in output-map cells; the input's :class:`Affine` maps them onto the image, as the
+reference's ``post_process`` does.
 """
-import math
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -59,33 +59,6 @@ def heatmap_peaks(heat, k=DEFAULT_TOP_K):
     classes, cell = np.divmod(index, h * w)
     ys, xs = np.divmod(cell, w)
     return scores, classes.astype(np.int64), ys.astype(np.int64), xs.astype(np.int64)
-
-
-@dataclass(frozen=True)
-class Letterbox:
-    """An image scaled by one factor and centred in the network input, the rest black:
-    input = image * scale + pad (CenterNet's test-time affine for a square input, with
-    c the image centre and s = max(h, w))."""
-
-    scale: float
-    pad_x: float
-    pad_y: float
-    image_h: int
-    image_w: int
-    input_h: int
-    input_w: int
-
-    def to_image(self, boxes, stride=4):
-        """Boxes (..., 4) in output-map cells -> original image pixels, clipped to it."""
-        boxes = np.asarray(boxes, np.float64) * stride
-        boxes = (boxes - [self.pad_x, self.pad_y, self.pad_x, self.pad_y]) / self.scale
-        bounds = [self.image_w, self.image_h, self.image_w, self.image_h]
-        return np.clip(boxes, 0, bounds).astype(np.float32)
-
-    def to_input(self, boxes):
-        """Boxes (..., 4) in image pixels -> network input pixels."""
-        boxes = np.asarray(boxes, np.float64) * self.scale
-        return (boxes + [self.pad_x, self.pad_y, self.pad_x, self.pad_y]).astype(np.float32)
 
 
 def affine_matrix(center, scale, output_wh, inverse=False):
@@ -154,38 +127,13 @@ def centernet_affine(image_hw, input_hw=(512, 512), keep_res=False, pad=31):
     return Affine((w / 2.0, h / 2.0), (side, side), h, w, in_h, in_w)
 
 
-@dataclass(frozen=True)
-class Placement:
-    """How the letterboxed image is built from whole pixels: the source region ``box``
-    (floats, inside the image) resized to ``size`` (w, h) and pasted at ``offset`` (x, y)."""
-
-    box: tuple
-    size: tuple
-    offset: tuple
-
-
-def letterbox_placement(image_hw, input_hw):
-    """The resize and paste that realise :func:`letterbox_geometry` exactly: the resized
-    size is rounded down and the source region shrunk to match, so one scale holds on both
-    axes (a rounded size would stretch one axis by up to half an input pixel)."""
-    (h, w), (in_h, in_w) = _size(image_hw, 'image'), _size(input_hw, 'input')
-    scale = min(in_h / h, in_w / w)
-    size = [max(1, min(limit, math.floor(side * scale + 1e-6)))
-            for side, limit in ((w, in_w), (h, in_h))]
-    spans = [min(side, n / scale) for side, n in zip((w, h), size)]
-    box = ((w - spans[0]) / 2, (h - spans[1]) / 2, (w + spans[0]) / 2, (h + spans[1]) / 2)
-    offset = ((in_w - size[0]) // 2, (in_h - size[1]) // 2)
-    return Placement(box, tuple(size), offset), scale
-
-
-def letterbox_geometry(image_hw, input_hw):
-    """The :class:`Letterbox` of an image of ``image_hw`` in an input of ``input_hw``:
-    scale ``min(H_in / h, W_in / w)``, centred."""
-    placement, scale = letterbox_placement(image_hw, input_hw)
-    (h, w), (in_h, in_w) = image_hw, input_hw
-    pad_x = placement.offset[0] - placement.box[0] * scale
-    pad_y = placement.offset[1] - placement.box[1] * scale
-    return Letterbox(scale, pad_x, pad_y, int(h), int(w), int(in_h), int(in_w))
+def fairmot_affine(image_hw, input_hw=(608, 1088)):
+    """The :class:`Affine` FairMOT's tracker maps its letterboxed input's boxes back by:
+    centre ``(w / 2, h / 2)``, scale ``max(W_in / H_in * h, w)``."""
+    h, w = _size(image_hw, 'image')
+    in_h, in_w = _size(input_hw, 'input')
+    side = max(float(in_w) / float(in_h) * h, float(w))
+    return Affine((w / 2.0, h / 2.0), (side, side), h, w, in_h, in_w)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Network inputs for the dense tasks, each with the geometry that maps the outputs back
 onto the original image: CenterNet's affine warp (OpenCV, as the reference runs it), a
-letterbox (FairMOT) and a stretched image (segmentation) with Pillow.
+letterbox (FairMOT's, OpenCV too) and the image at its own size or stretched
+(segmentation) with Pillow.
 
 Pillow's images are decoded as the evaluation does (``convert('RGB')``, no EXIF rotation);
 OpenCV's as ``cv2.imread`` does. Either way the file and its declared size are checked
@@ -16,7 +17,7 @@ from PIL import Image
 
 from ..core.errors import ImageReadError, one_line
 from ..models.preprocessing import IMAGE_FORMATS, MAX_IMAGE_PIXELS
-from .decode import centernet_affine, letterbox_geometry, letterbox_placement
+from .decode import centernet_affine, fairmot_affine
 
 CHANNEL_ORDERS = ('rgb', 'bgr')
 
@@ -55,6 +56,13 @@ def _checked_open(path):
         raise ImageReadError(f'cannot decode {path}: {one_line(exc)}') from exc
 
 
+def image_size(path):
+    """(width, height) an image file declares, read from its header and checked as
+    :func:`read_image` checks it; no pixel is decoded."""
+    with _checked_open(os.fspath(path)) as opened:
+        return opened.size
+
+
 def read_bgr(image):
     """An image as CenterNet and FairMOT read it, ``cv2.imread``'s way: an 8-bit BGR array
     (H, W, 3); a grayscale file becomes three equal channels, 16-bit samples are reduced
@@ -68,7 +76,7 @@ def read_bgr(image):
         return image
     if isinstance(image, Image.Image):
         return np.ascontiguousarray(np.asarray(image.convert('RGB'))[:, :, ::-1])
-    cv2 = _opencv()
+    cv2 = opencv()
     path = os.fspath(image)
     with _checked_open(path):
         with open(path, 'rb') as f:
@@ -92,7 +100,7 @@ def affine_image(pixels, input_hw, mean, std, keep_res=False):
     as CenterNet's ``pre_process`` makes it: ``cv2.warpAffine`` with bilinear
     interpolation and a black border on the 8-bit image, then ``(pixel / 255 - mean) /
     std`` in BGR order (float64, then float32)."""
-    cv2 = _opencv()
+    cv2 = opencv()
     geometry = centernet_affine(pixels.shape[:2], input_hw, keep_res)
     warped = cv2.warpAffine(pixels, geometry.input_matrix, (geometry.input_w, geometry.input_h),
                             flags=cv2.INTER_LINEAR)
@@ -102,7 +110,7 @@ def affine_image(pixels, input_hw, mean, std, keep_res=False):
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)), geometry
 
 
-def _opencv():
+def opencv():
     try:
         import cv2
     except ImportError:
@@ -111,24 +119,27 @@ def _opencv():
     return cv2
 
 
-def letterbox_image(image, input_hw, mean, std, channel_order='rgb', fill=(0, 0, 0)):
-    """An image (PIL or path) -> (float32 CHW input, :class:`~paddle_dla.tasks.decode.Letterbox`).
-
-    Resized with Pillow's bilinear filter by one scale, centred, ``fill`` (RGB, 0-255:
-    black as CenterNet's warpAffine leaves it; FairMOT's own loader pads with 127.5 grey)
-    around it, then normalised as ``(pixel / 255 - mean) / std`` in ``channel_order``
-    ('bgr' for CenterNet, whose statistics are OpenCV's BGR)."""
-    image = read_image(image)
-    width, height = image.size
-    in_h, in_w = (int(v) for v in input_hw)
-    placement, _ = letterbox_placement((height, width), (in_h, in_w))
-    pixels = np.empty((in_h, in_w, 3), np.float32)
-    pixels[:] = np.asarray(fill, np.float32) / np.float32(255)
-    (x, y), (w, h) = placement.offset, placement.size
-    pixels[y:y + h, x:x + w] = _unit(image.resize(placement.size, Image.BILINEAR,
-                                                  box=placement.box))
-    return (_normalised(pixels, mean, std, channel_order),
-            letterbox_geometry((height, width), (in_h, in_w)))
+def letterbox_image(pixels, input_hw, mean, std, channel_order='rgb', fill=0.5):
+    """An 8-bit BGR array -> (float32 CHW input, :class:`~paddle_dla.tasks.decode.Affine`),
+    as FairMOT's ``letterbox`` makes it: one scale ``min(H_in / h, W_in / w)``, the
+    rounded size resized with ``cv2.INTER_AREA``, bordered by ``cv2.copyMakeBorder`` with
+    ``fill`` (0-1; FairMOT's 127.5 grey is 0.5) split as FairMOT rounds it, then
+    ``(pixel / 255 - mean) / std`` in ``channel_order``. Boxes come back through the affine
+    FairMOT's ``post_process`` uses: centre ``(w / 2, h / 2)``, scale
+    ``max(W_in / H_in * h, w)``."""
+    cv2 = opencv()
+    geometry = fairmot_affine(pixels.shape[:2], input_hw)
+    height, width = pixels.shape[:2]
+    in_h, in_w = geometry.input_h, geometry.input_w
+    ratio = min(float(in_h) / height, float(in_w) / width)
+    size = (round(width * ratio), round(height * ratio))
+    pad_w, pad_h = (in_w - size[0]) / 2, (in_h - size[1]) / 2
+    resized = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    padded = cv2.copyMakeBorder(resized, round(pad_h - 0.1), round(pad_h + 0.1),
+                                round(pad_w - 0.1), round(pad_w + 0.1), cv2.BORDER_CONSTANT,
+                                value=(255.0 * fill,) * 3)
+    rgb = padded[:, :, ::-1].astype(np.float32) / np.float32(255)
+    return _normalised(rgb, mean, std, channel_order), geometry
 
 
 @dataclass(frozen=True)

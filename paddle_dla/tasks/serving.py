@@ -95,9 +95,16 @@ def prepare(spec, image, flip_test=False, keep_res=False):
     at the image's own resolution (the input then has its own size)."""
     recipe = spec.input
     size = (recipe.height, recipe.width)
-    if recipe.resize == 'affine':
+    if recipe.resize in ('affine', 'letterbox'):   # CenterNet's and FairMOT's, with OpenCV
         pixels = read_bgr(image)
-        array, geometry = affine_image(pixels, size, recipe.mean, recipe.std, keep_res)
+        if recipe.resize == 'letterbox':
+            if flip_test or keep_res:
+                raise ValueError('flip test and keep_res are CenterNet\'s test modes, not '
+                                 'FairMOT\'s')
+            array, geometry = letterbox_image(pixels, size, recipe.mean, recipe.std,
+                                              recipe.channel_order, recipe.fill)
+        else:
+            array, geometry = affine_image(pixels, size, recipe.mean, recipe.std, keep_res)
         batch = np.stack([array, array[:, :, ::-1]]) if flip_test else array[None]
         return np.ascontiguousarray(batch), geometry, bgr_to_pil(pixels)
     if flip_test or keep_res:
@@ -106,12 +113,9 @@ def prepare(spec, image, flip_test=False, keep_res=False):
     picture = read_image(image)
     if recipe.native:
         array, geometry = native_image(picture, recipe.mean, recipe.std, recipe.channel_order)
-    elif recipe.resize == 'stretch':
+    else:
         array, geometry = stretch_image(picture, size, recipe.mean, recipe.std,
                                         recipe.channel_order)
-    else:
-        array, geometry = letterbox_image(picture, size, recipe.mean, recipe.std,
-                                          recipe.channel_order, fill=(255 * recipe.fill,) * 3)
     return array[None].astype(np.float32), geometry, picture
 
 
