@@ -9,7 +9,7 @@ ARCHITECTURE = os.path.join(os.path.dirname(PACKAGE), 'ARCHITECTURE.md')
 
 # Lowest first. A module's folder is the first part of its name ('' is the package's own
 # __init__, the public face, above everything).
-LAYERS = ['core', 'models', 'weights', 'zoo', 'tasks', 'inference', 'evaluation',
+LAYERS = ['core', 'models', 'weights', 'zoo', 'tasks', 'tracking', 'inference', 'evaluation',
           'benchmarking', 'cli', '__main__', '']
 # Command lines import their work inside run() so that --help loads nothing heavy.
 DEFERRING = {'cli'}
