@@ -41,7 +41,7 @@ def _subparsers():
 def test_every_job_has_a_subcommand_and_every_option_help_with_its_default():
     parsers = _subparsers()
     assert set(parsers) == set(SUBCOMMANDS) == {'convert', 'to-torch', 'eval', 'cache',
-                                                 'export', 'predict', 'bench', 'info'}
+                                                 'export', 'predict', 'track', 'bench', 'info'}
     for command, parser in parsers.items():
         options = [a for a in parser._actions if a.option_strings and a.dest != 'help']
         assert any(a.dest == 'verbose' for a in options), command

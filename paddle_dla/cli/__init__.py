@@ -11,8 +11,8 @@ from .args import ArgumentParser
 PROG = 'paddle-dla'
 # subcommand: module (in the order --help lists them)
 SUBCOMMANDS = {'convert': 'convert', 'to-torch': 'to_torch', 'eval': 'evaluate',
-               'cache': 'cache', 'export': 'export', 'predict': 'predict', 'bench': 'bench',
-               'info': 'info'}
+               'cache': 'cache', 'export': 'export', 'predict': 'predict', 'track': 'track',
+               'bench': 'bench', 'info': 'info'}
 EPILOG = """\
 examples:
   paddle-dla info                                        # variants, weights, this machine
@@ -20,6 +20,7 @@ examples:
   paddle-dla eval --model dla_34 --data-dir val/         # top-1/top-5 on ILSVRC2012 val
   paddle-dla export --model dla_34 --out exported/       # for Paddle Inference
   paddle-dla predict cat.jpg --exported exported/
+  paddle-dla track street.mp4 --weights fairmot_dla34.pth --out tracks.txt
 Run paddle-dla COMMAND --help for each command's options.
 """
 

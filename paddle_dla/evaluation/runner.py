@@ -220,11 +220,11 @@ def evaluate(predict, samples, preprocess, batch_size=64, workers=None, skip_bad
     return tally
 
 
-def progress_bar(total, desc, enabled=True):
+def progress_bar(total, desc, enabled=True, unit='img'):
     if not enabled:
         return None
     try:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc=desc, unit='img', file=ProgressStream(), dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, file=ProgressStream(), dynamic_ncols=True)
