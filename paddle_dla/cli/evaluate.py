@@ -169,6 +169,20 @@ def configure(p):
                             'COCO results format beside it as <name>.detections.json '
                             '(default: printed only)')
     common.add_centernet_modes(dense)
+    dense.add_argument('--task', choices=('classification', 'detection', 'segmentation',
+                                          'tracking'),
+                       help='what to evaluate, checked against --model and the data options '
+                            '(default: as they say)')
+    dense.add_argument('--mot-dir', metavar='DIR',
+                       help='MOTChallenge sequences (each with seqinfo.ini, img1/ and '
+                            'gt/gt.txt; or one sequence): FairMOT tracked through every '
+                            'sequence and scored with motmetrics as FairMOT\'s evaluation '
+                            'does, MOTA, IDF1, ID switches per sequence and overall '
+                            '(default: none)')
+    dense.add_argument('--results-dir', metavar='DIR',
+                       help='tracking: where each sequence\'s MOTChallenge results are kept, '
+                            'as <sequence>.txt (default: <--out without .json>.tracks, or '
+                            'tracks/)')
 
 
 def _gather(tally, world):
@@ -320,7 +334,9 @@ def run(args):
         raise UsageError('--weights needs a single --model')
     if not args.data_dir:
         raise UsageError('--data-dir is required: the ILSVRC2012 validation images')
-    for option in ('images', 'out', 'flip_test', 'keep_res'):
+    if args.task not in (None, 'classification'):
+        raise UsageError(f'--task {args.task} evaluates a dense network: give its --model')
+    for option in ('images', 'out', 'flip_test', 'keep_res', 'mot_dir', 'results_dir'):
         if getattr(args, option):
             raise UsageError(f'--{option.replace("_", "-")} is for the dense networks')
     samples, labels = find_samples(args.data_dir, args.label_file)

@@ -12,12 +12,14 @@ from ..inference.engines import AUTO, EAGER, OLD_ENGINE_NAMES
 from ..models.dense_variants import get_dense_config
 from ..models.registry import CLASSIFICATION, get_model
 
-DETECTION, SEGMENTATION = 'detection', 'segmentation'
+DETECTION, SEGMENTATION, TRACKING = 'detection', 'segmentation', 'tracking'
 
 
 def wanted(args):
     """Whether ``eval`` is asked for a dense network (by its data options or its name)."""
-    if args.coco_annotations or args.cityscapes:
+    if args.coco_annotations or args.cityscapes or args.mot_dir:
+        return True
+    if args.task not in (None, CLASSIFICATION):
         return True
     return len(args.model) == 1 and get_model(args.model[0]).task != CLASSIFICATION
 
@@ -54,8 +56,17 @@ def _task_of(args):
     if len(args.model) != 1:
         raise UsageError('a dense network is evaluated one at a time: give one --model')
     entry = get_model(args.model[0])
-    if args.coco_annotations and args.cityscapes:
-        raise UsageError('give --coco-annotations or --cityscapes, not both')
+    given = [o for o in ('coco_annotations', 'cityscapes', 'mot_dir') if getattr(args, o)]
+    if len(given) > 1:
+        raise UsageError(f'give one of --coco-annotations, --cityscapes and --mot-dir, not '
+                         f'{" and ".join("--" + o.replace("_", "-") for o in given)}')
+    if args.task and args.task != entry.task:
+        raise UsageError(f'--task {args.task}: {entry.name} is a {entry.task} network')
+    if args.mot_dir:
+        if entry.task != TRACKING:
+            raise UsageError(f'--mot-dir scores a tracker such as fairmot_dla34, not '
+                             f'{entry.name} ({entry.task})')
+        return entry.name, TRACKING
     if args.coco_annotations:
         if entry.task != DETECTION:
             raise UsageError(f'--coco-annotations scores a detector such as centernet_dla34, '
@@ -72,6 +83,8 @@ def _task_of(args):
         raise UsageError(f'{entry.name} is evaluated with --coco-annotations FILE --images DIR')
     if entry.task == SEGMENTATION:
         raise UsageError(f'{entry.name} is evaluated with --cityscapes DIR')
+    if entry.task == TRACKING:
+        raise UsageError(f'{entry.name} is evaluated with --mot-dir DIR')
     raise UsageError(f'{entry.name} is a {entry.task} network: eval scores classifiers, '
                      f'detectors (--coco-annotations) and segmentation (--cityscapes)')
 
@@ -93,7 +106,11 @@ def run(args):
     if args.flip_test or args.keep_res:
         if task != DETECTION:
             raise UsageError('--flip-test and --keep-res are CenterNet\'s test modes')
+    if args.results_dir and task != TRACKING:
+        raise UsageError('--results-dir keeps tracking results, with --mot-dir')
     rank, world = distributed_rank(quiet=not args.verbose)
+    if task == TRACKING:
+        return _mot(args, name, rank, world)
     if task == DETECTION:
         return _coco(args, name, rank, world)
     return _cityscapes(args, name, rank, world)
@@ -247,3 +264,111 @@ def _cityscapes(args, name, rank, world):
             **rates})
         print(f'metrics: {printable(args.out)}')
     return 0
+
+
+def _tracks_dir(args):
+    if args.results_dir:
+        return args.results_dir
+    return os.path.splitext(args.out)[0] + '.tracks' if args.out else 'tracks'
+
+
+def _mot(args, name, rank, world):
+    """FairMOT over every sequence (``seqinfo.ini``'s frame rate), scored by motmetrics;
+    sequences are shared out over --nproc processes, each tracked whole by one."""
+    from ..core.atomic import atomic_folder_output, write_json
+    from ..evaluation.mot import accumulate, as_metrics, find_sequences, summarise
+    from ..evaluation.runner import progress_bar
+    from ..tracking.frames import open_frames
+    from ..tracking.motchallenge import read_mot_file, result_lines
+    from ..tracking.pipeline import track_frames
+    sequences = find_sequences(args.mot_dir)
+    frames = {s.name: open_frames(s.frames_dir) for s in sequences}   # checked before any run
+    spec, run = _runner(args, name)
+    timed = TimedRun(run)
+    total = sum(len(f) for f in frames.values())
+    if rank == 0:
+        print(f'data: {len(sequences)} sequences, {total:,} frames in '
+              f'{printable(os.path.abspath(args.mot_dir))}', flush=True)
+    mine = sequences[rank::world]
+    bar = progress_bar(sum(len(frames[s.name]) for s in mine), name,
+                       enabled=rank == 0 and not args.no_progress, unit='frame')
+    texts, start = {}, time.perf_counter()
+    try:
+        for sequence in mine:
+            lines = []
+            for frame in track_frames(spec, timed, frames[sequence.name], sequence.frame_rate):
+                lines.append(result_lines(frame.number, frame.tracks))
+                if bar is not None:
+                    bar.update(1)
+            texts[sequence.name] = ''.join(lines)
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - start
+    parts = _gather({'texts': texts, 'images': sum(len(frames[s.name]) for s in mine),
+                     'wall': wall, 'model': timed.seconds}, world)
+    if rank != 0:
+        return 0
+    texts = {k: v for part in parts for k, v in part['texts'].items()}
+    folder = _tracks_dir(args)
+    published = get_dense_config(name).published
+    found = {s.name: s for s in sequences}
+    # The published protocol's list, where these are its sequences (one scored twice).
+    listed = (list(published.sequences) if set(found) == set(published.sequences)
+              else [s.name for s in sequences])
+    with atomic_folder_output(folder) as tmp:
+        for sequence in sequences:
+            with open(os.path.join(tmp, sequence.name + '.txt'), 'w', encoding='utf-8') as f:
+                f.write(texts[sequence.name])
+        results = {n: read_mot_file(os.path.join(tmp, n + '.txt')) for n in found}
+        accumulators = [accumulate(found[n], results[n]) for n in listed]
+        summary, table = summarise(accumulators, _unique(listed))
+    print(table)
+    metrics = as_metrics(summary)
+    overall = metrics['OVERALL']
+    rates = _rates(parts)
+    said = _mot_verdict(published, args.weights, listed, overall['mota'])
+    print(f'{name}: MOTA {_percent(overall["mota"])}, IDF1 {_percent(overall["idf1"])}, '
+          f'{overall["num_switches"]} ID switches over {len(sequences)} sequences; {said}')
+    print(_rate_line(rates, _engine_name(timed, args)).replace('img/s', 'frames/s'))
+    print(f'results: {printable(folder)}')
+    if args.out:
+        write_json(args.out, {
+            'model': name, 'weights': os.path.abspath(args.weights) if args.weights else None,
+            'data': os.path.abspath(args.mot_dir), 'frames': total, 'units': 'percent',
+            'sequences': metrics, 'verdict': said, 'results_dir': os.path.abspath(folder),
+            'engine': _engine_name(timed, args),
+            **{k.replace('img', 'frames'): v for k, v in rates.items()}})
+        print(f'metrics: {printable(args.out)}')
+    return 1 if (args.strict and said == 'FAIL') else 0
+
+
+def _percent(value):
+    return 'undefined' if value is None else f'{value:.1f}%'
+
+
+def _unique(names):
+    """Table row names: a sequence listed again is shown as 'NAME (2)'."""
+    seen, out = {}, []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f'{n} ({seen[n]})')
+    return out
+
+
+def _mot_verdict(published, weights, listed, mota, tolerance=0.5):
+    """Against FairMOT's published 2DMOT15 validation MOTA only for the official checkpoint
+    (by file name) on that validation split (by sequence names)."""
+    if not weights:
+        return 'no verdict: no published weights evaluated'
+    stem = os.path.splitext(os.path.basename(weights))[0]
+    if stem != published.checkpoint:
+        return f'no verdict: the published numbers are for {published.checkpoint}.pth'
+    if listed != list(published.sequences):
+        return (f'no verdict: the published {published.mota} MOTA is for the '
+                f'{published.dataset} sequences ({", ".join(sorted(set(published.sequences)))})')
+    if mota is None:
+        return 'FAIL: MOTA undefined'
+    delta = mota - published.mota
+    return (f'{"PASS" if abs(delta) <= tolerance else "FAIL"}: published {published.mota} '
+            f'MOTA on {published.dataset}, delta {delta:+.2f}')

@@ -40,7 +40,8 @@ class DenseInput:
     std: Tuple[float, float, float]
     channel_order: str = 'rgb'     # 'bgr': the statistics (and the channels) are BGR
     # 'affine': CenterNet's test-time warp (OpenCV, 8-bit BGR, pixel indices mapped);
-    # 'letterbox': one scale, centred, by pixel edges; 'stretch': the whole input;
+    # 'letterbox': FairMOT's (OpenCV INTER_AREA, one scale, centred on a 'fill' border);
+    # 'stretch': the whole input;
     # 'native': the image at its own size, padded to a multiple of 32 (height and width are
     # then only the size an export fixed to one shape stretches images to).
     resize: str = 'letterbox'
@@ -81,6 +82,25 @@ class PublishedDetection:
 
 
 @dataclass(frozen=True)
+class PublishedTracking:
+    """A tracker's published MOT numbers, with the file and the sequences they are for
+    (in the order the evaluation lists them; a sequence listed twice counts twice)."""
+
+    checkpoint: str
+    dataset: str
+    sequences: Tuple[str, ...]
+    mota: float
+    idf1: float
+    source: str
+
+
+# FairMOT's track.py --val_mot15 list: TUD-Stadtmitte is listed, and scored, twice.
+MOT15_VALIDATION = ('Venice-2', 'KITTI-13', 'KITTI-17', 'ETH-Bahnhof', 'ETH-Sunnyday',
+                    'PETS09-S2L1', 'TUD-Campus', 'TUD-Stadtmitte', 'ADL-Rundle-6',
+                    'ADL-Rundle-8', 'ETH-Pedcross2', 'TUD-Stadtmitte')
+
+
+@dataclass(frozen=True)
 class DenseConfig:
     """One dense network: its backbone, task, outputs and input recipe."""
 
@@ -95,7 +115,7 @@ class DenseConfig:
     class_names: Tuple[str, ...] = field(default=(), repr=False)
     top_k: int = DEFAULT_TOP_K
     score_threshold: float = DEFAULT_SCORE_THRESHOLD
-    published: Optional[PublishedDetection] = None
+    published: Optional[object] = None   # PublishedDetection or PublishedTracking
 
     @property
     def is_centernet(self):
@@ -127,7 +147,7 @@ CITYSCAPES_CLASSES = (
     'motorcycle', 'bicycle')
 
 _CENTERNET_INPUT = DenseInput(512, 512, COCO_MEAN_BGR, COCO_STD_BGR, 'bgr', 'affine')
-# FairMOT feeds RGB scaled to [0, 1], 1088x608, letterboxed on grey.
+# FairMOT feeds RGB scaled to [0, 1], 1088x608, letterboxed on 127.5 grey.
 _FAIRMOT_INPUT = DenseInput(608, 1088, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 'rgb', 'letterbox',
                             fill=0.5)
 # segment.py tests at full resolution: the Cityscapes images' own 1024x2048.
@@ -152,7 +172,10 @@ DENSE_VARIANTS = {c.name: c for c in (
                                              39.2, 'xingyizhou/CenterNet MODEL_ZOO.md')),
     DenseConfig('fairmot_dla34', 'tracking', 'dla_34', 'ifzhang/FairMOT pose_dla_dcn.py',
                 _FAIRMOT_INPUT, heads=FAIRMOT_HEADS, class_names=('person',), top_k=500,
-                score_threshold=0.4),  # FairMOT's K and conf_thres
+                score_threshold=0.4,  # FairMOT's K and conf_thres
+                published=PublishedTracking('fairmot_dla34', '2DMOT15 validation',
+                                            MOT15_VALIDATION, 76.5, 79.3,
+                                            'ifzhang/FairMOT README')),
 )}
 
 
