@@ -106,7 +106,7 @@ def test_adaptive_pool_equals_official_avgpool7_at_224_and_small_inputs_work():
 
 @pytest.mark.torch
 @pytest.mark.parametrize('name', ['dla_34', 'dla_60x_c', pytest.param('dla_169', marks=pytest.mark.full),
-                                  'dla_60_res2net'])
+                                  pytest.param('dla_60_res2net', marks=pytest.mark.full)])
 def test_features_only_equals_timm(name):
     import torch
     from oracle import oracle, paddle_model_from_oracle, random_images

@@ -20,8 +20,13 @@ def _within_last_digit(measured, published):
     return abs(measured - published) <= 10 ** -decimals + 1e-9
 
 
+# Every block family fast; the deep ones (seconds of timm construction each) in the full tier.
+DEEP = {'dla_60x', 'dla_102', 'dla_102x', 'dla_102x2', 'dla_169'}
+
+
 @pytest.mark.torch
-@pytest.mark.parametrize('name', paddle_dla.list_models())
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.full) if n in DEEP else n
+                                  for n in paddle_dla.list_models()])
 def test_parameter_count_matches_timm(name):
     import timm
     model = inspected_model(name)

@@ -40,8 +40,9 @@ def _track(tmp_path, source, *extra):
     return proc, out, before
 
 
-@pytest.mark.parametrize('case', ['empty folder', 'no such path', 'not a video',
-                                  'truncated video', 'mixed sizes', 'unreadable header'])
+@pytest.mark.parametrize('case', [  # one video and one folder case fast, the rest full
+    'truncated video', 'mixed sizes', *(pytest.param(c, marks=pytest.mark.full) for c in (
+        'empty folder', 'no such path', 'not a video', 'unreadable header'))])
 def test_track_refuses_before_any_work(tmp_path, case):
     if case == 'empty folder':
         source = tmp_path / 'frames'
@@ -98,9 +99,10 @@ def _sequence(root, seqinfo='[Sequence]\nname=S\nimDir=img1\nframeRate=30\nseqLe
     return root / 'mot'
 
 
-@pytest.mark.parametrize('case,phrase', [
-    ('gt', 'gt.txt, line 2'), ('seqinfo', 'seqinfo.ini'), ('sizes', '000002.jpg is 48x64'),
-    ('no sequences', 'no sequence')])
+@pytest.mark.parametrize('case,phrase', [  # the files' own checks: tests/test_mot_eval.py
+    ('gt', 'gt.txt, line 2'), *(pytest.param(*c, marks=pytest.mark.full) for c in (
+        ('seqinfo', 'seqinfo.ini'), ('sizes', '000002.jpg is 48x64'),
+        ('no sequences', 'no sequence')))])
 def test_eval_mot_dir_refuses_bad_data_before_the_model(tmp_path, case, phrase):
     if case == 'gt':
         mot = _sequence(tmp_path, gt='1,1,10,10,40,100,1,1,1\n2,1,12,10\n')

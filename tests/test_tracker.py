@@ -21,7 +21,8 @@ BRANCHES = {'under threshold', 'gated', 'new', 'embedding match', 'iou match', '
             'unconfirmed removed', 'duplicate tracked dropped', 'duplicate lost dropped'}
 
 SETTINGS = [  # (frame_rate, conf_thres, track_buffer)
-    (30, 0.4, 30), (10, 0.4, 30), (60, 0.4, 30), pytest.param(25, 0.5, 20, marks=pytest.mark.full),
+    (30, 0.4, 30), (10, 0.4, 30), pytest.param(60, 0.4, 30, marks=pytest.mark.full),
+    pytest.param(25, 0.5, 20, marks=pytest.mark.full),
     pytest.param(14, 0.4, 30, marks=pytest.mark.full)]
 
 

@@ -121,15 +121,16 @@ def _assert_same(ours, expected):
 
 
 def test_tracks_are_the_reference_pipelines_and_a_wrong_geometry_misses(fairmot, monkeypatch):
-    """Ten frames of a panning camera: the same tracks frame by frame. Boxes mapped back by
-    CenterNet's affine (scale max(h, w)) instead of FairMOT's fail by far."""
+    """Six frames of a panning camera: the same tracks frame by frame. Boxes mapped back by
+    CenterNet's affine (scale max(h, w)) instead of FairMOT's fail by far in the first
+    frames already."""
     reference, ours, _ = fairmot
-    frames = panning_frames(10)
+    frames = panning_frames(6)
     expected = reference_tracks(reference, frames, SMALL)
     _assert_same(our_tracks(ours, frames), expected)
     monkeypatch.setattr(inputs, 'fairmot_affine', lambda image_hw, input_hw: centernet_affine(
         image_hw, input_hw))
-    mismatched, box, _ = differences(our_tracks(ours, frames), expected)
+    mismatched, box, _ = differences(our_tracks(ours, frames[:2]), expected[:2])
     assert mismatched > 0 or box > 100 * BOX_TOLERANCE
 
 

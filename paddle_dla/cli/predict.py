@@ -33,12 +33,9 @@ def device(text):
     return text
 
 
-def configure(p):
-    p.add_argument('images', nargs='+', help='image files')
-    common.add_model_options(p, positive_int, required=False)
-    p.add_argument('--exported', metavar='PATH',
-                   help='exported model folder or prefix (default: none, --model with its '
-                        'weights, exported once into the cache)')
+def add_engine_options(p):
+    """--engine, --device and --precision: how a model runs, for every command that runs one
+    on images or frames."""
     p.add_argument('--engine', choices=RUN_CHOICES, default=AUTO,
                    help=f'{AUTO}: the fastest installed engine, measured on first use and '
                         f'remembered; {", ".join(ENGINES)}: that one; {EAGER}: the Paddle '
@@ -48,6 +45,15 @@ def configure(p):
     p.add_argument('--precision', choices=PRECISIONS, default='fp32',
                    help='fp32, bf16 (CPUs with AVX512-BF16 or AMX) or fp16 (GPU) (default: '
                         '%(default)s)')
+
+
+def configure(p):
+    p.add_argument('images', nargs='+', help='image files')
+    common.add_model_options(p, positive_int, required=False)
+    p.add_argument('--exported', metavar='PATH',
+                   help='exported model folder or prefix (default: none, --model with its '
+                        'weights, exported once into the cache)')
+    add_engine_options(p)
     p.add_argument('--topk', type=positive_int, default=5, metavar='K',
                    help='classes shown per image (default: %(default)s); for detection, '
                         'the most detections listed per image')

@@ -6,10 +6,9 @@ import os
 import time
 
 from ..core.errors import UsageError, printable
-from ..inference.engines import AUTO, EAGER, ENGINES, PRECISIONS, RUN_CHOICES
 from . import common
 from .args import float_range, output_file, positive_int
-from .predict import device
+from .predict import add_engine_options
 
 HELP = 'track people through a video or a folder of frames with FairMOT'
 DESCRIPTION = ('Run FairMOT over a video (its frames stretched to 1920x1080 as FairMOT\'s '
@@ -45,14 +44,7 @@ def configure(p):
     p.add_argument('--exported', metavar='PATH',
                    help='an exported FairMOT (paddle-dla export) instead of --model/--weights '
                         '(default: none)')
-    p.add_argument('--engine', choices=RUN_CHOICES, default=AUTO,
-                   help=f'{AUTO}: the fastest installed engine, measured on first use; '
-                        f'{", ".join(ENGINES)}: that one; {EAGER}: the Paddle model itself '
-                        f'(default: %(default)s)')
-    p.add_argument('--device', type=device, default='cpu',
-                   help='cpu, gpu or gpu:N (default: %(default)s)')
-    p.add_argument('--precision', choices=PRECISIONS, default='fp32',
-                   help='fp32, bf16 or fp16 (GPU) (default: %(default)s)')
+    add_engine_options(p)
     p.add_argument('--out', metavar='FILE', type=output_file, required=True,
                    help='the MOTChallenge results file to write (required)')
     p.add_argument('--out-video', metavar='FILE.mp4', type=video_file,
