@@ -40,5 +40,7 @@ setup(
                     # Engines that Predictor(engine='auto') measures against Paddle Inference;
                     # Paddle 3's .json exports reach them through paddle2onnx (1.x on Paddle 2.6).
                     'openvino': ['openvino>=2024.0', 'paddle2onnx'],
-                    'onnxruntime': ['onnxruntime>=1.17', 'paddle2onnx']},
+                    'onnxruntime': ['onnxruntime>=1.17', 'paddle2onnx'],
+                    # paddle-dla quantize: NNCF's post-training INT8, run by OpenVINO.
+                    'int8': ['nncf>=2.14', 'openvino>=2024.0', 'paddle2onnx']},
 )

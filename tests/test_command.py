@@ -41,7 +41,8 @@ def _subparsers():
 def test_every_job_has_a_subcommand_and_every_option_help_with_its_default():
     parsers = _subparsers()
     assert set(parsers) == set(SUBCOMMANDS) == {'convert', 'to-torch', 'eval', 'cache',
-                                                 'export', 'predict', 'track', 'bench', 'info'}
+                                                 'export', 'quantize', 'predict', 'track', 'bench',
+                                                 'info'}
     for command, parser in parsers.items():
         options = [a for a in parser._actions if a.option_strings and a.dest != 'help']
         assert any(a.dest == 'verbose' for a in options), command
@@ -178,7 +179,8 @@ def test_bench_engines_by_table_name_or_engine_name():
     from paddle_dla.cli.bench import engine_list
     assert engine_list('paddle fp32') == {'paddle fp32'}
     assert engine_list('openvino, onnxruntime') == {'openvino fp32', 'openvino bf16',
-                                                    'onnxruntime fp32'}
+                                                    'openvino int8', 'onnxruntime fp32'}
+    assert engine_list('nncf') == {'nncf int8'}
     assert engine_list('torch') == {'torch eager', 'torch channels-last'}
 
 

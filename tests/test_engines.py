@@ -318,7 +318,7 @@ def test_engines_refuse_what_they_cannot_run(dla34):
     """Checked before the engine's package is imported: the same with or without it."""
     cases = [(dict(engine='onnxruntime', device='gpu'), 'onnxruntime is offered for fp32 on CPU'),
              (dict(engine='openvino', device='gpu:1', precision='fp16'),
-              'OpenVINO is offered for fp32 and bf16 on CPU'),
+              'OpenVINO is offered for fp32, bf16 and int8 on CPU'),
              (dict(engine='openvino', device='gpu', tensorrt=True),
               'TensorRT runs through engine="paddle"')]
     for kwargs, message in cases:

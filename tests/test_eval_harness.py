@@ -80,7 +80,7 @@ def test_each_layout_reproduces_the_expected_scores(data, tmp_path, layout):
     assert row['engine'].endswith(' (auto)') and row['engine'].split()[0] in ENGINES
     assert (row['model_threads'], row['decode_workers']) == (os.cpu_count(), 2)
     assert 0 < row['images_per_sec'] <= row['model_images_per_sec']
-    assert (f'{VARIANT} (custom weights, {row["engine"]}: {os.cpu_count()} model threads, 2 '
+    assert (f'{VARIANT} (custom weights, {row["engine"]} fp32: {os.cpu_count()} model threads, 2 '
             f'decoding workers, {len(data["paths"])} images, {layout}') in proc.stdout
     assert 'published by:' not in proc.stdout
 

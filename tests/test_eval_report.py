@@ -123,7 +123,8 @@ def test_a_full_set_of_own_weights_has_no_verdict_and_no_delta():
     against the published 74.632 as -74.632 and a FAIL; the published weights still are."""
     tally = Tally(images=50000, wall_s=1.0, compute_s=1.0)
     labels = LabelSource('synset folders', CLASSES_FILE, 'folder names')
-    run = {'engine': 'eager', 'model_threads': 2, 'decode_workers': 0, 'setup_s': 0.0}
+    run = {'engine': 'eager', 'precision': 'fp32', 'model_threads': 2, 'decode_workers': 0,
+           'setup_s': 0.0}
     official = get_weights('dla_34')
 
     def report(published):

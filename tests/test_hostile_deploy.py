@@ -298,7 +298,7 @@ def test_predict_with_a_damaged_export_is_one_line(tmp_path, work):
     (['export', '--model', 'dla_46_c', '--out', 'o', '--img-size', '8'], '--img-size: 8'),
     (['export', '--model', 'dla_46_c', '--out', 'o', '--num-classes', '-1'], '--num-classes'),
     (['predict', 'x.png', '--model', 'dla_46_c', '--num-classes', '0'], '--num-classes'),
-    (['predict', 'x.png', '--exported', 'e', '--precision', 'int8'], '--precision'),
+    (['predict', 'x.png', '--exported', 'e', '--precision', 'int4'], '--precision'),
     (['predict', 'x.png', '--exported', 'e', '--device', 'tpu'], "--device: 'tpu'"),
     (['predict', 'x.png', '--exported', 'e', '--device', 'gpu:x'], "--device: 'gpu:x'"),
 ])

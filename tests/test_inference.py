@@ -155,14 +155,16 @@ def test_benchmark_quick_mode(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     required = {'paddle eager', 'paddle fp32', 'openvino fp32', 'onnxruntime fp32',
-                'torch eager'}
+                'torch eager', 'openvino int8', 'nncf int8'}
     assert required <= {r['engine'] for r in report['results']}
     for row in report['results']:
         if row['engine'] in required:  # these run on every CPU: an error is a failure
             assert row['error'] is None and row['img_per_s'] > 0, row
         else:  # others (bf16, channels-last) may be unsupported here, and say so
             assert row['error'] or row['img_per_s'] > 0, row
-        if row['engine'] in required:
+        if row['precision'] == 'int8':  # ours beside NNCF's defaults, calibrated alike
+            assert row['error'] is None and row['vs_best_fp32'] > 0, row
+        if row['engine'] in required and row['precision'] != 'int8':
             assert row['rel_logit_error'] <= FLOAT32_LIMIT and row['gflops'] > 0, row
             assert 0 < row['of_gemm_peak'] < 2, row  # a fraction of a peak measured in the run
     assert '| dla_46_c | 1 | paddle fp32 |' in proc.stdout

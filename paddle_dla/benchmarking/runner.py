@@ -29,9 +29,10 @@ from ..core.atomic import atomic_output
 from ..core.machine import cpu_description, installed_versions
 from ..core.parity import relative_error
 from ..evaluation.transforms import Preprocess
-from ..inference.engines import (BENCH_REFERENCE, EAGER, ENGINES, OPTIONAL_ENGINES,
-                                 TORCH_CHANNELS_LAST, TORCH_EAGER)
+from ..inference.engines import (BENCH_REFERENCE, EAGER, ENGINES, INT8, NNCF_BASELINE,
+                                 OPTIONAL_ENGINES, TORCH_CHANNELS_LAST, TORCH_EAGER)
 from ..inference.predictor import cpu_supports_bf16, export
+from ..inference.quantize import quantization_available, quantize_export
 from ..inference.runtimes import importable, installed_engines
 from ..models.complexity import count_macs
 from ..models.dcn import DCN
@@ -43,7 +44,8 @@ from .worker import GEMM_SIZE
 REFERENCE = BENCH_REFERENCE
 PEERS = OPTIONAL_ENGINES
 THREAD_VARIABLES = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')
-BENCHMARKED_PACKAGES = ('paddlepaddle', 'openvino', 'onnxruntime', 'paddle2onnx', 'torch')
+BENCHMARKED_PACKAGES = ('paddlepaddle', 'openvino', 'onnxruntime', 'paddle2onnx', 'nncf',
+                        'torch')
 # A round times each engine for about this long, so that fast engines at batch 1 are not
 # timed on a single run of a few milliseconds.
 ROUND_SECONDS = 0.5
@@ -88,13 +90,18 @@ def _torch_installed():
 def engine_specs(bf16, dense=None):
     """Every engine this machine can run: name -> (kind, precision). A dense model (its
     ``DenseConfig``) is compared with its PyTorch reference in eager mode, which exists for
-    the CenterNet-style ones."""
+    the CenterNet-style ones. A classifier's INT8 (``paddle-dla quantize``) runs beside
+    NNCF's INT8 with NNCF's defaults, where NNCF is installed."""
     precisions = ('fp32', 'bf16') if bf16 else ('fp32',)
+    if dense is None and quantization_available() is None:
+        precisions += (INT8,)
     specs = {REFERENCE: (EAGER, 'fp32')}
     for precision in precisions:
         for engine in ENGINES:
             if engine in installed_engines('cpu', precision):
                 specs[f'{engine} {precision}'] = (engine, precision)
+    if INT8 in precisions:
+        specs[NNCF_BASELINE] = (NNCF_BASELINE, INT8)
     if dense is not None:
         if dense.is_centernet and _torch_installed() and importable('torchvision'):
             specs[TORCH_EAGER] = (TORCH_EAGER, 'fp32')
@@ -211,7 +218,14 @@ def logit_checks(workers, inputs, workdir):
         if 'photos' in inputs and ours['photos'] is not None:
             checks[worker.name]['top1_agreement_photos'] = float(np.mean(
                 ours['photos'].argmax(1) == reference['photos'].argmax(1)))
+            checks[worker.name]['rel_rms_photos'] = relative_rms(ours['photos'],
+                                                                 reference['photos'])
     return checks
+
+
+def relative_rms(ours, reference):
+    """RMS of the difference over RMS of the reference: the INT8 accuracy measure."""
+    return float(np.sqrt(np.mean((ours - reference) ** 2) / np.mean(reference ** 2)))
 
 
 def timed_rounds(workers, batch_path, rounds, warmup):
@@ -265,6 +279,8 @@ def measure(name, batch_sizes, rounds, warmup, img_size, threads, wanted, photos
         paddle.save(model.state_dict(), os.path.join(workdir, 'model.pdparams'))
         export(model, os.path.join(workdir, 'model'), (None, 3, img_size, img_size))
         inputs = {'random': _save(workdir, 'random', _random_batch(8, img_size))}
+        if any(precision == INT8 for _, precision in specs.values()):
+            photos = quantize_both(workdir, photos, img_size)
         if photos is not None:
             inputs['photos'] = _save(workdir, 'photos', photos)
         say(f'  {name}: starting {len(specs)} engine processes ...')
@@ -297,6 +313,24 @@ def measure(name, batch_sizes, rounds, warmup, img_size, threads, wanted, photos
     return rows
 
 
+def quantize_both(workdir, photos, img_size):
+    """Our INT8 model and NNCF's with its defaults, both calibrated on the same inputs:
+    every other photograph with its mirror image (random images where there are none).
+    Returns the photographs held out, on which every engine's logits are then compared."""
+    if photos is None:
+        calibration, held = _random_batch(32, img_size), None
+    else:
+        calibration = np.concatenate([photos[1::2], photos[1::2, :, :, ::-1]])
+        held = np.ascontiguousarray(photos[::2])
+    calibration = [x[None] for x in np.ascontiguousarray(calibration)]
+    say(f'  quantizing (ours and NNCF\'s defaults) on {len(calibration)} inputs ...')
+    source = os.path.join(workdir, 'model')
+    quantize_export(source, os.path.join(workdir, 'int8', 'model'), calibration)
+    quantize_export(source, os.path.join(workdir, 'nncf', 'model'), calibration,
+                    nncf_defaults=True)
+    return held
+
+
 def _random_batch(batch_size, img_size):
     return np.random.default_rng(0).standard_normal(
         (batch_size, 3, img_size, img_size)).astype('float32')
@@ -310,18 +344,24 @@ def _save(workdir, name, array):
 
 def add_ratios(rows, gemm_rates):
     """Ratios within each (model, batch): to PyTorch eager, to the best of OpenVINO and
-    onnxruntime in the same precision, and to this machine's GEMM peak."""
+    onnxruntime in the same precision (for INT8: to NNCF's defaults), to the fastest fp32
+    engine, and to this machine's GEMM peak."""
     groups = {}
     for row in rows:
         groups.setdefault((row['model'], row['batch']), {})[row['engine']] = row
     for group in groups.values():
         torch_rate = (group.get(TORCH_EAGER) or {}).get('img_per_s')
+        fp32 = [group[f'{e} fp32']['img_per_s'] for e in ENGINES
+                if (group.get(f'{e} fp32') or {}).get('img_per_s')]
         for row in group.values():
             rate, precision = row['img_per_s'], row['precision']
-            peers = [group[f'{p} {precision}']['img_per_s'] for p in PEERS
-                     if (group.get(f'{p} {precision}') or {}).get('img_per_s')]
+            names = ([NNCF_BASELINE] if precision == INT8 and row['engine'] != NNCF_BASELINE
+                     else [] if precision == INT8 else [f'{p} {precision}' for p in PEERS])
+            peers = [group[n]['img_per_s'] for n in names
+                     if (group.get(n) or {}).get('img_per_s')]
             row['vs_torch_eager'] = round(rate / torch_rate, 2) if rate and torch_rate else None
             row['vs_best_peer'] = round(rate / max(peers), 2) if rate and peers else None
+            row['vs_best_fp32'] = round(rate / max(fp32), 2) if rate and fp32 else None
             peak = gemm_rates.get(precision)
             row['of_gemm_peak'] = (round(row['gflops'] / peak, 2)
                                    if rate and peak and 'gflops' in row else None)
@@ -347,17 +387,19 @@ def headline(env):
 def format_table(rows):
     def cell(value, spec, suffix=''):
         return '-' if value is None else format(value, spec) + suffix
-    lines = ['| model | batch | engine | img/s | spread | vs best of OpenVINO/onnxruntime | '
-             'vs torch eager | GFLOP/s | of GEMM peak | rel. logit error | top-1 agreement '
-             '(photos) | process peak memory (MB) |', '|---' * 12 + '|']
+    lines = ['| model | batch | engine | img/s | spread | vs best of OpenVINO/onnxruntime '
+             '(INT8: vs NNCF) | vs best fp32 | vs torch eager | GFLOP/s | of GEMM peak | '
+             'rel. logit error | rel. RMS error (photos) | top-1 agreement (photos) | '
+             'process peak memory (MB) |', '|---' * 14 + '|']
     for r in rows:
         agree = r.get('top1_agreement_photos')
         lines.append(
             f'| {r["model"]} | {r["batch"]} | {r["engine"]} | {cell(r["img_per_s"], ".1f")} | '
             f'{cell(r.get("spread_pct"), ".0f", "%")} | {cell(r.get("vs_best_peer"), ".2f", "x")} | '
+            f'{cell(r.get("vs_best_fp32"), ".2f", "x")} | '
             f'{cell(r.get("vs_torch_eager"), ".2f", "x")} | {cell(r.get("gflops"), ".0f")} | '
             f'{cell(None if r.get("of_gemm_peak") is None else 100 * r["of_gemm_peak"], ".0f", "%")} | '
-            f'{cell(r.get("rel_logit_error"), ".1e")} | '
+            f'{cell(r.get("rel_logit_error"), ".1e")} | {cell(r.get("rel_rms_photos"), ".1e")} | '
             f'{cell(None if agree is None else 100 * agree, ".1f", "%")} | '
             f'{cell(r["peak_mb"], ".0f")} |' + (f' failed: {r["error"]}' if r['error'] else ''))
     return '\n'.join(lines)
@@ -376,7 +418,9 @@ def run_benchmark(models, batch_sizes, rounds, warmup, img_size, threads=None, e
                         engines, photos, gemm_rates)
     add_ratios(rows, gemm_rates)
     env = environment(threads, photos, gemm_rates)
-    print(headline(env))
+    print(headline(env) + ('; the INT8 models calibrated on every other photograph and its '
+                           'mirror image, the logits compared on the rest'
+                           if env['photos'] and any(r['precision'] == INT8 for r in rows) else ''))
     print(format_table(rows))
     if json_path:
         with atomic_output(json_path) as tmp, open(tmp, 'w', encoding='utf-8') as f:

@@ -12,7 +12,8 @@ import numpy as np
 
 from ..core import SOURCE_ROOT
 from ..inference.eager import eager_predictor
-from ..inference.engines import EAGER, TORCH_CHANNELS_LAST, TORCH_EAGER
+from ..inference.engines import (EAGER, INT8, NNCF_BASELINE, OPENVINO, TORCH_CHANNELS_LAST,
+                                 TORCH_EAGER)
 from ..inference.predictor import Predictor
 from ..models.registry import DENSE_FAMILY, get_model
 from ..weights.convert.mapping import to_torch_key
@@ -132,7 +133,11 @@ def build_engine(spec):
         if get_model(spec['model']).family == DENSE_FAMILY:
             return _first_output(_torch_dense_engine(spec))
         return _torch_engine(spec, kind == TORCH_CHANNELS_LAST)
-    return _first_output(Predictor(os.path.join(spec['workdir'], 'model'),
+    if kind == NNCF_BASELINE:
+        return Predictor(os.path.join(spec['workdir'], 'nncf', 'model'), precision=INT8,
+                         threads=spec['threads'], engine=OPENVINO)
+    folder = 'int8' if spec['precision'] == INT8 else ''
+    return _first_output(Predictor(os.path.join(spec['workdir'], folder, 'model'),
                                    precision=spec['precision'], threads=spec['threads'],
                                    engine=kind))
 

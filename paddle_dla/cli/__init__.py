@@ -11,8 +11,8 @@ from .args import ArgumentParser
 PROG = 'paddle-dla'
 # subcommand: module (in the order --help lists them)
 SUBCOMMANDS = {'convert': 'convert', 'to-torch': 'to_torch', 'eval': 'evaluate',
-               'cache': 'cache', 'export': 'export', 'predict': 'predict', 'track': 'track',
-               'bench': 'bench', 'info': 'info'}
+               'cache': 'cache', 'export': 'export', 'quantize': 'quantize', 'predict': 'predict',
+               'track': 'track', 'bench': 'bench', 'info': 'info'}
 EPILOG = """\
 examples:
   paddle-dla info                                        # variants, weights, this machine

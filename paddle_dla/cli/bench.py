@@ -11,7 +11,9 @@ from .args import image_size, model_name, non_negative_int, positive_int
 HELP = 'images per second of every engine on this machine'
 DESCRIPTION = ('Images per second of DLA on this machine, every engine measured side by side '
                '(Paddle eager; Paddle Inference, OpenVINO and onnxruntime in fp32, and bf16 '
-               'where the CPU has it; PyTorch eager and channels-last when installed), each in '
+               'where the CPU has it; a classifier\'s INT8 (paddle-dla quantize) beside NNCF\'s '
+               'INT8 with NNCF\'s defaults when NNCF is installed; PyTorch eager and '
+               'channels-last when installed), each in '
                'its own process, taking turns round by round; with GFLOP/s against this '
                'machine\'s measured GEMM peak, logit errors against Paddle eager and the '
                'memory one run takes.')
@@ -19,6 +21,7 @@ EPILOG = """\
 examples:
   paddle-dla bench --models dla_34,dla_60,dla_102 --batch-sizes 1,8
   paddle-dla bench --engines "paddle fp32,openvino fp32"   # Paddle eager always runs too
+  paddle-dla bench --engines "openvino int8,nncf int8"     # INT8: ours beside NNCF's
   paddle-dla bench --quick                      # one small variant, one run: a smoke test
   # CenterNet beside its PyTorch reference (torchvision deform_conv2d), from a checkout
   paddle-dla bench --models centernet_dla34 --img-size 512 --batch-sizes 1

@@ -18,14 +18,16 @@ from ..evaluation.metrics import distributed_rank
 from ..evaluation.report import decoding_split, format_table, result_row, write_results
 from ..evaluation.runner import CORES_PER_WORKER, MAX_DEFAULT_WORKERS, default_workers
 from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, ImageReadError, Preprocess
-from ..inference.engines import AUTO, EAGER, ENGINES, OLD_ENGINE_NAMES, RUN_CHOICES
+from ..inference.engines import (AUTO, DEFAULT_CALIBRATION_IMAGES, EAGER, ENGINES, INT8,
+                                 OLD_ENGINE_NAMES, RUN_CHOICES)
 from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..models.preprocessing import INPUT_SIZE_RANGE, INTERPOLATIONS
 from ..models.registry import CLASSIFICATION, get_model
 from ..weights.cache import cached_weights_path
 from ..weights.registry import DEFAULT_TAG, WEIGHTS, get_weights, list_weights
 from . import common
-from .args import float_range, image_size, int_range, output_file, positive_int, variant_list
+from .args import (float_range, image_size, int_range, output_file, path_text, positive_int,
+                   variant_list)
 
 HELP = ('top-1/top-5 on ILSVRC2012 val against the published numbers; COCO box AP; '
         'Cityscapes mIoU')
@@ -66,6 +68,7 @@ as a list. The report names the file read, with its path.
 # workers than cores exhaust memory without decoding any faster.
 MAX_WORKERS = 256
 EVAL_ENGINES = RUN_CHOICES + tuple(OLD_ENGINE_NAMES)
+EVAL_PRECISIONS = ('fp32', 'bf16', INT8)
 
 
 def eval_models(text):
@@ -117,6 +120,15 @@ def configure(p):
                         + ', '.join(f'{old}: an older name of {new}'
                                     for old, new in OLD_ENGINE_NAMES.items())
                         + ') (default: %(default)s)')
+    p.add_argument('--precision', choices=EVAL_PRECISIONS, default='fp32',
+                   help='fp32; bf16 (CPUs with AVX512-BF16 or AMX); int8: quantized once by '
+                        'paddle-dla quantize\'s route on --calib-dir, cached by weights, '
+                        'calibration images and size, run by OpenVINO (default: %(default)s)')
+    p.add_argument('--calib-dir', metavar='DIR', type=path_text,
+                   help='int8: calibration images (default: --data-dir\'s own, spread evenly '
+                        'over them)')
+    p.add_argument('--calib-count', type=positive_int, default=DEFAULT_CALIBRATION_IMAGES,
+                   metavar='N', help='int8: calibration images used (default: %(default)s)')
     p.add_argument('--threads', type=positive_int,
                    help='CPU threads of the model (default: every core; the decoding workers '
                         'run at a lower priority in the time the model leaves)')
@@ -196,11 +208,20 @@ def _gather(tally, world):
     return Tally.merge(parts)
 
 
-def _deployed_predictor(model, img_size, engine, threads):
-    """``model`` exported once (cached by weights and size) and run by ``engine``."""
+def _deployed_predictor(model, preprocess, args):
+    """``model`` exported once (cached by weights and size) and run by ``--engine`` in
+    ``--precision``; for INT8, quantized once on the calibration images."""
     from ..inference.predictor import compile_model
-    return compile_model(model, input_shape=(None, model.in_chans, img_size, img_size),
-                         engine=OLD_ENGINE_NAMES.get(engine, engine), threads=threads)
+    calibration = None
+    if args.precision == INT8:
+        from .quantize import calibration_files, calibration_inputs
+        files = calibration_files(args.calib_dir or args.data_dir, args.calib_count)
+        calibration = calibration_inputs(files, lambda path: preprocess(path)[None])
+    size = preprocess.img_size
+    return compile_model(model, input_shape=(None, model.in_chans, size, size),
+                         engine=OLD_ENGINE_NAMES.get(args.engine, args.engine),
+                         precision=args.precision, threads=args.threads,
+                         calibration=calibration)
 
 
 def _warm_up(predict, batch_size, channels, size):
@@ -214,7 +235,8 @@ def _warm_up(predict, batch_size, channels, size):
 def _how_run(predict, args, setup_s):
     """What ran the model, how the CPU was shared with decoding, and the set-up time."""
     engine = getattr(predict, 'engine', EAGER) + (f' ({AUTO})' if args.engine == AUTO else '')
-    return {'engine': engine, 'model_threads': args.threads or os.cpu_count() or 1,
+    return {'engine': engine, 'precision': getattr(predict, 'precision', 'fp32'),
+            'model_threads': args.threads or os.cpu_count() or 1,
             'decode_workers': args.workers, 'setup_s': round(setup_s, 1)}
 
 
@@ -327,7 +349,12 @@ def run(args):
     if args.nproc > 1 and 'PADDLE_TRAINERS_NUM' not in os.environ:
         return launch(args)
     from . import evaluate_dense
+    if args.precision == INT8 and args.engine not in (AUTO, 'openvino'):
+        raise UsageError(f'--precision int8 runs on openvino, not --engine {args.engine}')
     if evaluate_dense.wanted(args):
+        if args.precision != 'fp32':
+            raise UsageError(f'--precision {args.precision} is offered for the classifiers; '
+                             f'the dense networks are evaluated in fp32')
         return evaluate_dense.run(args)
     names = args.model
     if args.weights and len(names) > 1:
@@ -389,7 +416,7 @@ def _evaluate_model(name, args, shard, labels, rank, world):
     model.eval()
     setup = time.perf_counter()
     predict = (eager_predictor(model) if args.engine == EAGER else
-               _deployed_predictor(model, preprocess.img_size, args.engine, args.threads))
+               _deployed_predictor(model, preprocess, args))
     if args.engine != EAGER:
         _warm_up(predict, args.batch_size, model.in_chans, preprocess.img_size)
     setup = time.perf_counter() - setup

@@ -42,9 +42,10 @@ def add_engine_options(p):
                         f'model itself, with --model (default: %(default)s)')
     p.add_argument('--device', type=device, default='cpu',
                    help='cpu, gpu or gpu:N (default: %(default)s)')
-    p.add_argument('--precision', choices=PRECISIONS, default='fp32',
-                   help='fp32, bf16 (CPUs with AVX512-BF16 or AMX) or fp16 (GPU) (default: '
-                        '%(default)s)')
+    p.add_argument('--precision', choices=PRECISIONS,
+                   help='fp32, bf16 (CPUs with AVX512-BF16 or AMX), fp16 (GPU) or int8 (an '
+                        'export made by paddle-dla quantize, on CPU) (default: int8 for such '
+                        'an export, fp32 otherwise)')
 
 
 def configure(p):

@@ -11,7 +11,8 @@ from .runner import CORES_PER_WORKER, cpu_cores, default_workers
 RESULT_FIELDS = ('model', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count', 'img_size',
                  'crop_pct', 'interpolation', 'num_images', 'published_top1', 'published_top5',
                  'delta_top1', 'delta_top5', 'verdict', 'images_per_sec', 'model_images_per_sec',
-                 'engine', 'model_threads', 'decode_workers', 'setup_s', 'tag', 'label_file')
+                 'engine', 'precision', 'model_threads', 'decode_workers', 'setup_s', 'tag',
+                 'label_file')
 # Weights that are not a registry entry's: their row has no published numbers, no delta.
 CUSTOM_TAG = 'custom'
 NOT_PUBLISHED = 'no verdict: the published numbers apply to the registry\'s weights only'
@@ -46,8 +47,9 @@ def _comparison(published, top1, top5, tally, tolerance):
 
 def result_row(model, tally, published, preprocess, params, tolerance, run, labels):
     """``published``: the registry entry whose weights were evaluated, or None for others.
-    ``run``: how the images were run, ``{'engine', 'model_threads', 'decode_workers',
-    'setup_s'}`` (set-up: building the model's engine and its first run, before the clock).
+    ``run``: how the images were run, ``{'engine', 'precision', 'model_threads',
+    'decode_workers', 'setup_s'}`` (set-up: building the model's engine and its first run,
+    before the clock).
     ``labels``: the :class:`~paddle_dla.evaluation.dataset.LabelSource` read."""
     top1 = 100.0 * tally.top1 / tally.images if tally.images else 0.0
     top5 = 100.0 * tally.top5 / tally.images if tally.images else 0.0
@@ -116,7 +118,8 @@ def _throughput(row, tally, params):
 
 def format_table(row, tally, published, labels, weights, tolerance, params):
     """The printed report of one model. ``weights``: what was loaded, in words."""
-    lines = [f'{row["model"]} ({row["tag"]} weights, {row["engine"]}: {row["model_threads"]} '
+    lines = [f'{row["model"]} ({row["tag"]} weights, {row["engine"]} '
+             f'{row.get("precision", "fp32")}: {row["model_threads"]} '
              f'model threads, {row["decode_workers"]} decoding workers, {row["num_images"]:,} '
              f'images, {labels.layout}, {row["img_size"]} px crop {row["crop_pct"]} '
              f'{row["interpolation"]})',

@@ -3,7 +3,12 @@ purpose, so that command lines can offer them without loading Paddle. Every othe
 reads these names from here."""
 import re
 
-PRECISIONS = ('fp32', 'bf16', 'fp16')
+# int8: made by `paddle-dla quantize` and carried by its export; run on CPU by OpenVINO.
+INT8 = 'int8'
+PRECISIONS = ('fp32', 'bf16', 'fp16', INT8)
+# INT8 calibration: NNCF's own default count of images, and the fewest that leave the
+# activation ranges to more than chance.
+DEFAULT_CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES = 300, 8
 DEVICE_PATTERN = re.compile(r'cpu|gpu(:\d{1,3})?')
 
 # Engines that run an exported model; 'auto' measures the installed ones on first use.
@@ -19,8 +24,10 @@ RUN_CHOICES = ENGINE_CHOICES + (EAGER,)
 # Names of earlier releases, still accepted: 'inference' was Paddle Inference before it was
 # one engine among several.
 OLD_ENGINE_NAMES = {'inference': PADDLE}
-# The precisions each engine is offered for on CPU (onnxruntime has no bf16 kernels on x86).
-CPU_PRECISIONS = {PADDLE: ('fp32', 'bf16'), OPENVINO: ('fp32', 'bf16'), ONNXRUNTIME: ('fp32',)}
+# The precisions each engine is offered for on CPU (onnxruntime has no bf16 kernels on x86;
+# the INT8 model is an OpenVINO IR).
+CPU_PRECISIONS = {PADDLE: ('fp32', 'bf16'), OPENVINO: ('fp32', 'bf16', INT8),
+                  ONNXRUNTIME: ('fp32',)}
 # What to install for each optional engine (the paddle2onnx route serves both on Paddle 3).
 ENGINE_EXTRAS = {OPENVINO: 'pip install openvino paddle2onnx',
                  ONNXRUNTIME: 'pip install onnxruntime paddle2onnx'}
@@ -29,6 +36,8 @@ ENGINE_EXTRAS = {OPENVINO: 'pip install openvino paddle2onnx',
 # PyTorch when it is installed.
 BENCH_REFERENCE = f'{PADDLE} {EAGER}'
 TORCH_EAGER, TORCH_CHANNELS_LAST = 'torch eager', 'torch channels-last'
+# NNCF's INT8 model with NNCF's defaults, run by OpenVINO: what our INT8 is measured against.
+NNCF_BASELINE = 'nncf int8'
 BENCH_ENGINES = ((BENCH_REFERENCE,)
                  + tuple(f'{e} {p}' for e in ENGINES for p in CPU_PRECISIONS[e])
-                 + (TORCH_EAGER, TORCH_CHANNELS_LAST))
+                 + (NNCF_BASELINE, TORCH_EAGER, TORCH_CHANNELS_LAST))

@@ -14,11 +14,13 @@ from ..core.errors import PaddleDLAError, one_line, printable
 from ..models.dense_variants import MAX_HEADS, DenseInput
 from ..models.preprocessing import Preprocessing
 from ..models.registry import TASKS
-from .engines import DEVICE_PATTERN, PRECISIONS
+from .engines import DEVICE_PATTERN, INT8, PRECISIONS
 
 MODEL_SUFFIXES = ('.json', '.pdmodel')
 PARAMS_SUFFIX = '.pdiparams'
 META_SUFFIX = '.dla.json'
+# The INT8 model `paddle-dla quantize` adds to an export: an OpenVINO IR.
+INT8_MODEL_SUFFIX, INT8_WEIGHTS_SUFFIX = '.int8.xml', '.int8.bin'
 _MAX_META_BYTES = 1 << 20  # what export writes is about 20 kB (1000 class names)
 
 
@@ -42,6 +44,16 @@ def dense_input_of(meta):
     """A dense model's input recipe as its export recorded it, or None."""
     return DenseInput.from_dict(meta['input']) if 'input' in meta else None
 
+
+
+def int8_model_file(prefix, meta):
+    """The INT8 model an export carries (recorded in its metadata, both files present), or
+    None."""
+    path = prefix + INT8_MODEL_SUFFIX
+    if isinstance(meta.get('int8'), dict) and os.path.isfile(path) and os.path.isfile(
+            prefix + INT8_WEIGHTS_SUFFIX):
+        return path
+    return None
 
 
 def model_file_of(prefix):
@@ -270,6 +282,8 @@ def check_device(device, precision):
         raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
     if device == 'cpu' and precision == 'fp16':
         raise ValueError('fp16 is for GPUs; on CPU use fp32 or bf16')
+    if device != 'cpu' and precision == INT8:
+        raise ValueError('int8 runs on CPU (OpenVINO); on a GPU use fp16')
     if device == 'cpu' and precision == 'bf16' and not cpu_supports_bf16():
         raise ValueError('this CPU has no bfloat16 support (AVX512-BF16 or AMX); '
                          'use precision="fp32"')

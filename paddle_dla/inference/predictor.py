@@ -24,10 +24,12 @@ from ..models import imagenet
 from ..tasks.serving import DenseSpec
 from ..weights.cache import compiled_home
 from ..weights.registry import get_weights
-from .engines import AUTO, ENGINE_CHOICES, PADDLE
+from .engines import AUTO, ENGINE_CHOICES, INT8, OPENVINO, PADDLE
 from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, ExportedModelError,
-                       ModelFileError, check_device, check_model_file, cpu_supports_bf16, locate,
-                       model_file_of, read_metadata, recipe_of, resolve_prefix, tensor_shapes)
+                       ModelFileError, check_device, check_model_file, cpu_supports_bf16,
+                       int8_model_file, locate, model_file_of, read_metadata, recipe_of,
+                       resolve_prefix, tensor_shapes)
+from .quantize import calibration_digest, quantize_export
 from .runtimes import (EngineUnavailable, choice_key, choose_engine, installed_engines, open_engine,
                        read_choices, remember_choice)
 
@@ -238,7 +240,9 @@ class Predictor:
     Args:
         path_prefix: what :func:`export` was given (or its folder, or one of its files).
         device: ``'cpu'`` or ``'gpu'`` / ``'gpu:1'``.
-        precision: ``'fp32'``; ``'bf16'`` on CPUs that support it; ``'fp16'`` on GPU.
+        precision: ``'fp32'``; ``'bf16'`` on CPUs that support it; ``'fp16'`` on GPU;
+            ``'int8'`` for an export made by ``paddle-dla quantize`` (on CPU, by OpenVINO).
+            Default: ``'int8'`` for such an export, ``'fp32'`` otherwise.
         threads: CPU threads (default: all cores).
         tensorrt: on GPU, run through TensorRT subgraphs.
         engine: ``'paddle'`` (Paddle Inference), ``'openvino'`` or ``'onnxruntime'`` (when
@@ -248,12 +252,13 @@ class Predictor:
             :func:`describe_engine` say it in words).
     """
 
-    def __init__(self, path_prefix, device='cpu', precision='fp32', threads=None,
+    def __init__(self, path_prefix, device='cpu', precision=None, threads=None,
                  tensorrt=False, engine=AUTO):
-        check_engine(engine, device, precision)
+        check_engine(engine, device, precision or 'fp32')
         prefix, model_file = locate(path_prefix)
         self.meta = read_metadata(prefix)
         tensor_shapes(prefix + PARAMS_SUFFIX)  # names the file if truncated or not params
+        precision = _precision_for(prefix, self.meta, device, precision, engine)
         self.prefix, self.device, self.precision = prefix, device, precision
         # A dense model's outputs by name; a classifier returns its logits alone.
         self.output_names = list(self.meta.get('outputs') or [])
@@ -263,7 +268,9 @@ class Predictor:
         self.requested, self._tensorrt = engine, tensorrt
         self.choice, self._choice_key = None, None
         self._measured_here, self._unopened = False, None
-        if engine == AUTO and device == 'cpu' and not tensorrt:
+        if precision == INT8:
+            self._engine = self._open(OPENVINO)
+        elif engine == AUTO and device == 'cpu' and not tensorrt:
             self._engine = self._remembered_engine(model_file, threads)
         else:
             self._engine = self._open(PADDLE if engine == AUTO else engine)
@@ -282,6 +289,8 @@ class Predictor:
             return 'requested'
         if self._choice_key is not None:
             return 'auto: Paddle Inference until the first batch is measured'
+        if self.choice is None and self.precision == INT8:
+            return 'auto: INT8 runs on OpenVINO, nothing measured'
         if self.choice is None:
             return ('auto: TensorRT runs through Paddle Inference, nothing measured'
                     if self._tensorrt else
@@ -359,6 +368,21 @@ class Predictor:
         return dict(zip(self.output_names, outputs))
 
 
+def _precision_for(prefix, meta, device, precision, engine):
+    """The precision asked for, or by default INT8 for an export that carries an INT8
+    model (on CPU) and fp32 otherwise; INT8 is refused where it cannot run."""
+    carried = int8_model_file(prefix, meta) is not None
+    if precision is None:
+        return INT8 if carried and device == 'cpu' and engine in (AUTO, OPENVINO) else 'fp32'
+    if precision == INT8 and not carried:
+        raise ExportedModelError(f'{printable(prefix)} carries no INT8 model; make one with: '
+                                 f'paddle-dla quantize --exported {printable(prefix)} '
+                                 f'--calib-dir IMAGES --out DIR')
+    if precision == INT8 and engine not in (AUTO, OPENVINO):
+        raise ValueError(f'INT8 runs on {OPENVINO}, not {engine}')
+    return precision
+
+
 def _measurement_note(choice, unopened):
     """What the measurement found: the rates, fastest first, and the engines left out."""
     rates = sorted(choice.get('images_per_s', {}).items(), key=lambda kv: -kv[1])
@@ -391,12 +415,17 @@ def weights_digest(model):
     return sha.hexdigest()
 
 
-def compile_model(model, input_shape=(None, 3, 224, 224), engine=AUTO, precision='fp32',
-                  threads=None, device='cpu'):
+def compile_model(model, input_shape=(None, 3, 224, 224), engine=AUTO, precision=None,
+                  threads=None, device='cpu', calibration=None):
     """``model`` as a fast inference callable (a :class:`Predictor`): exported once into
     the cache, keyed by variant, weights and input shape, so the cost of export and engine
-    choice is paid on first use only. The eager model stays as it is, for training."""
+    choice is paid on first use only. The eager model stays as it is, for training.
+    ``precision='int8'`` quantizes the export once per ``calibration`` (float32 ``[1, C, H,
+    W]`` inputs prepared by the model's recipe), cached by their content."""
+    precision = precision or 'fp32'
     check_engine(engine, device, precision)  # before the seconds an export takes
+    if precision == INT8 and (calibration is None or len(calibration) == 0):
+        raise ValueError('precision="int8" needs calibration=[inputs prepared as the model\'s]')
     shape = 'x'.join('N' if d is None else str(int(d)) for d in input_shape)
     outputs = '-'.join(model.output_names) if is_dense_model(model) else ''
     folder = os.path.join(compiled_home(), 'exports', '-'.join(
@@ -405,5 +434,11 @@ def compile_model(model, input_shape=(None, 3, 224, 224), engine=AUTO, precision
     if not any(os.path.isfile(prefix + s) for s in MODEL_SUFFIXES) or not os.path.isfile(
             prefix + PARAMS_SUFFIX):
         export(model, prefix, input_shape)
+    if precision == INT8:
+        calibrated = os.path.join(folder, 'int8-' + calibration_digest(calibration)[:20],
+                                  'model')
+        if int8_model_file(calibrated, read_metadata(calibrated)) is None:
+            quantize_export(prefix, calibrated, calibration)
+        prefix = calibrated
     return Predictor(prefix, device=device, precision=precision, threads=threads,
                      engine=engine)

@@ -21,9 +21,9 @@ from ..core.digests import CHUNK
 from ..core.errors import PaddleDLAError, one_line, printable
 from ..core.machine import machine_id
 from ..weights.cache import compiled_home
-from .engines import (CPU_PRECISIONS, ENGINE_EXTRAS, ENGINES, ONNXRUNTIME, OPENVINO,
+from .engines import (CPU_PRECISIONS, ENGINE_EXTRAS, ENGINES, INT8, ONNXRUNTIME, OPENVINO,
                       OPTIONAL_ENGINES, PADDLE)
-from .exported import PARAMS_SUFFIX, ModelFileError
+from .exported import INT8_MODEL_SUFFIX, PARAMS_SUFFIX, ModelFileError
 
 ONNX_OPSET = 17
 _CHOICES_FILE = 'engine-choice.json'
@@ -192,8 +192,9 @@ def _translate(model_file, params_file, out):
 def _cpu_engine_library(name, label, module, device, precision):
     """The library of an engine offered on CPU only, for the precisions it supports."""
     if device != 'cpu' or precision not in CPU_PRECISIONS[name]:
-        raise EngineUnavailable(f'{label} is offered for '
-                                f'{" and ".join(CPU_PRECISIONS[name])} on CPU')
+        *others, last = CPU_PRECISIONS[name]
+        offered = f'{", ".join(others)} and {last}' if others else last
+        raise EngineUnavailable(f'{label} is offered for {offered} on CPU')
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -227,11 +228,19 @@ class OpenVINOEngine:
 
     def __init__(self, prefix, model_file, device, precision, threads):
         openvino = _cpu_engine_library(self.name, 'OpenVINO', 'openvino', device, precision)
+        if precision == INT8:
+            source = prefix + INT8_MODEL_SUFFIX
+            if not os.path.isfile(source):
+                raise EngineUnavailable(f'{printable(prefix)} carries no INT8 model; make one '
+                                        f'with: paddle-dla quantize')
         # OpenVINO reads Paddle 2.6's program files itself, but not Paddle 3's .json.
-        source = model_file if model_file.endswith('.pdmodel') else onnx_model(prefix,
-                                                                                model_file)
+        elif model_file.endswith('.pdmodel'):
+            source = model_file
+        else:
+            source = onnx_model(prefix, model_file)
         core = openvino.Core()
-        # bf16 is OpenVINO's default on capable CPUs: fp32 must be asked for.
+        # bf16 is OpenVINO's default on capable CPUs: fp32 must be asked for (in an INT8
+        # model, for the layers NNCF left unquantized).
         self._compiled = core.compile_model(core.read_model(source), 'CPU', {
             'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': '1',
             'INFERENCE_NUM_THREADS': str(cpu_threads(threads)),
@@ -254,6 +263,8 @@ def open_engine(name, prefix, model_file, device='cpu', precision='fp32', thread
                 tensorrt=False):
     if name not in _ENGINE_CLASSES:
         raise ValueError(f'engine must be one of auto, {", ".join(ENGINES)}; got {name!r}')
+    if name == PADDLE and precision == INT8:
+        raise EngineUnavailable('Paddle Inference runs fp32 and bf16; INT8 runs on OpenVINO')
     if name == PADDLE:
         return PaddleEngine(prefix, model_file, device, precision, threads, tensorrt)
     if tensorrt:
@@ -329,8 +340,9 @@ def measure_engines(engines, batch, runs=_MEASURED_RUNS):
 def installed_engines(device, precision):
     """The engines worth measuring here: Paddle, and the optional ones that are installed
     and run this device and precision."""
-    return [PADDLE] + [name for name in OPTIONAL_ENGINES if device == 'cpu'
-                       and precision in CPU_PRECISIONS[name] and importable(name)]
+    paddle = [PADDLE] if device != 'cpu' or precision in CPU_PRECISIONS[PADDLE] else []
+    return paddle + [name for name in OPTIONAL_ENGINES if device == 'cpu'
+                     and precision in CPU_PRECISIONS[name] and importable(name)]
 
 
 def importable(module):

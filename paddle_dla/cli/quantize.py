@@ -1,0 +1,140 @@
+"""``paddle-dla quantize``: post-training INT8 for CPU, calibrated on the user's own images
+read through the model's own preprocessing, written as an export that ``Predictor``,
+``predict --exported`` and ``eval --exported`` run on OpenVINO."""
+import os
+import sys
+
+from ..core.errors import UsageError, printable
+from ..inference.engines import DEFAULT_CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES
+from ..models.registry import CLASSIFICATION, get_model
+from . import common
+from .args import image_size, non_negative_int, path_text, positive_int
+
+HELP = 'post-training INT8 for CPU (NNCF into OpenVINO)'
+DESCRIPTION = ('Quantize a classifier to INT8 with NNCF, calibrated on your images '
+               'through the model\'s own preprocessing. The result is an export carrying the '
+               'INT8 model beside the float one: predict and eval run it with --exported.')
+EPILOG = """\
+examples:
+  paddle-dla quantize --model dla_34 --calib-dir calib/ --out int8/
+  paddle-dla quantize --exported exported/ --calib-dir calib/ --calib-count 500 --out int8/
+  paddle-dla predict cat.jpg --exported int8/               # INT8 on OpenVINO
+  paddle-dla eval --exported int8/ --data-dir val/          # its ImageNet top-1
+"""
+
+
+def configure(p):
+    common.add_model_options(p, non_negative_int, required=False)
+    p.add_argument('--exported', metavar='PATH', type=path_text,
+                   help='quantize this export instead of --model (default: none)')
+    p.add_argument('--calib-dir', required=True, metavar='DIR', type=path_text,
+                   help='folder of calibration images (searched recursively), read by the '
+                        'model\'s own preprocessing')
+    p.add_argument('--calib-count', type=positive_int, default=DEFAULT_CALIBRATION_IMAGES,
+                   metavar='N', help='images used, spread evenly over the sorted files '
+                                     '(default: %(default)s, NNCF\'s own; all when fewer)')
+    p.add_argument('--img-size', type=image_size, metavar='PIXELS',
+                   help='a classifier\'s input height and width (default: its recipe\'s)')
+    p.add_argument('--out', required=True, metavar='DIR', type=path_text,
+                   help='output folder (created if needed)')
+
+
+def calibration_files(folder, count):
+    """Up to ``count`` image files under ``folder``, spread evenly over their sorted paths
+    (so that a folder sorted by class gives every class its share)."""
+    from ..evaluation.dataset import IMAGE_SUFFIXES
+    if not os.path.isdir(folder):
+        raise UsageError(f'--calib-dir {printable(folder)}: not a folder')
+    files = sorted(os.path.join(root, name) for root, dirs, names in os.walk(folder)
+                   for name in names
+                   if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith('.'))
+    if not files:
+        raise UsageError(f'--calib-dir {printable(folder)} holds no image '
+                         f'({", ".join(IMAGE_SUFFIXES)})')
+    if len(files) <= count:
+        return files
+    return [files[i * len(files) // count] for i in range(count)]
+
+
+def calibration_inputs(files, prepare):
+    """The prepared inputs of the files that decode; the others are counted and named in
+    one warning line, and too few readable images stop the run."""
+    inputs, unreadable = [], []
+    for path in files:
+        try:
+            inputs.append(prepare(path))
+        except (OSError, ValueError) as exc:
+            unreadable.append((path, exc))
+    why = ''
+    if unreadable:
+        path, exc = unreadable[0]
+        why = (f'{len(unreadable)} of {len(files)} images could not be read (first: '
+               f'{printable(path)}: {exc})')
+    if len(inputs) < MIN_CALIBRATION_IMAGES:
+        folder = os.path.commonpath([os.path.dirname(f) for f in files])
+        raise UsageError(f'--calib-dir {printable(folder)}: {len(inputs)} readable images; '
+                         f'INT8 calibration needs at least {MIN_CALIBRATION_IMAGES} '
+                         f'({DEFAULT_CALIBRATION_IMAGES} recommended)'
+                         + (f'; {why}' if why else ''))
+    if why:
+        print(f'paddle-dla quantize: warning: {why}; calibrating without them', file=sys.stderr)
+    return inputs
+
+
+def preparer(meta):
+    """The model's own preprocessing, as the export recorded it: image file -> [1, C, H, W]."""
+    from ..evaluation.transforms import Preprocess
+    from ..inference.predictor import recipe_of
+    if meta.get('task') not in (None, 'classification'):
+        raise UsageError(f'{meta.get("variant", "this export")} is a {meta["task"]} network; '
+                         f'INT8 is offered for the classifiers')
+    recipe = recipe_of(meta)
+    if recipe is None:
+        raise UsageError('the export records no preprocessing: export it with paddle-dla '
+                         'export')
+    preprocess = Preprocess.of(recipe)
+    return lambda path: preprocess(path)[None]
+
+
+def source_export(args, workdir):
+    """The prefix of the export to quantize: --exported, or --model exported into
+    ``workdir``."""
+    from ..inference.predictor import export, resolve_prefix
+    from ..weights.registry import get_weights
+    if args.exported:
+        if args.model:
+            raise UsageError('give --model or --exported, not both')
+        return resolve_prefix(args.exported)
+    if not args.model:
+        raise UsageError('give --model NAME (with --weights) or --exported DIR')
+    if get_model(args.model).task != CLASSIFICATION:
+        raise UsageError(f'{args.model} is a {get_model(args.model).task} network; INT8 is '
+                         f'offered for the classifiers')
+    model = common.build_model(args)
+    model.eval()
+    prefix = os.path.join(workdir, model.config.name)
+    size = args.img_size or get_weights(model.config.name).preprocessing.img_size
+    export(model, prefix, [None, model.in_chans, size, size], weights=args.weights or args.tag)
+    return prefix
+
+
+def run(args):
+    import tempfile
+
+    from ..inference.predictor import read_metadata
+    from ..inference.quantize import quantization_available, quantize_export
+    reason = quantization_available()
+    if reason:
+        raise UsageError(reason)
+    files = calibration_files(args.calib_dir, args.calib_count)
+    with tempfile.TemporaryDirectory(prefix='paddle-dla-quantize-') as workdir:
+        prefix = source_export(args, workdir)
+        meta = read_metadata(prefix)
+        inputs = calibration_inputs(files, preparer(meta))
+        name = os.path.basename(prefix)
+        print(f'calibrating {meta.get("variant", name)} on {len(inputs)} images from '
+              f'{printable(args.calib_dir)}', flush=True)
+        written = quantize_export(prefix, os.path.join(args.out, name), inputs,
+                                  source=os.path.abspath(args.calib_dir))
+    print('wrote ' + ', '.join(written))
+    return 0

@@ -1,0 +1,123 @@
+"""Post-training INT8 for CPU: an export quantized with calibration images the caller has
+prepared by the model's own recipe, written as a new export that carries the INT8 model.
+
+The route is NNCF into OpenVINO: on CPUs with VNNI or AMX, OpenVINO runs INT8 convolutions
+several times faster than float (README, "INT8 on CPU", says what else was measured). NNCF
+reads the ONNX translation of the export; the INT8 model is an OpenVINO IR
+(``<prefix>.int8.xml`` and ``.int8.bin``) beside a copy of the float export, whose metadata
+records how it was made.
+"""
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import sys
+
+import numpy as np
+
+from ..core.atomic import atomic_folder_output, write_json
+from ..core.digests import CHUNK
+from ..core.errors import PaddleDLAError, one_line, printable
+from .engines import DEFAULT_CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES
+from .exported import (INT8_MODEL_SUFFIX, META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, locate,
+                       read_metadata)
+from .runtimes import EngineUnavailable, importable, onnx_model
+
+INSTALL_HINT = 'pip install nncf openvino paddle2onnx'
+
+
+class QuantizationError(PaddleDLAError):
+    """A model that could not be quantized; nothing was written."""
+
+
+def _is_classifier(meta):
+    return meta.get('task') in (None, 'classification') and bool(meta.get('num_classes'))
+
+
+def quantization_available():
+    """Why INT8 cannot be made here, or None when it can."""
+    missing = [m for m in ('nncf', 'openvino', 'paddle2onnx') if not importable(m)]
+    return f'INT8 needs {", ".join(missing)}: {INSTALL_HINT}' if missing else None
+
+
+def classifier_layer(model):
+    """The name of the last convolution or matrix product of an OpenVINO model: a
+    classifier's ``fc``, whose inputs (pooled features) and weights decide every logit."""
+    names = [op.get_friendly_name() for op in model.get_ordered_ops()
+             if op.get_type_name() in ('Convolution', 'MatMul')]
+    return names[-1]
+
+
+def nncf_quantize(onnx_file, calibration, classifier=False, nncf_defaults=False):
+    """An OpenVINO model quantized by NNCF on ``calibration`` (float32 ``[1, C, H, W]``
+    inputs), with NNCF's defaults except that a classifier's ``fc`` stays in float unless
+    ``nncf_defaults``: its inputs, the pooled features, decide every logit; keeping it
+    lowers the logit error for 1-3% of the speed (README, "INT8 on CPU")."""
+    import nncf
+    import openvino
+
+    model = openvino.Core().read_model(onnx_file)
+    options = {'subset_size': len(calibration)}
+    if classifier and not nncf_defaults:
+        options['ignored_scope'] = nncf.IgnoredScope(names=[classifier_layer(model)])
+    nncf.set_log_level(logging.WARNING)
+    with contextlib.redirect_stdout(sys.stderr):  # its progress bars: not our output
+        return nncf.quantize(model, nncf.Dataset(list(calibration)), **options)
+
+
+def calibration_digest(calibration):
+    """The content of the calibration inputs: what an INT8 model is cached by."""
+    sha = hashlib.sha256()
+    for image in calibration:
+        array = np.ascontiguousarray(image, dtype=np.float32)
+        sha.update(str(array.shape).encode())
+        for start in range(0, array.nbytes, CHUNK):
+            sha.update(array.data.cast('B')[start:start + CHUNK])
+    return sha.hexdigest()
+
+
+def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defaults=False):
+    """Write ``out_prefix``: the export at ``path_prefix`` with an INT8 model calibrated on
+    ``calibration`` (a sequence of float32 ``[1, C, H, W]`` arrays prepared as the model's
+    inputs). ``source`` says in words where the images came from (recorded);
+    ``nncf_defaults`` makes NNCF's default INT8 model instead, the anchor the benchmark
+    compares with. Returns the files written; on any failure nothing is written."""
+    reason = quantization_available()
+    if reason:
+        raise EngineUnavailable(reason)
+    # One input per image, [1, C, H, W], whether given as a list or as one [N, C, H, W] array.
+    calibration = [np.ascontiguousarray(x if np.ndim(x) == 4 else np.asarray(x)[None],
+                                        dtype=np.float32) for x in calibration]
+    if len(calibration) < MIN_CALIBRATION_IMAGES:
+        raise QuantizationError(f'{len(calibration)} calibration images; INT8 needs at least '
+                                f'{MIN_CALIBRATION_IMAGES} (NNCF uses '
+                                f'{DEFAULT_CALIBRATION_IMAGES} by default)')
+    prefix, model_file = locate(path_prefix)
+    meta = read_metadata(prefix)
+    onnx_file = onnx_model(prefix, model_file)
+    try:
+        quantized = nncf_quantize(onnx_file, calibration, classifier=_is_classifier(meta),
+                                  nncf_defaults=nncf_defaults)
+    except Exception as exc:  # noqa: BLE001 - NNCF and OpenVINO raise many types
+        raise QuantizationError(f'NNCF could not quantize {printable(model_file)}: '
+                                f'{one_line(exc)}') from None
+    import nncf
+    import openvino
+    out = os.path.abspath(os.fspath(out_prefix))
+    folder, name = os.path.split(out)
+    meta = dict(meta, int8={
+        'tool': f'nncf {nncf.__version__}, openvino {openvino.__version__}',
+        'options': 'nncf defaults' + ('' if nncf_defaults or not _is_classifier(meta) else
+                                      ', fc in float'),
+        'calibration': {'images': len(calibration), 'source': source,
+                        'sha256': calibration_digest(calibration)}})
+    with atomic_folder_output(folder) as tmp:
+        stem = os.path.join(tmp, name)
+        for suffix in (MODEL_SUFFIXES + (PARAMS_SUFFIX,)):
+            if os.path.isfile(prefix + suffix):
+                shutil.copyfile(prefix + suffix, stem + suffix)
+        openvino.save_model(quantized, stem + INT8_MODEL_SUFFIX, compress_to_fp16=False)
+        write_json(stem + META_SUFFIX, meta, indent=2)
+        written = sorted(os.listdir(tmp))
+    return [os.path.join(folder, f) for f in written]

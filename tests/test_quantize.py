@@ -1,0 +1,229 @@
+"""``paddle-dla quantize`` and the INT8 exports it writes.
+
+The accuracy bound is the anchor the issue sets: the INT8 logits' relative RMS error against
+the float export, on photographs not used for calibration, no larger than that of NNCF's
+own post-training quantization (its defaults, written here from NNCF's documented API) of
+the same model on the same calibration inputs. The model has random weights whose
+BatchNorm statistics are re-estimated on the calibration photographs, so that its
+activations have the scale trained weights give them on photographs.
+"""
+import os
+import shutil
+
+import numpy as np
+import paddle
+import pytest
+import skimage
+from PIL import Image
+
+import paddle_dla
+from paddle_dla.evaluation.transforms import Preprocess
+from paddle_dla.inference import Predictor, export
+from paddle_dla.inference.exported import INT8_MODEL_SUFFIX, ExportedModelError
+from paddle_dla.inference.runtimes import importable, onnx_model
+from paddle_dla.models.layers import BN_MOMENTUM
+from paddle_dla.weights.checkpoint import save_pdparams
+from paddle_dla.weights.registry import get_weights
+from helpers import top1_agreement
+from hostile import assert_refused, run_module
+
+pytestmark = pytest.mark.skipif(
+    not all(importable(m) for m in ('nncf', 'openvino', 'paddle2onnx')),
+    reason='INT8 needs nncf, openvino and paddle2onnx')
+
+VARIANT = 'dla_46_c'
+CALIBRATION_PHOTOS = 16
+
+
+def relative_rms(ours, reference):
+    return float(np.sqrt(np.mean((ours - reference) ** 2)) / np.sqrt(np.mean(reference ** 2)))
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory):
+    """skimage's photographs as JPEG files: the first ``CALIBRATION_PHOTOS`` in ``calib/``,
+    the rest (and their mirror images) held out."""
+    root = tmp_path_factory.mktemp('photos')
+    names = sorted(n for n in os.listdir(skimage.data_dir) if n.endswith(('.png', '.jpg')))
+    pictures = []
+    for name in names:
+        try:
+            pictures.append(Image.open(os.path.join(skimage.data_dir, name)).convert('RGB'))
+        except OSError:
+            continue
+    assert len(pictures) >= CALIBRATION_PHOTOS + 6
+    (root / 'calib').mkdir()
+    (root / 'held').mkdir()
+    for i, picture in enumerate(pictures):
+        held = i >= CALIBRATION_PHOTOS
+        picture.save(root / ('held' if held else 'calib') / f'{i:02d}.jpg')
+        if held:
+            picture.transpose(Image.FLIP_LEFT_RIGHT).save(root / 'held' / f'{i:02d}m.jpg')
+    return root
+
+
+def _inputs(folder):
+    preprocess = Preprocess.of(get_weights(VARIANT).preprocessing)
+    return np.stack([preprocess(str(folder / f)) for f in sorted(os.listdir(folder))])
+
+
+@pytest.fixture(scope='module')
+def weights(photos, tmp_path_factory):
+    """Random weights with BatchNorm statistics of the calibration photographs."""
+    paddle.seed(0)
+    model = paddle_dla.create_model(VARIANT)
+    bns = [m for m in model.sublayers() if isinstance(m, paddle.nn.BatchNorm2D)]
+    for bn in bns:
+        bn._momentum = 0.0
+    model.train()
+    with paddle.no_grad():
+        model(paddle.to_tensor(_inputs(photos / 'calib')))
+    for bn in bns:
+        bn._momentum = BN_MOMENTUM
+    path = tmp_path_factory.mktemp('weights') / f'{VARIANT}.pdparams'
+    save_pdparams(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def quantized(photos, weights, tmp_path_factory):
+    """The command's output folder, and its float export."""
+    out = tmp_path_factory.mktemp('int8') / 'out'
+    home = tmp_path_factory.mktemp('home')
+    proc = run_module('quantize', '--model', VARIANT, '--weights', weights, '--calib-dir',
+                      photos / 'calib', '--out', out, timeout=600,
+                      env={'PADDLE_DLA_HOME': str(home)}, memory=16 << 30)
+    assert proc.returncode == 0, proc.stderr
+    assert f'calibrating {VARIANT} on {CALIBRATION_PHOTOS} images' in proc.stdout
+    return out
+
+
+def _nncf_default(onnx_file, calibration, out_file):
+    """NNCF's post-training quantization with its defaults, saved as an OpenVINO IR."""
+    import nncf
+    import openvino as ov
+    model = nncf.quantize(ov.Core().read_model(onnx_file),
+                          nncf.Dataset([x[None] for x in calibration]),
+                          subset_size=len(calibration))
+    ov.save_model(model, out_file, compress_to_fp16=False)
+
+
+def test_int8_is_as_accurate_as_nncf_defaults(photos, quantized, tmp_path):
+    held = _inputs(photos / 'held')
+    int8 = Predictor(quantized)
+    assert (int8.engine, int8.precision) == ('openvino', 'int8')
+    fp32 = Predictor(quantized, precision='fp32', engine='paddle')
+    reference = np.concatenate([fp32(held[i:i + 4]) for i in range(0, len(held), 4)])
+    ours = np.concatenate([int8(held[i:i + 4]) for i in range(0, len(held), 4)])
+
+    # The anchor: NNCF's defaults on the same ONNX translation and calibration inputs, run
+    # by OpenVINO as our INT8 model is (the same files, so only the quantization differs).
+    anchor = tmp_path / 'anchor'
+    shutil.copytree(quantized, anchor)
+    prefix = str(anchor / VARIANT)
+    _nncf_default(onnx_model(prefix, prefix + '.json' if os.path.exists(prefix + '.json')
+                             else prefix + '.pdmodel'),
+                  _inputs(photos / 'calib'), prefix + INT8_MODEL_SUFFIX)
+    theirs = np.concatenate([Predictor(anchor)(held[i:i + 4]) for i in range(0, len(held), 4)])
+
+    ours_error, anchor_error = relative_rms(ours, reference), relative_rms(theirs, reference)
+    agreeing, decided = top1_agreement(ours, reference, 0.01)
+    print(f'INT8 relative RMS error {ours_error:.4f} (NNCF defaults {anchor_error:.4f}); '
+          f'top-1 agrees on {agreeing} of {decided} held-out photographs')
+    assert 0 < ours_error <= anchor_error
+
+
+@pytest.mark.full
+def test_a_wrong_calibration_fails_the_bound(photos, quantized, tmp_path):
+    """Calibrated on blank inputs (the ranges of nothing), the logits are mostly noise: a
+    relative error near 1, over twice the real calibration's. (A relative RMS error cannot
+    exceed ~1 much, so no mistake can fail this bound by orders of magnitude.)"""
+    from paddle_dla.inference.quantize import quantize_export
+    held = _inputs(photos / 'held')
+    fp32 = Predictor(quantized, precision='fp32', engine='paddle')(held)
+    good = relative_rms(Predictor(quantized)(held), fp32)
+    blank = [np.zeros((1, 3, 224, 224), np.float32)] * 16
+    quantize_export(os.path.join(quantized, VARIANT), tmp_path / 'blank' / VARIANT, blank)
+    bad = relative_rms(Predictor(tmp_path / 'blank')(held), fp32)
+    assert bad > 0.8 and bad > 2 * good, (bad, good)
+
+
+def test_predict_and_predictor_run_the_int8_export(photos, quantized):
+    proc = run_module('predict', photos / 'held' / '20.jpg', '--exported', quantized,
+                      '--topk', '2')
+    assert proc.returncode == 0, proc.stderr
+    assert 'engine: openvino (auto: INT8 runs on OpenVINO' in proc.stdout
+    with pytest.raises(ValueError, match='INT8 runs on openvino, not paddle'):
+        Predictor(quantized, precision='int8', engine='paddle')
+    assert Predictor(quantized, engine='paddle').precision == 'fp32'
+
+
+def test_int8_asked_of_a_float_export_says_how_to_make_one(tmp_path):
+    model = paddle_dla.create_model(VARIANT)
+    export(model, tmp_path / 'fp32' / VARIANT)
+    with pytest.raises(ExportedModelError, match='carries no INT8 model; make one with: '
+                                                 'paddle-dla quantize'):
+        Predictor(tmp_path / 'fp32', precision='int8')
+    assert Predictor(tmp_path / 'fp32').precision == 'fp32'
+    with pytest.raises(ValueError, match='int8 runs on CPU'):
+        Predictor(tmp_path / 'fp32', device='gpu', precision='int8')
+
+
+@pytest.mark.parametrize('case', ['missing', 'empty', 'too few', 'unreadable'])
+def test_bad_calibration_folder_is_refused_with_nothing_written(photos, weights, tmp_path,
+                                                               case):
+    calib = tmp_path / 'calib'
+    if case != 'missing':
+        calib.mkdir()
+    if case == 'too few':
+        for name in sorted(os.listdir(photos / 'calib'))[:3]:
+            shutil.copy(photos / 'calib' / name, calib / name)
+    if case == 'unreadable':
+        for i in range(10):
+            (calib / f'{i}.jpg').write_bytes(b'not a JPEG at all')
+    out = tmp_path / 'out'
+    proc = run_module('quantize', '--model', VARIANT, '--weights', weights, '--calib-dir',
+                      calib, '--out', out, env={'PADDLE_DLA_HOME': str(tmp_path / 'home')})
+    phrase = {'missing': 'not a folder', 'empty': 'holds no image',
+              'too few': '3 readable images; INT8 calibration needs at least 8',
+              'unreadable': '0 readable images'}[case]
+    assert_refused(proc, str(calib), phrase, absent=[out])
+    if case == 'unreadable':
+        assert '10 of 10 images could not be read (first: ' in proc.stderr
+
+
+def test_eval_precision_int8_scores_what_the_int8_model_predicts(photos, weights, quantized,
+                                                                 tmp_path):
+    """Each held-out photograph labelled with the float model's top-1: eval --precision
+    int8 (calibrated on the same images, so the same INT8 model) must score exactly the
+    INT8 model's agreement with it."""
+    import json
+
+    from paddle_dla.models.imagenet import synsets
+    held = sorted(os.listdir(photos / 'held'))
+    inputs = _inputs(photos / 'held')
+    fp32 = Predictor(quantized, precision='fp32', engine='paddle')(inputs).argmax(1)
+    int8 = Predictor(quantized)(inputs).argmax(1)
+    for i, (name, label) in enumerate(zip(held, fp32)):
+        folder = tmp_path / 'val' / synsets()[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(photos / 'held' / name, folder / f'ILSVRC2012_val_{i + 1:08d}.JPEG')
+    results = tmp_path / 'results.json'
+    proc = run_module('eval', '--model', VARIANT, '--weights', weights, '--data-dir',
+                      tmp_path / 'val', '--precision', 'int8', '--calib-dir', photos / 'calib',
+                      '--batch-size', '4', '--workers', '0', '--no-progress',
+                      '--results-file', results, timeout=600,
+                      env={'PADDLE_DLA_HOME': str(tmp_path / 'home')}, memory=16 << 30)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(results.read_text())
+    assert row['engine'].startswith('openvino') and row['precision'] == 'int8', row
+    assert row['num_images'] == len(held)
+    assert row['top1'] == round(100.0 * np.mean(int8 == fp32), 3), row
+
+
+def test_a_network_int8_does_not_cover_is_refused_before_any_work(photos, tmp_path):
+    out = tmp_path / 'out'
+    proc = run_module('quantize', '--model', 'centernet_dla34', '--calib-dir',
+                      photos / 'calib', '--out', out)
+    assert_refused(proc, 'centernet_dla34 is a detection network; INT8 is offered for the '
+                         'classifiers', absent=[out])
