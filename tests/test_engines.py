@@ -223,9 +223,9 @@ def test_engine_equals_eager_more_variants(cases, variant, engine, home):
 def test_auto_measures_on_first_use_then_remembers(dla34, home, monkeypatch):
     measured = []
 
-    def counting(engines, batch):
+    def counting(engines, batch, *args):
         measured.append(sorted(engines))
-        return choose(engines, batch)
+        return choose(engines, batch, *args)
     choose = inference.choose_engine
     monkeypatch.setattr(inference, 'choose_engine', counting)
     runnable = runnable_engines(dla34.model_file)
@@ -268,6 +268,82 @@ def test_auto_measures_on_first_use_then_remembers(dla34, home, monkeypatch):
     monkeypatch.setattr(inference, 'choose_engine', counting)
     other_threads = Predictor(dla34.prefix, threads=(os.cpu_count() or 1) + 1)
     assert other_threads.engine == 'paddle' and other_threads.choice is None
+
+
+class _Shifted:
+    """An engine that runs fast and computes something else: every output shifted by
+    ``shift`` (what a broken translation or kernel looks like from outside)."""
+
+    def __init__(self, engine, shift):
+        self.name, self._engine, self._shift = engine.name, engine, shift
+
+    def __call__(self, batch):
+        return self.all_outputs(batch)[0]
+
+    def all_outputs(self, batch):
+        return [out + self._shift for out in self._engine.all_outputs(batch)]
+
+
+def test_auto_never_chooses_an_engine_that_disagrees_with_paddle(dla34, home, monkeypatch):
+    """A candidate must meet the parity standard against Paddle Inference on the measuring
+    batch before its speed counts: shifted by 100x the float32 limit, it is left out with
+    the reason, however fast; shifted within the limit, it stays a candidate."""
+    others = [name for name in runnable_engines(dla34.model_file) if name != 'paddle']
+    if not others:
+        pytest.skip('no optional engine installed')
+    real_open = inference.open_engine
+    scale = max(1.0, float(np.max(np.abs(dla34.reference[dla34.first]))))
+    for shift, kept in ((100 * TOL * scale, False), (TOL / 10, True)):
+        def shifted(name, **kwargs):
+            engine = real_open(name, **kwargs)
+            return engine if name == 'paddle' else _Shifted(engine, shift)
+        monkeypatch.setattr(inference, 'open_engine', shifted)
+        if choices_file(home).exists():
+            choices_file(home).unlink()  # measure again
+        predictor = Predictor(dla34.prefix)
+        predictor(dla34.x())
+        unavailable = predictor.choice['unavailable']
+        if kept:
+            assert not set(others) & set(unavailable), unavailable
+        else:
+            assert set(predictor.choice['images_per_s']) == {'paddle'}
+            assert predictor.engine == 'paddle'
+            for name in others:
+                assert 'differs from Paddle Inference\'s by' in unavailable[name], unavailable
+
+
+def test_an_engine_failing_at_run_time_falls_back_to_paddle_and_is_forgotten(
+        dla34, home, monkeypatch, capfd):
+    others = [name for name in runnable_engines(dla34.model_file) if name != 'paddle']
+    if not others:
+        pytest.skip('no optional engine installed')
+    first = Predictor(dla34.prefix)
+    first(dla34.x())
+    (key,) = json.loads(choices_file(home).read_text())
+    assert 'paddlepaddle ' in key.split(' | ')[-1]  # the engines' versions are in the key
+    saved = {key: dict(first.choice, engine=others[0])}
+    choices_file(home).write_text(json.dumps(saved))
+    real_open = inference.open_engine
+
+    class Failing:
+        name = others[0]
+
+        def all_outputs(self, batch):
+            raise RuntimeError('a kernel failed')
+
+    monkeypatch.setattr(inference, 'open_engine', lambda name, **kw: Failing() if name ==
+                        others[0] else real_open(name, **kw))
+    predictor = Predictor(dla34.prefix)
+    assert predictor.engine == others[0] and predictor.how_chosen.startswith('auto: remem')
+    capfd.readouterr()
+    assert_parity(predictor(dla34.x()), dla34.reference[dla34.first])
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and f'warning: {others[0]} failed' in err[0], err
+    assert 'a kernel failed' in err[0] and 'forgotten' in err[0]
+    assert predictor.engine == 'paddle' and predictor.choice['failed_at_run_time'] == others[0]
+    assert key not in json.loads(choices_file(home).read_text())
+    with pytest.raises(RuntimeError, match='a kernel failed'):  # a named engine: no fallback
+        Predictor(dla34.prefix, engine=others[0])(dla34.x())
 
 
 @pytest.mark.parametrize('content', [

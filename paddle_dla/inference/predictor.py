@@ -20,18 +20,19 @@ import paddle
 
 from ..core.atomic import atomic_folder_output
 from ..core.errors import PaddleDLAError, is_disk_full, one_line, printable
+from ..core.parity import BFLOAT16_LIMIT, FLOAT32_LIMIT
 from ..models import imagenet
 from ..tasks.serving import DenseSpec
 from ..weights.cache import compiled_home
 from ..weights.registry import get_weights
-from .engines import AUTO, ENGINE_CHOICES, INT8, OPENVINO, PADDLE
+from .engines import AUTO, CPU_PRECISIONS, ENGINE_CHOICES, INT8, OPENVINO, PADDLE
 from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, ExportedModelError,
                        ModelFileError, check_device, check_model_file, cpu_supports_bf16,
                        int8_model_file, locate, model_file_of, read_metadata, recipe_of,
                        resolve_prefix, tensor_shapes)
 from .quantize import calibration_digest, quantize_export
-from .runtimes import (EngineUnavailable, choice_key, choose_engine, installed_engines, open_engine,
-                       read_choices, remember_choice)
+from .runtimes import (EngineUnavailable, choice_key, choose_engine, forget_choice,
+                       installed_engines, open_engine, read_choices, remember_choice)
 
 __all__ = ['export', 'Predictor', 'compile_model', 'weights_digest', 'ExportError',
            'ExportedModelError', 'ModelFileError', 'EngineUnavailable', 'tensor_shapes',
@@ -266,7 +267,7 @@ class Predictor:
                                        device=device, precision=precision, threads=threads,
                                        tensorrt=tensorrt)
         self.requested, self._tensorrt = engine, tensorrt
-        self.choice, self._choice_key = None, None
+        self.choice, self._choice_key, self._key = None, None, None
         self._measured_here, self._unopened = False, None
         if precision == INT8:
             self._engine = self._open(OPENVINO)
@@ -302,7 +303,8 @@ class Predictor:
     def _remembered_engine(self, model_file, threads):
         """The engine chosen earlier for this machine, model and precision; else Paddle,
         until the first batch is measured on every installed engine."""
-        key = choice_key(model_file, self.meta, self.device, self.precision, threads)
+        key = self._key = choice_key(model_file, self.meta, self.device, self.precision,
+                                     threads)
         record = read_choices().get(key)
         name = record.get('engine') if isinstance(record, dict) else None
         if name in installed_engines(self.device, self.precision):
@@ -324,7 +326,8 @@ class Predictor:
                 engines[name] = self._open(name)
             except EngineUnavailable as exc:
                 unavailable[name] = str(exc)
-        name, rates, failed = choose_engine(engines, batch[:AUTO_MEASURED_BATCH])
+        limit = BFLOAT16_LIMIT if self.precision == 'bf16' else FLOAT32_LIMIT
+        name, rates, failed = choose_engine(engines, batch[:AUTO_MEASURED_BATCH], limit)
         self._engine = engines[name]
         self.choice = {'engine': name, 'images_per_s': rates,
                        'batch_size': min(len(batch), AUTO_MEASURED_BATCH),
@@ -353,19 +356,39 @@ class Predictor:
         if self._choice_key is not None:
             self._choose(batch)
         try:
-            if not self.output_names:
-                return self._engine(batch)
             outputs = self._engine.all_outputs(batch)
         except Exception as exc:  # Paddle reports kernel failures as bare std::exception
+            if self._may_fall_back():
+                return self._fall_back(batch, exc)
             hint = ('; oneDNN bfloat16 kernels fail on some graphs (dla_60_res2next at batch > 1 '
                     'with Paddle 3.3), use precision="fp32"'
                     if self.precision == 'bf16' and self.engine == PADDLE else '')
             raise RuntimeError(f'{self.engine} failed on {self.prefix} ({self.precision}, '
                                f'input {list(batch.shape)}): {one_line(exc)}{hint}') from exc
+        if not self.output_names:
+            return outputs[0]
         if len(outputs) != len(self.output_names):
             raise ModelFileError(f'{printable(self.prefix)} gives {len(outputs)} outputs where '
                                  f'its metadata names {len(self.output_names)}')
         return dict(zip(self.output_names, outputs))
+
+    def _may_fall_back(self):
+        """An engine 'auto' chose (not Paddle itself, not one the caller named) that
+        failed at run time: Paddle Inference takes over."""
+        return (self.requested == AUTO and self.engine != PADDLE and self.choice is not None
+                and self.precision in CPU_PRECISIONS[PADDLE])
+
+    def _fall_back(self, batch, exc):
+        """Forget the choice, say so in one line, and run ``batch`` on Paddle Inference."""
+        failed = self.engine
+        sys.stderr.write(f'paddle_dla: warning: {failed} failed on {printable(self.prefix)} '
+                         f'(input {list(batch.shape)}: {one_line(exc)}); Paddle Inference '
+                         f'runs it from now on, and the remembered choice is forgotten\n')
+        sys.stderr.flush()
+        forget_choice(self._key)
+        self._engine = self._open(PADDLE)
+        self.choice = dict(self.choice, engine=PADDLE, failed_at_run_time=failed)
+        return self(batch)
 
 
 def _precision_for(prefix, meta, device, precision, engine):

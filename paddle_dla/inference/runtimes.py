@@ -16,10 +16,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 from ..core.atomic import atomic_output
 from ..core.digests import CHUNK
 from ..core.errors import PaddleDLAError, one_line, printable
-from ..core.machine import machine_id
+from ..core.machine import installed_versions, machine_id
+from ..core.parity import FLOAT32_LIMIT, TOP2_GAP, relative_error, top1_agreement
 from ..weights.cache import compiled_home
 from .engines import (CPU_PRECISIONS, ENGINE_EXTRAS, ENGINES, INT8, ONNXRUNTIME, OPENVINO,
                       OPTIONAL_ENGINES, PADDLE)
@@ -280,12 +283,19 @@ def open_engine(name, prefix, model_file, device='cpu', precision='fp32', thread
 
 # --- choosing by measurement ---------------------------------------------------------------
 
+# What decides an engine's speed besides the machine and the model: its library's version.
+ENGINE_PACKAGES = ('paddlepaddle', 'openvino', 'onnxruntime', 'paddle2onnx')
+
+
 def choice_key(model_file, meta, device, precision, threads):
+    """What a remembered choice holds for: this machine, threads, device and precision, the
+    model's graph and shape, and the engines' versions (an upgrade measures again)."""
     with open(model_file, 'rb') as f:
         graph = hashlib.sha256(f.read()).hexdigest()[:16]
     shape = 'x'.join('N' if d is None else str(d) for d in meta.get('input_shape') or [])
+    versions = ' '.join(f'{k} {v}' for k, v in installed_versions(ENGINE_PACKAGES).items())
     return (f'{machine_id()} | {cpu_threads(threads)} threads | {device} {precision} | '
-            f'{meta.get("variant", "model")} {shape} {graph}')
+            f'{meta.get("variant", "model")} {shape} {graph} | {versions}')
 
 
 def _choices_path():
@@ -316,16 +326,63 @@ def remember_choice(key, record):
         pass
 
 
-def measure_engines(engines, batch, runs=_MEASURED_RUNS):
+def _outputs(engine, batch):
+    return list(engine.all_outputs(batch))
+
+
+def disagreement(outputs, reference, limit):
+    """Why ``outputs`` fail the parity standard against ``reference`` (lists of arrays in
+    the program's order), or None."""
+    if len(outputs) != len(reference):
+        return f'{len(outputs)} outputs where Paddle Inference gives {len(reference)}'
+    for i, (ours, theirs) in enumerate(zip(outputs, reference)):
+        if np.shape(ours) != np.shape(theirs):
+            return f'output {i} has shape {list(np.shape(ours))}, not {list(np.shape(theirs))}'
+        error = relative_error(ours, theirs)
+        if not error <= limit:  # NaN fails too
+            return f'output {i} differs from Paddle Inference\'s by {error:.1e} (limit {limit:g})'
+        if np.ndim(theirs) == 2:  # logits: rows clearer than the error allows must agree
+            scale = max(1.0, float(np.max(np.abs(theirs))))
+            agreeing, decided = top1_agreement(ours, theirs, max(TOP2_GAP, limit * scale))
+            if agreeing != decided:
+                return (f'output {i}: top-1 differs from Paddle Inference\'s on '
+                        f'{decided - agreeing} of {decided} rows')
+    return None
+
+
+def forget_choice(key):
+    """Drop a remembered choice (an engine that failed at run time): measured again next
+    time."""
+    choices = read_choices()
+    if choices.pop(key, None) is None:
+        return
+    try:
+        with atomic_output(_choices_path()) as tmp:
+            with open(tmp, 'w', encoding='utf-8') as f:
+                json.dump(choices, f, indent=1)
+    except OSError:  # a read-only cache: nothing else to do
+        pass
+
+
+def measure_engines(engines, batch, runs=_MEASURED_RUNS, limit=FLOAT32_LIMIT):
     """Images per second of each engine on ``batch``: one warm-up each, then ``runs``
     rounds taking each engine in turn (interleaved, so that a busy moment of the machine
-    does not favour one), the median kept. Engines that fail are left out."""
-    times, failed = {name: [] for name in engines}, {}
+    does not favour one), the median kept. Engines that fail are left out, and so are those
+    whose outputs on the batch miss the parity standard (``limit``) against Paddle
+    Inference's, when it is among them: a fast engine that computes something else is not a
+    candidate."""
+    times, failed, outputs = {name: [] for name in engines}, {}, {}
     for name, engine in engines.items():
         try:
-            engine(batch)
+            outputs[name] = _outputs(engine, batch)
         except Exception as exc:  # noqa: BLE001 - an engine that cannot run is not chosen
             failed[name] = one_line(exc)
+    reference = outputs.get(PADDLE)
+    for name in list(outputs):
+        why = None if reference is None or name == PADDLE else disagreement(
+            outputs[name], reference, limit)
+        if why:
+            failed[name] = why
     for _ in range(runs):
         for name, engine in engines.items():
             if name not in failed:
@@ -354,10 +411,10 @@ def importable(module):
         return False
 
 
-def choose_engine(engines, batch):
-    """The fastest of ``engines`` (name -> engine) on ``batch``, with what was measured:
-    ``(name, rates, failed)``."""
-    rates, failed = measure_engines(engines, batch)
+def choose_engine(engines, batch, limit=FLOAT32_LIMIT):
+    """The fastest of ``engines`` (name -> engine) that agree with Paddle Inference on
+    ``batch``, with what was measured: ``(name, rates, failed)``."""
+    rates, failed = measure_engines(engines, batch, limit=limit)
     if not rates:
         raise EngineUnavailable('no engine could run the model: ' + '; '.join(
             f'{k}: {v}' for k, v in failed.items()))
