@@ -318,6 +318,18 @@ def remember_choice(key, record):
     choices[key] = record
     while len(choices) > _MAX_CHOICES:
         choices.pop(next(iter(choices)))
+    _write_choices(choices)
+
+
+def forget_choice(key):
+    """Drop a remembered choice (an engine that failed at run time): measured again next
+    time."""
+    choices = read_choices()
+    if choices.pop(key, None) is not None:
+        _write_choices(choices)
+
+
+def _write_choices(choices):
     try:
         with atomic_output(_choices_path()) as tmp:
             with open(tmp, 'w', encoding='utf-8') as f:
@@ -348,20 +360,6 @@ def disagreement(outputs, reference, limit):
                 return (f'output {i}: top-1 differs from Paddle Inference\'s on '
                         f'{decided - agreeing} of {decided} rows')
     return None
-
-
-def forget_choice(key):
-    """Drop a remembered choice (an engine that failed at run time): measured again next
-    time."""
-    choices = read_choices()
-    if choices.pop(key, None) is None:
-        return
-    try:
-        with atomic_output(_choices_path()) as tmp:
-            with open(tmp, 'w', encoding='utf-8') as f:
-                json.dump(choices, f, indent=1)
-    except OSError:  # a read-only cache: nothing else to do
-        pass
 
 
 def measure_engines(engines, batch, runs=_MEASURED_RUNS, limit=FLOAT32_LIMIT):
