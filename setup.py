@@ -42,5 +42,6 @@ setup(
                     'openvino': ['openvino>=2024.0', 'paddle2onnx'],
                     'onnxruntime': ['onnxruntime>=1.17', 'paddle2onnx'],
                     # paddle-dla quantize: NNCF's post-training INT8, run by OpenVINO.
-                    'int8': ['nncf>=2.14', 'openvino>=2024.0', 'paddle2onnx']},
+                    'int8': ['nncf>=2.14', 'openvino>=2024.0', 'paddle2onnx', 'onnx',
+                             'onnxruntime']},
 )

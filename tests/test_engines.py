@@ -383,7 +383,7 @@ def test_bf16_where_this_cpu_allows_it(dla34):
             with pytest.raises(ValueError, match='no bfloat16 support'):
                 Predictor(dla34.prefix, engine=engine, precision='bf16')
         return
-    with pytest.raises(EngineUnavailable, match='onnxruntime is offered for fp32 on CPU'):
+    with pytest.raises(EngineUnavailable, match='onnxruntime is offered for fp32 and int8 on CPU'):
         Predictor(dla34.prefix, engine='onnxruntime', precision='bf16')
     predictor = Predictor(dla34.prefix, precision='bf16')  # auto leaves onnxruntime out
     predictor(dla34.x())
@@ -392,7 +392,7 @@ def test_bf16_where_this_cpu_allows_it(dla34):
 
 def test_engines_refuse_what_they_cannot_run(dla34):
     """Checked before the engine's package is imported: the same with or without it."""
-    cases = [(dict(engine='onnxruntime', device='gpu'), 'onnxruntime is offered for fp32 on CPU'),
+    cases = [(dict(engine='onnxruntime', device='gpu'), 'onnxruntime is offered for fp32 and int8 on CPU'),
              (dict(engine='openvino', device='gpu:1', precision='fp16'),
               'OpenVINO is offered for fp32, bf16 and int8 on CPU'),
              (dict(engine='openvino', device='gpu', tensorrt=True),

@@ -19,7 +19,7 @@ from PIL import Image
 import paddle_dla
 from paddle_dla.evaluation.transforms import Preprocess
 from paddle_dla.inference import Predictor, export
-from paddle_dla.inference.exported import INT8_MODEL_SUFFIX, ExportedModelError
+from paddle_dla.inference.exported import INT8_FILES, ExportedModelError
 from paddle_dla.inference.runtimes import importable, onnx_model
 from paddle_dla.models.layers import BN_MOMENTUM
 from paddle_dla.weights.checkpoint import save_pdparams
@@ -123,7 +123,7 @@ def test_int8_is_as_accurate_as_nncf_defaults(photos, quantized, tmp_path):
     prefix = str(anchor / VARIANT)
     _nncf_default(onnx_model(prefix, prefix + '.json' if os.path.exists(prefix + '.json')
                              else prefix + '.pdmodel'),
-                  _inputs(photos / 'calib'), prefix + INT8_MODEL_SUFFIX)
+                  _inputs(photos / 'calib'), prefix + INT8_FILES['openvino'][0])
     theirs = np.concatenate([Predictor(anchor)(held[i:i + 4]) for i in range(0, len(held), 4)])
 
     ours_error, anchor_error = relative_rms(ours, reference), relative_rms(theirs, reference)
@@ -152,8 +152,8 @@ def test_predict_and_predictor_run_the_int8_export(photos, quantized):
     proc = run_module('predict', photos / 'held' / '20.jpg', '--exported', quantized,
                       '--topk', '2')
     assert proc.returncode == 0, proc.stderr
-    assert 'engine: openvino (auto: INT8 runs on OpenVINO' in proc.stdout
-    with pytest.raises(ValueError, match='INT8 runs on openvino, not paddle'):
+    assert 'engine: openvino (auto: this INT8 model runs on openvino' in proc.stdout
+    with pytest.raises(ValueError, match='this INT8 model runs on openvino, not paddle'):
         Predictor(quantized, precision='int8', engine='paddle')
     assert Predictor(quantized, engine='paddle').precision == 'fp32'
 
@@ -192,6 +192,7 @@ def test_bad_calibration_folder_is_refused_with_nothing_written(photos, weights,
         assert '10 of 10 images could not be read (first: ' in proc.stderr
 
 
+@pytest.mark.full
 def test_eval_precision_int8_scores_what_the_int8_model_predicts(photos, weights, quantized,
                                                                  tmp_path):
     """Each held-out photograph labelled with the float model's top-1: eval --precision
@@ -219,11 +220,3 @@ def test_eval_precision_int8_scores_what_the_int8_model_predicts(photos, weights
     assert row['engine'].startswith('openvino') and row['precision'] == 'int8', row
     assert row['num_images'] == len(held)
     assert row['top1'] == round(100.0 * np.mean(int8 == fp32), 3), row
-
-
-def test_a_network_int8_does_not_cover_is_refused_before_any_work(photos, tmp_path):
-    out = tmp_path / 'out'
-    proc = run_module('quantize', '--model', 'centernet_dla34', '--calib-dir',
-                      photos / 'calib', '--out', out)
-    assert_refused(proc, 'centernet_dla34 is a detection network; INT8 is offered for the '
-                         'classifiers', absent=[out])

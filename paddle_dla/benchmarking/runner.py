@@ -29,8 +29,8 @@ from ..core.atomic import atomic_output
 from ..core.machine import cpu_description, installed_versions
 from ..core.parity import relative_error
 from ..evaluation.transforms import Preprocess
-from ..inference.engines import (BENCH_REFERENCE, EAGER, ENGINES, INT8, NNCF_BASELINE,
-                                 OPTIONAL_ENGINES, TORCH_CHANNELS_LAST, TORCH_EAGER)
+from ..inference.engines import (BENCH_REFERENCE, CLASSIFIER_INT8_ENGINE, EAGER, ENGINES, INT8,
+                                 NNCF_BASELINE, OPTIONAL_ENGINES, TORCH_CHANNELS_LAST, TORCH_EAGER)
 from ..inference.predictor import cpu_supports_bf16, export
 from ..inference.quantize import quantization_available, quantize_export
 from ..inference.runtimes import importable, installed_engines
@@ -98,6 +98,8 @@ def engine_specs(bf16, dense=None):
     specs = {REFERENCE: (EAGER, 'fp32')}
     for precision in precisions:
         for engine in ENGINES:
+            if precision == INT8 and engine != CLASSIFIER_INT8_ENGINE:
+                continue
             if engine in installed_engines('cpu', precision):
                 specs[f'{engine} {precision}'] = (engine, precision)
     if INT8 in precisions:

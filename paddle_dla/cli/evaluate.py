@@ -18,8 +18,9 @@ from ..evaluation.metrics import distributed_rank
 from ..evaluation.report import decoding_split, format_table, result_row, write_results
 from ..evaluation.runner import CORES_PER_WORKER, MAX_DEFAULT_WORKERS, default_workers
 from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, ImageReadError, Preprocess
-from ..inference.engines import (AUTO, DEFAULT_CALIBRATION_IMAGES, EAGER, ENGINES, INT8,
-                                 OLD_ENGINE_NAMES, RUN_CHOICES)
+from ..inference.engines import (AUTO, CLASSIFIER_INT8_ENGINE, DEFAULT_CALIBRATION_IMAGES,
+                                 DENSE_INT8_ENGINE, EAGER, ENGINES, INT8, OLD_ENGINE_NAMES,
+                                 RUN_CHOICES)
 from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..models.preprocessing import INPUT_SIZE_RANGE, INTERPOLATIONS
 from ..models.registry import CLASSIFICATION, get_model
@@ -123,10 +124,11 @@ def configure(p):
     p.add_argument('--precision', choices=EVAL_PRECISIONS, default='fp32',
                    help='fp32; bf16 (CPUs with AVX512-BF16 or AMX); int8: quantized once by '
                         'paddle-dla quantize\'s route on --calib-dir, cached by weights, '
-                        'calibration images and size, run by OpenVINO (default: %(default)s)')
+                        'calibration images and size, run by OpenVINO (a dense network: by '
+                        'onnxruntime) (default: %(default)s)')
     p.add_argument('--calib-dir', metavar='DIR', type=path_text,
-                   help='int8: calibration images (default: --data-dir\'s own, spread evenly '
-                        'over them)')
+                   help='int8: calibration images (default: the evaluation\'s own, spread '
+                        'evenly over them)')
     p.add_argument('--calib-count', type=positive_int, default=DEFAULT_CALIBRATION_IMAGES,
                    metavar='N', help='int8: calibration images used (default: %(default)s)')
     p.add_argument('--threads', type=positive_int,
@@ -349,12 +351,14 @@ def run(args):
     if args.nproc > 1 and 'PADDLE_TRAINERS_NUM' not in os.environ:
         return launch(args)
     from . import evaluate_dense
-    if args.precision == INT8 and args.engine not in (AUTO, 'openvino'):
-        raise UsageError(f'--precision int8 runs on openvino, not --engine {args.engine}')
-    if evaluate_dense.wanted(args):
-        if args.precision != 'fp32':
+    dense = evaluate_dense.wanted(args)
+    runs_int8 = DENSE_INT8_ENGINE if dense else CLASSIFIER_INT8_ENGINE
+    if args.precision == INT8 and args.engine not in (AUTO, runs_int8):
+        raise UsageError(f'--precision int8 runs on {runs_int8}, not --engine {args.engine}')
+    if dense:
+        if args.precision not in ('fp32', INT8):
             raise UsageError(f'--precision {args.precision} is offered for the classifiers; '
-                             f'the dense networks are evaluated in fp32')
+                             f'the dense networks are evaluated in fp32 or int8')
         return evaluate_dense.run(args)
     names = args.model
     if args.weights and len(names) > 1:

@@ -8,7 +8,7 @@ import os
 import time
 
 from ..core.errors import UsageError, printable
-from ..inference.engines import AUTO, EAGER, OLD_ENGINE_NAMES
+from ..inference.engines import AUTO, EAGER, INT8, OLD_ENGINE_NAMES
 from ..models.dense_variants import get_dense_config
 from ..models.registry import CLASSIFICATION, get_model
 
@@ -93,11 +93,25 @@ def _runner(args, name):
     """(spec, run) as ``predict`` builds them: the model exported once into the cache (any
     input size where images run at their own) and run by --engine, or eager."""
     from .predict_dense import runner
+    from .quantize import calibration_files
     model_args = argparse.Namespace(
         model=name, weights=args.weights, tag=args.tag, exported=None, device='cpu',
-        precision='fp32', engine=OLD_ENGINE_NAMES.get(args.engine, args.engine),
+        precision=args.precision, engine=OLD_ENGINE_NAMES.get(args.engine, args.engine),
         keep_res=args.keep_res, flip_test=args.flip_test, save_json=None)
-    return runner(model_args)
+    files = None
+    if args.precision == INT8:
+        files = calibration_files(args.calib_dir or _images_folder(args), args.calib_count)
+    return runner(model_args, files)
+
+
+def _images_folder(args):
+    """Where the evaluation's own images are, to calibrate INT8 on when --calib-dir is not
+    given (Cityscapes' label PNGs are not images of the scene)."""
+    if args.coco_annotations:
+        return args.images
+    if args.cityscapes:
+        return os.path.join(args.cityscapes, 'leftImg8bit')
+    return args.mot_dir
 
 
 def run(args):
@@ -158,10 +172,11 @@ def _engine_name(timed, args):
     return timed.engine + (f' ({AUTO})' if args.engine == AUTO else '')
 
 
-def _rate_line(rates, engine):
+def _rate_line(rates, engine, precision='fp32'):
     return (f'speed: {rates["end_to_end_img_per_s"]:.2f} img/s end to end, '
             f'{rates["model_img_per_s"]:.2f} img/s in the model alone '
-            f'({100 * (rates["end_to_end_share"] or 0):.0f}%), engine {engine}')
+            f'({100 * (rates["end_to_end_share"] or 0):.0f}%), engine {engine}'
+            + (f', {precision}' if precision != 'fp32' else ''))
 
 
 def _warm_up(run_one, first):
@@ -208,7 +223,7 @@ def _coco(args, name, rank, world):
                    args.flip_test, args.keep_res, args.tolerance)
     print(f'{name}: AP {metrics["AP"]:.1f} (box, COCOeval) on {len(images):,} images'
           + (' with the flip test' if args.flip_test else '') + f'; {said}')
-    print(_rate_line(rates, _engine_name(timed, args)))
+    print(_rate_line(rates, _engine_name(timed, args), args.precision))
     if args.out:
         detections = results_path(args.out)
         write_json(detections, records, indent=None)
@@ -217,6 +232,7 @@ def _coco(args, name, rank, world):
             'annotations': coco_set.path, 'images': len(images), 'flip_test': args.flip_test,
             'keep_res': args.keep_res, 'units': 'percent', **metrics, 'verdict': said,
             'results_file': os.path.abspath(detections), 'engine': _engine_name(timed, args),
+            'precision': args.precision,
             **rates})
         print(f'metrics: {printable(args.out)}; detections: {printable(detections)}')
     return 1 if (args.strict and said == 'FAIL') else 0
@@ -255,12 +271,13 @@ def _cityscapes(args, name, rank, world):
     rates = _rates(parts)
     print(f'{name}: mIoU {100 * matrix.miou():.2f} over 19 classes on {len(pairs):,} images '
           f'at their own resolution; no verdict: no published weights')
-    print(_rate_line(rates, _engine_name(timed, args)))
+    print(_rate_line(rates, _engine_name(timed, args), args.precision))
     if args.out:
         write_json(args.out, {
             'model': name, 'weights': os.path.abspath(args.weights) if args.weights else None,
             'data': os.path.abspath(args.cityscapes), 'images': len(pairs), 'units': 'percent',
             **matrix.as_dict(spec.class_names), 'engine': _engine_name(timed, args),
+            'precision': args.precision,
             **rates})
         print(f'metrics: {printable(args.out)}')
     return 0
@@ -330,14 +347,15 @@ def _mot(args, name, rank, world):
     said = _mot_verdict(published, args.weights, listed, overall['mota'])
     print(f'{name}: MOTA {_percent(overall["mota"])}, IDF1 {_percent(overall["idf1"])}, '
           f'{overall["num_switches"]} ID switches over {len(sequences)} sequences; {said}')
-    print(_rate_line(rates, _engine_name(timed, args)).replace('img/s', 'frames/s'))
+    print(_rate_line(rates, _engine_name(timed, args), args.precision)
+          .replace('img/s', 'frames/s'))
     print(f'results: {printable(folder)}')
     if args.out:
         write_json(args.out, {
             'model': name, 'weights': os.path.abspath(args.weights) if args.weights else None,
             'data': os.path.abspath(args.mot_dir), 'frames': total, 'units': 'percent',
             'sequences': metrics, 'verdict': said, 'results_dir': os.path.abspath(folder),
-            'engine': _engine_name(timed, args),
+            'engine': _engine_name(timed, args), 'precision': args.precision,
             **{k.replace('img', 'frames'): v for k, v in rates.items()}})
         print(f'metrics: {printable(args.out)}')
     return 1 if (args.strict and said == 'FAIL') else 0

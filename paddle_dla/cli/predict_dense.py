@@ -4,7 +4,7 @@ import os
 
 from ..core.atomic import same_file
 from ..core.errors import UsageError, printable
-from ..inference.engines import EAGER
+from ..inference.engines import EAGER, INT8
 from ..models.registry import CLASSIFICATION, get_model
 from .predict import announcing_engine
 
@@ -23,9 +23,10 @@ def wanted(args):
     return False
 
 
-def runner(args):
+def runner(args, calibration_files=None):
     """(spec, run): the exported model, or the --model exported once into the cache (any
-    input size with --keep-res), or eager."""
+    input size with --keep-res), or eager. ``--precision int8`` on a --model quantizes it
+    once, calibrated on ``calibration_files`` read by the spec's recipe."""
     from ..inference.predictor import Predictor, compile_model
     from ..tasks.serving import DenseSpec, as_named_outputs
     if args.exported:
@@ -52,8 +53,18 @@ def runner(args):
         return spec, run
     spatial = ((None, None) if args.keep_res or spec.input.native else
                (spec.input.height, spec.input.width))
+    calibration = None
+    if args.precision == INT8:
+        from ..tasks.serving import prepare
+        from .quantize import calibration_inputs
+        if not calibration_files:
+            raise UsageError(f'--precision {INT8} on --model {args.model} needs calibration '
+                             f'images: quantize it with paddle-dla quantize and give --exported')
+        calibration = calibration_inputs(
+            calibration_files, lambda path: prepare(spec, path, keep_res=args.keep_res)[0])
     return spec, compile_model(model, (None, 3, *spatial), engine=args.engine,
-                               precision=args.precision, device=args.device)
+                               precision=args.precision, device=args.device,
+                               calibration=calibration)
 
 
 def _check_modes(spec, args):

@@ -1,6 +1,7 @@
 """``paddle-dla quantize``: post-training INT8 for CPU, calibrated on the user's own images
 read through the model's own preprocessing, written as an export that ``Predictor``,
-``predict --exported`` and ``eval --exported`` run on OpenVINO."""
+``predict --exported`` and ``eval --exported`` run (a classifier on OpenVINO, a dense network
+on onnxruntime)."""
 import os
 import sys
 
@@ -10,15 +11,18 @@ from ..models.registry import CLASSIFICATION, get_model
 from . import common
 from .args import image_size, non_negative_int, path_text, positive_int
 
-HELP = 'post-training INT8 for CPU (NNCF into OpenVINO)'
-DESCRIPTION = ('Quantize a classifier to INT8 with NNCF, calibrated on your images '
-               'through the model\'s own preprocessing. The result is an export carrying the '
-               'INT8 model beside the float one: predict and eval run it with --exported.')
+HELP = 'post-training INT8 for CPU (NNCF into OpenVINO or onnxruntime)'
+DESCRIPTION = ('Quantize a model to INT8 with NNCF, calibrated on your images through the '
+               'model\'s own preprocessing: a classifier into OpenVINO, a dense network '
+               '(CenterNet, FairMOT, DLA-Up) into onnxruntime with its deformable convolutions '
+               'in float. The result is an export carrying the INT8 model beside the float '
+               'one: predict and eval run it with --exported.')
 EPILOG = """\
 examples:
   paddle-dla quantize --model dla_34 --calib-dir calib/ --out int8/
   paddle-dla quantize --exported exported/ --calib-dir calib/ --calib-count 500 --out int8/
   paddle-dla predict cat.jpg --exported int8/               # INT8 on OpenVINO
+  paddle-dla quantize --model centernet_dla34 --calib-dir coco/val2017/ --out det8/
   paddle-dla eval --exported int8/ --data-dir val/          # its ImageNet top-1
 """
 
@@ -82,12 +86,14 @@ def calibration_inputs(files, prepare):
 
 
 def preparer(meta):
-    """The model's own preprocessing, as the export recorded it: image file -> [1, C, H, W]."""
+    """The model's own preprocessing, as the export recorded it: image file -> [1, C, H, W]
+    (a dense network's at the export's size, or its recipe's where the size is free)."""
     from ..evaluation.transforms import Preprocess
     from ..inference.predictor import recipe_of
     if meta.get('task') not in (None, 'classification'):
-        raise UsageError(f'{meta.get("variant", "this export")} is a {meta["task"]} network; '
-                         f'INT8 is offered for the classifiers')
+        from ..tasks.serving import DenseSpec, prepare
+        spec = DenseSpec.of_export(meta).fixed_to(meta.get('input_shape'))
+        return lambda path: prepare(spec, path)[0]
     recipe = recipe_of(meta)
     if recipe is None:
         raise UsageError('the export records no preprocessing: export it with paddle-dla '
@@ -107,25 +113,34 @@ def source_export(args, workdir):
         return resolve_prefix(args.exported)
     if not args.model:
         raise UsageError('give --model NAME (with --weights) or --exported DIR')
-    if get_model(args.model).task != CLASSIFICATION:
-        raise UsageError(f'{args.model} is a {get_model(args.model).task} network; INT8 is '
-                         f'offered for the classifiers')
+    dense = get_model(args.model).task != CLASSIFICATION
+    if dense and args.img_size:
+        raise UsageError(f'--img-size is a classifier\'s; {args.model} is quantized at its '
+                         f'recipe\'s size (export it at another with paddle-dla export)')
     model = common.build_model(args)
     model.eval()
     prefix = os.path.join(workdir, model.config.name)
-    size = args.img_size or get_weights(model.config.name).preprocessing.img_size
-    export(model, prefix, [None, model.in_chans, size, size], weights=args.weights or args.tag)
+    if dense:
+        export(model, prefix, weights=args.weights or args.tag)
+    else:
+        size = args.img_size or get_weights(model.config.name).preprocessing.img_size
+        export(model, prefix, [None, model.in_chans, size, size],
+               weights=args.weights or args.tag)
     return prefix
 
 
 def run(args):
     import tempfile
 
+    from ..inference.engines import CLASSIFIER_INT8_ENGINE, DENSE_INT8_ENGINE
     from ..inference.predictor import read_metadata
     from ..inference.quantize import quantization_available, quantize_export
-    reason = quantization_available()
-    if reason:
-        raise UsageError(reason)
+    if args.model and not args.exported:
+        dense = get_model(args.model).task != CLASSIFICATION
+        reason = quantization_available(DENSE_INT8_ENGINE if dense else
+                                        CLASSIFIER_INT8_ENGINE)
+        if reason:
+            raise UsageError(reason)
     files = calibration_files(args.calib_dir, args.calib_count)
     with tempfile.TemporaryDirectory(prefix='paddle-dla-quantize-') as workdir:
         prefix = source_export(args, workdir)

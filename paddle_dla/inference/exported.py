@@ -14,13 +14,14 @@ from ..core.errors import PaddleDLAError, one_line, printable
 from ..models.dense_variants import MAX_HEADS, DenseInput
 from ..models.preprocessing import Preprocessing
 from ..models.registry import TASKS
-from .engines import DEVICE_PATTERN, INT8, PRECISIONS
+from .engines import DEVICE_PATTERN, INT8, ONNXRUNTIME, OPENVINO, PRECISIONS
 
 MODEL_SUFFIXES = ('.json', '.pdmodel')
 PARAMS_SUFFIX = '.pdiparams'
 META_SUFFIX = '.dla.json'
-# The INT8 model `paddle-dla quantize` adds to an export: an OpenVINO IR.
-INT8_MODEL_SUFFIX, INT8_WEIGHTS_SUFFIX = '.int8.xml', '.int8.bin'
+# The INT8 model `paddle-dla quantize` adds to an export, by the engine that runs it: an
+# OpenVINO IR, or an ONNX model with quantize-dequantize pairs.
+INT8_FILES = {OPENVINO: ('.int8.xml', '.int8.bin'), ONNXRUNTIME: ('.int8.onnx',)}
 _MAX_META_BYTES = 1 << 20  # what export writes is about 20 kB (1000 class names)
 
 
@@ -46,14 +47,23 @@ def dense_input_of(meta):
 
 
 
+def int8_engine(meta):
+    """The engine of the INT8 model an export records (OpenVINO for exports that name none),
+    or None."""
+    recorded = meta.get('int8')
+    if not isinstance(recorded, dict):
+        return None
+    engine = recorded.get('engine', OPENVINO)
+    return engine if engine in INT8_FILES else None
+
+
 def int8_model_file(prefix, meta):
-    """The INT8 model an export carries (recorded in its metadata, both files present), or
+    """The INT8 model an export carries (recorded in its metadata, every file present), or
     None."""
-    path = prefix + INT8_MODEL_SUFFIX
-    if isinstance(meta.get('int8'), dict) and os.path.isfile(path) and os.path.isfile(
-            prefix + INT8_WEIGHTS_SUFFIX):
-        return path
-    return None
+    engine = int8_engine(meta)
+    if engine is None or not all(os.path.isfile(prefix + s) for s in INT8_FILES[engine]):
+        return None
+    return prefix + INT8_FILES[engine][0]
 
 
 def model_file_of(prefix):
@@ -283,7 +293,7 @@ def check_device(device, precision):
     if device == 'cpu' and precision == 'fp16':
         raise ValueError('fp16 is for GPUs; on CPU use fp32 or bf16')
     if device != 'cpu' and precision == INT8:
-        raise ValueError('int8 runs on CPU (OpenVINO); on a GPU use fp16')
+        raise ValueError('int8 runs on CPU (OpenVINO or onnxruntime); on a GPU use fp16')
     if device == 'cpu' and precision == 'bf16' and not cpu_supports_bf16():
         raise ValueError('this CPU has no bfloat16 support (AVX512-BF16 or AMX); '
                          'use precision="fp32"')

@@ -25,11 +25,11 @@ from ..models import imagenet
 from ..tasks.serving import DenseSpec
 from ..weights.cache import compiled_home
 from ..weights.registry import get_weights
-from .engines import AUTO, CPU_PRECISIONS, ENGINE_CHOICES, INT8, OPENVINO, PADDLE
+from .engines import AUTO, CPU_PRECISIONS, ENGINE_CHOICES, INT8, PADDLE
 from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, ExportedModelError,
                        ModelFileError, check_device, check_model_file, cpu_supports_bf16,
-                       int8_model_file, locate, model_file_of, read_metadata, recipe_of,
-                       resolve_prefix, tensor_shapes)
+                       int8_engine, int8_model_file, locate, model_file_of, read_metadata,
+                       recipe_of, resolve_prefix, tensor_shapes)
 from .quantize import calibration_digest, quantize_export
 from .runtimes import (EngineUnavailable, choice_key, choose_engine, forget_choice,
                        installed_engines, open_engine, read_choices, remember_choice)
@@ -242,7 +242,8 @@ class Predictor:
         path_prefix: what :func:`export` was given (or its folder, or one of its files).
         device: ``'cpu'`` or ``'gpu'`` / ``'gpu:1'``.
         precision: ``'fp32'``; ``'bf16'`` on CPUs that support it; ``'fp16'`` on GPU;
-            ``'int8'`` for an export made by ``paddle-dla quantize`` (on CPU, by OpenVINO).
+            ``'int8'`` for an export made by ``paddle-dla quantize`` (on CPU: OpenVINO for a
+            classifier, onnxruntime for a dense network).
             Default: ``'int8'`` for such an export, ``'fp32'`` otherwise.
         threads: CPU threads (default: all cores).
         tensorrt: on GPU, run through TensorRT subgraphs.
@@ -270,7 +271,7 @@ class Predictor:
         self.choice, self._choice_key, self._key = None, None, None
         self._measured_here, self._unopened = False, None
         if precision == INT8:
-            self._engine = self._open(OPENVINO)
+            self._engine = self._open(int8_engine(self.meta))
         elif engine == AUTO and device == 'cpu' and not tensorrt:
             self._engine = self._remembered_engine(model_file, threads)
         else:
@@ -291,7 +292,7 @@ class Predictor:
         if self._choice_key is not None:
             return 'auto: Paddle Inference until the first batch is measured'
         if self.choice is None and self.precision == INT8:
-            return 'auto: INT8 runs on OpenVINO, nothing measured'
+            return f'auto: this INT8 model runs on {self.engine}, nothing measured'
         if self.choice is None:
             return ('auto: TensorRT runs through Paddle Inference, nothing measured'
                     if self._tensorrt else
@@ -395,14 +396,15 @@ def _precision_for(prefix, meta, device, precision, engine):
     """The precision asked for, or by default INT8 for an export that carries an INT8
     model (on CPU) and fp32 otherwise; INT8 is refused where it cannot run."""
     carried = int8_model_file(prefix, meta) is not None
+    runs_int8 = int8_engine(meta)
     if precision is None:
-        return INT8 if carried and device == 'cpu' and engine in (AUTO, OPENVINO) else 'fp32'
+        return INT8 if carried and device == 'cpu' and engine in (AUTO, runs_int8) else 'fp32'
     if precision == INT8 and not carried:
         raise ExportedModelError(f'{printable(prefix)} carries no INT8 model; make one with: '
                                  f'paddle-dla quantize --exported {printable(prefix)} '
                                  f'--calib-dir IMAGES --out DIR')
-    if precision == INT8 and engine not in (AUTO, OPENVINO):
-        raise ValueError(f'INT8 runs on {OPENVINO}, not {engine}')
+    if precision == INT8 and engine not in (AUTO, runs_int8):
+        raise ValueError(f'this INT8 model runs on {runs_int8}, not {engine}')
     return precision
 
 

@@ -1,11 +1,14 @@
 """Post-training INT8 for CPU: an export quantized with calibration images the caller has
 prepared by the model's own recipe, written as a new export that carries the INT8 model.
 
-The route is NNCF into OpenVINO: on CPUs with VNNI or AMX, OpenVINO runs INT8 convolutions
-several times faster than float (README, "INT8 on CPU", says what else was measured). NNCF
-reads the ONNX translation of the export; the INT8 model is an OpenVINO IR
-(``<prefix>.int8.xml`` and ``.int8.bin``) beside a copy of the float export, whose metadata
-records how it was made.
+NNCF quantizes the ONNX translation of the export. A classifier goes into OpenVINO: on CPUs
+with VNNI or AMX, OpenVINO runs INT8 convolutions several times faster than float (README,
+"INT8 on CPU", says what else was measured); its INT8 model is an OpenVINO IR
+(``<prefix>.int8.xml`` and ``.int8.bin``). OpenVINO reads no deformable convolution, so a
+dense network stays in ONNX: NNCF's ONNX backend puts quantize-dequantize pairs around the
+layers onnxruntime runs in INT8 and leaves the deformable convolutions in float
+(``<prefix>.int8.onnx``). Either is written beside a copy of the float export, whose
+metadata records how it was made.
 """
 import contextlib
 import hashlib
@@ -19,12 +22,14 @@ import numpy as np
 from ..core.atomic import atomic_folder_output, write_json
 from ..core.digests import CHUNK
 from ..core.errors import PaddleDLAError, one_line, printable
-from .engines import DEFAULT_CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES
-from .exported import (INT8_MODEL_SUFFIX, META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, locate,
-                       read_metadata)
+from .engines import (CLASSIFIER_INT8_ENGINE, DEFAULT_CALIBRATION_IMAGES, DENSE_INT8_ENGINE,
+                      MIN_CALIBRATION_IMAGES)
+from .exported import INT8_FILES, META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, locate, read_metadata
 from .runtimes import EngineUnavailable, importable, onnx_model
 
-INSTALL_HINT = 'pip install nncf openvino paddle2onnx'
+# What each route needs, by the engine that runs its INT8 model.
+NEEDED = {CLASSIFIER_INT8_ENGINE: ('nncf', 'openvino', 'paddle2onnx'),
+          DENSE_INT8_ENGINE: ('nncf', 'onnx', 'onnxruntime', 'paddle2onnx')}
 
 
 class QuantizationError(PaddleDLAError):
@@ -35,10 +40,16 @@ def _is_classifier(meta):
     return meta.get('task') in (None, 'classification') and bool(meta.get('num_classes'))
 
 
-def quantization_available():
-    """Why INT8 cannot be made here, or None when it can."""
-    missing = [m for m in ('nncf', 'openvino', 'paddle2onnx') if not importable(m)]
-    return f'INT8 needs {", ".join(missing)}: {INSTALL_HINT}' if missing else None
+def int8_engine_for(meta):
+    """The engine that will run the INT8 model of the export described by ``meta``."""
+    return CLASSIFIER_INT8_ENGINE if _is_classifier(meta) else DENSE_INT8_ENGINE
+
+
+def quantization_available(engine=CLASSIFIER_INT8_ENGINE):
+    """Why INT8 for ``engine`` cannot be made here, or None when it can."""
+    missing = [m for m in NEEDED[engine] if not importable(m)]
+    return (f'INT8 needs {", ".join(missing)}: pip install {" ".join(NEEDED[engine])}'
+            if missing else None)
 
 
 def classifier_layer(model):
@@ -66,6 +77,34 @@ def nncf_quantize(onnx_file, calibration, classifier=False, nncf_defaults=False)
         return nncf.quantize(model, nncf.Dataset(list(calibration)), **options)
 
 
+def nncf_quantize_onnx(onnx_file, calibration):
+    """An ONNX model quantized by NNCF's ONNX backend with its defaults, on ``calibration``:
+    quantize-dequantize pairs where onnxruntime has INT8 kernels, the rest (the deformable
+    convolutions) left in float."""
+    import nncf
+    import onnx
+
+    import onnxruntime
+
+    model = onnx.load(onnx_file)
+    name = model.graph.input[0].name
+    nncf.set_log_level(logging.WARNING)
+    onnxruntime.set_default_logger_severity(3)  # its notes on unused constants: not ours
+    with contextlib.redirect_stdout(sys.stderr):
+        return nncf.quantize(model, nncf.Dataset(list(calibration), lambda x: {name: x}),
+                             subset_size=len(calibration))
+
+
+def _tool(engine):
+    import nncf
+    return f'nncf {nncf.__version__}, {engine} {_version(engine)}'
+
+
+def _version(module):
+    import importlib
+    return getattr(importlib.import_module(module), '__version__', '?')
+
+
 def calibration_digest(calibration):
     """The content of the calibration inputs: what an INT8 model is cached by."""
     sha = hashlib.sha256()
@@ -83,7 +122,10 @@ def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defa
     inputs). ``source`` says in words where the images came from (recorded);
     ``nncf_defaults`` makes NNCF's default INT8 model instead, the anchor the benchmark
     compares with. Returns the files written; on any failure nothing is written."""
-    reason = quantization_available()
+    prefix, model_file = locate(path_prefix)
+    meta = read_metadata(prefix)
+    engine = int8_engine_for(meta)
+    reason = quantization_available(engine)
     if reason:
         raise EngineUnavailable(reason)
     # One input per image, [1, C, H, W], whether given as a list or as one [N, C, H, W] array.
@@ -93,22 +135,20 @@ def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defa
         raise QuantizationError(f'{len(calibration)} calibration images; INT8 needs at least '
                                 f'{MIN_CALIBRATION_IMAGES} (NNCF uses '
                                 f'{DEFAULT_CALIBRATION_IMAGES} by default)')
-    prefix, model_file = locate(path_prefix)
-    meta = read_metadata(prefix)
     onnx_file = onnx_model(prefix, model_file)
+    classifier = _is_classifier(meta)
     try:
-        quantized = nncf_quantize(onnx_file, calibration, classifier=_is_classifier(meta),
-                                  nncf_defaults=nncf_defaults)
-    except Exception as exc:  # noqa: BLE001 - NNCF and OpenVINO raise many types
+        quantized = (nncf_quantize(onnx_file, calibration, classifier=True,
+                                   nncf_defaults=nncf_defaults) if classifier else
+                     nncf_quantize_onnx(onnx_file, calibration))
+    except Exception as exc:  # noqa: BLE001 - NNCF and its backends raise many types
         raise QuantizationError(f'NNCF could not quantize {printable(model_file)}: '
                                 f'{one_line(exc)}') from None
-    import nncf
-    import openvino
     out = os.path.abspath(os.fspath(out_prefix))
     folder, name = os.path.split(out)
     meta = dict(meta, int8={
-        'tool': f'nncf {nncf.__version__}, openvino {openvino.__version__}',
-        'options': 'nncf defaults' + ('' if nncf_defaults or not _is_classifier(meta) else
+        'engine': engine, 'tool': _tool(engine),
+        'options': 'nncf defaults' + ('' if nncf_defaults or not classifier else
                                       ', fc in float'),
         'calibration': {'images': len(calibration), 'source': source,
                         'sha256': calibration_digest(calibration)}})
@@ -117,7 +157,12 @@ def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defa
         for suffix in (MODEL_SUFFIXES + (PARAMS_SUFFIX,)):
             if os.path.isfile(prefix + suffix):
                 shutil.copyfile(prefix + suffix, stem + suffix)
-        openvino.save_model(quantized, stem + INT8_MODEL_SUFFIX, compress_to_fp16=False)
+        if classifier:
+            import openvino
+            openvino.save_model(quantized, stem + INT8_FILES[engine][0], compress_to_fp16=False)
+        else:
+            import onnx
+            onnx.save(quantized, stem + INT8_FILES[engine][0])
         write_json(stem + META_SUFFIX, meta, indent=2)
         written = sorted(os.listdir(tmp))
     return [os.path.join(folder, f) for f in written]

@@ -26,7 +26,7 @@ from ..core.parity import FLOAT32_LIMIT, TOP2_GAP, relative_error, top1_agreemen
 from ..weights.cache import compiled_home
 from .engines import (CPU_PRECISIONS, ENGINE_EXTRAS, ENGINES, INT8, ONNXRUNTIME, OPENVINO,
                       OPTIONAL_ENGINES, PADDLE)
-from .exported import INT8_MODEL_SUFFIX, PARAMS_SUFFIX, ModelFileError
+from .exported import INT8_FILES, PARAMS_SUFFIX, ModelFileError
 
 ONNX_OPSET = 17
 _CHOICES_FILE = 'engine-choice.json'
@@ -204,6 +204,15 @@ def _cpu_engine_library(name, label, module, device, precision):
         raise EngineUnavailable(f'{label} is not installed: {ENGINE_EXTRAS[name]}') from None
 
 
+def _int8_source(prefix, engine):
+    """The INT8 model file an export carries for ``engine``."""
+    source = prefix + INT8_FILES[engine][0]
+    if not os.path.isfile(source):
+        raise EngineUnavailable(f'{printable(prefix)} carries no INT8 model for {engine}; '
+                                f'make one with: paddle-dla quantize')
+    return source
+
+
 class OnnxRuntimeEngine:
     name = ONNXRUNTIME
 
@@ -215,7 +224,9 @@ class OnnxRuntimeEngine:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(onnx_model(prefix, model_file), options,
+        source = (_int8_source(prefix, self.name) if precision == INT8 else
+                  onnx_model(prefix, model_file))
+        self._session = ort.InferenceSession(source, options,
                                              providers=['CPUExecutionProvider'])
         self._input = self._session.get_inputs()[0].name
 
@@ -232,10 +243,7 @@ class OpenVINOEngine:
     def __init__(self, prefix, model_file, device, precision, threads):
         openvino = _cpu_engine_library(self.name, 'OpenVINO', 'openvino', device, precision)
         if precision == INT8:
-            source = prefix + INT8_MODEL_SUFFIX
-            if not os.path.isfile(source):
-                raise EngineUnavailable(f'{printable(prefix)} carries no INT8 model; make one '
-                                        f'with: paddle-dla quantize')
+            source = _int8_source(prefix, self.name)
         # OpenVINO reads Paddle 2.6's program files itself, but not Paddle 3's .json.
         elif model_file.endswith('.pdmodel'):
             source = model_file
@@ -267,7 +275,8 @@ def open_engine(name, prefix, model_file, device='cpu', precision='fp32', thread
     if name not in _ENGINE_CLASSES:
         raise ValueError(f'engine must be one of auto, {", ".join(ENGINES)}; got {name!r}')
     if name == PADDLE and precision == INT8:
-        raise EngineUnavailable('Paddle Inference runs fp32 and bf16; INT8 runs on OpenVINO')
+        raise EngineUnavailable('Paddle Inference runs fp32 and bf16; INT8 runs on OpenVINO '
+                                'or onnxruntime')
     if name == PADDLE:
         return PaddleEngine(prefix, model_file, device, precision, threads, tensorrt)
     if tensorrt:
