@@ -83,7 +83,6 @@ def nncf_quantize_onnx(onnx_file, calibration):
     convolutions) left in float."""
     import nncf
     import onnx
-
     import onnxruntime
 
     model = onnx.load(onnx_file)
