@@ -270,6 +270,72 @@ def test_auto_measures_on_first_use_then_remembers(dla34, home, monkeypatch):
     assert other_threads.engine == 'paddle' and other_threads.choice is None
 
 
+def test_auto_remembers_a_choice_per_batch_class(dla34, home, monkeypatch):
+    """One image and a batch are measured apart (engines rank differently on them), each
+    once per predictor, and a later predictor measures neither again."""
+    measured = []
+
+    def counting(engines, batch, *args):
+        measured.append(len(batch))
+        return choose(engines, batch, *args)
+    choose = inference.choose_engine
+    monkeypatch.setattr(inference, 'choose_engine', counting)
+    shape = FAST_INPUTS[0]
+    one = dla34.x(shape)[:1]
+    predictor = Predictor(dla34.prefix)
+    for batch in (dla34.x(shape), dla34.x(shape), one, one, dla34.x(shape)):
+        predictor(batch)
+    assert measured == [shape[0], 1]
+    keys = list(json.loads(choices_file(home).read_text()))
+    assert [key.rsplit(' | ', 1)[1] for key in keys] == ['batch 2-7', 'batch 1']
+    monkeypatch.setattr(inference, 'choose_engine', refuse)
+    monkeypatch.setattr(runtimes, 'measure_engines', refuse)
+    again = Predictor(dla34.prefix)
+    assert_parity(again(dla34.x(shape)), dla34.reference[shape])
+    again(one)
+    assert again.how_chosen == 'auto: remembered for this machine'
+
+
+def test_a_choice_that_loses_in_steady_state_is_measured_once_more(dla34, home, monkeypatch):
+    """A measurement on a noisy batch (made here by reporting a runner-up a thousand times
+    faster than the winner) is taken once more after the chosen engine's steady calls show
+    it losing by more than the noise; and only once."""
+    calls = []
+
+    def noisy(engines, batch, *args):
+        name, rates, failed = choose(engines, batch, *args)
+        calls.append(len(batch))
+        if len(calls) == 1:
+            rates = dict(rates, **{'noisy runner-up': 1000 * max(rates.values())})
+        return name, rates, failed
+    choose = inference.choose_engine
+    monkeypatch.setattr(inference, 'choose_engine', noisy)
+    predictor = Predictor(dla34.prefix)
+    batch = dla34.x()
+    for _ in range(inference.STEADY_CALLS - 1):  # the first call measures and is timed too
+        predictor(batch)
+    assert calls == [len(batch)] and 'measured_again' not in predictor.choice
+    predictor(batch)
+    assert calls == [len(batch)] * 2 and predictor.choice['measured_again'] is True
+    assert 'noisy runner-up' not in predictor.choice['images_per_s']
+    for _ in range(2 * inference.STEADY_CALLS):
+        predictor(batch)
+    assert len(calls) == 2
+    (saved,) = json.loads(choices_file(home).read_text()).values()
+    assert saved == predictor.choice
+
+
+def test_outputs_are_ordered_by_their_fetch_names():
+    """paddle2onnx names the i-th output fetch_name_i: engines order outputs by it (a
+    quantizer or engine may list them otherwise), and leave other names as listed."""
+    listed = ['fetch_name_2', 'fetch_name_0', 'fetch_name_10', 'fetch_name_1']
+    assert runtimes.fetch_order(listed) == ['fetch_name_0', 'fetch_name_1', 'fetch_name_2',
+                                            'fetch_name_10']
+    assert runtimes.fetch_order(['logits', 'fetch_name_0']) == ['logits', 'fetch_name_0']
+    assert runtimes.fetch_order(['fetch_name_1', 'fetch_name_01']) == ['fetch_name_1',
+                                                                       'fetch_name_01']
+
+
 class _Shifted:
     """An engine that runs fast and computes something else: every output shifted by
     ``shift`` (what a broken translation or kernel looks like from outside)."""

@@ -204,6 +204,19 @@ def _cpu_engine_library(name, label, module, device, precision):
         raise EngineUnavailable(f'{label} is not installed: {ENGINE_EXTRAS[name]}') from None
 
 
+_FETCH_NAME = re.compile(r'fetch_name_(\d+)$')
+
+
+def fetch_order(names):
+    """Output names in the order of the exported program's fetch list: paddle2onnx names
+    the i-th output ``fetch_name_i``, and an engine or a quantizer may list them otherwise,
+    so outputs are matched to the model's by name, never by position alone."""
+    numbers = [_FETCH_NAME.match(name) for name in names]
+    if not all(numbers) or len({int(m.group(1)) for m in numbers}) != len(names):
+        return list(names)
+    return sorted(names, key=lambda name: int(_FETCH_NAME.match(name).group(1)))
+
+
 def _int8_source(prefix, engine):
     """The INT8 model file an export carries for ``engine``."""
     source = prefix + INT8_FILES[engine][0]
@@ -229,12 +242,13 @@ class OnnxRuntimeEngine:
         self._session = ort.InferenceSession(source, options,
                                              providers=['CPUExecutionProvider'])
         self._input = self._session.get_inputs()[0].name
+        self._outputs = fetch_order([o.name for o in self._session.get_outputs()])
 
     def __call__(self, batch):
         return self.all_outputs(batch)[0]
 
     def all_outputs(self, batch):
-        return self._session.run(None, {self._input: batch})
+        return self._session.run(self._outputs, {self._input: batch})
 
 
 class OpenVINOEngine:
@@ -257,14 +271,16 @@ class OpenVINOEngine:
             'INFERENCE_NUM_THREADS': str(cpu_threads(threads)),
             'INFERENCE_PRECISION_HINT': 'bf16' if precision == 'bf16' else 'f32'})
         self._request = self._compiled.create_infer_request()
+        outputs = self._compiled.outputs
+        names = [next(iter(o.get_names()), str(i)) for i, o in enumerate(outputs)]
+        self._order = [names.index(name) for name in fetch_order(names)]
 
     def __call__(self, batch):
         return self.all_outputs(batch)[0]
 
     def all_outputs(self, batch):
         self._request.infer({0: batch})
-        return [self._request.get_output_tensor(i).data.copy()
-                for i in range(len(self._compiled.outputs))]
+        return [self._request.get_output_tensor(i).data.copy() for i in self._order]
 
 
 _ENGINE_CLASSES = {cls.name: cls for cls in (PaddleEngine, OpenVINOEngine, OnnxRuntimeEngine)}
@@ -305,6 +321,18 @@ def choice_key(model_file, meta, device, precision, threads):
     versions = ' '.join(f'{k} {v}' for k, v in installed_versions(ENGINE_PACKAGES).items())
     return (f'{machine_id()} | {cpu_threads(threads)} threads | {device} {precision} | '
             f'{meta.get("variant", "model")} {shape} {graph} | {versions}')
+
+
+def batch_class(size):
+    """The class of batch sizes a remembered choice holds for: engines rank differently on
+    one image than on many (one image spreads its threads within layers, a batch may
+    not)."""
+    return '1' if size <= 1 else '2-7' if size < 8 else '8+'
+
+
+def class_key(base, size_class):
+    """A remembered choice's key: :func:`choice_key`'s, for one :func:`batch_class`."""
+    return f'{base} | batch {size_class}'
 
 
 def _choices_path():
