@@ -386,7 +386,8 @@ def test_an_engine_failing_at_run_time_falls_back_to_paddle_and_is_forgotten(
     first = Predictor(dla34.prefix)
     first(dla34.x())
     (key,) = json.loads(choices_file(home).read_text())
-    assert 'paddlepaddle ' in key.split(' | ')[-1]  # the engines' versions are in the key
+    assert 'paddlepaddle ' in key.split(' | ')[-2]  # the engines' versions are in the key
+    assert key.endswith(' | batch 2-7')  # and the class of the batch size
     saved = {key: dict(first.choice, engine=others[0])}
     choices_file(home).write_text(json.dumps(saved))
     real_open = inference.open_engine
