@@ -148,7 +148,7 @@ def test_a_wrong_calibration_fails_the_bound(photos, quantized, tmp_path):
     assert bad > 0.8 and bad > 2 * good, (bad, good)
 
 
-def test_predict_and_predictor_run_the_int8_export(photos, quantized):
+def test_predict_and_predictor_run_the_int8_export(photos, quantized, monkeypatch):
     proc = run_module('predict', photos / 'held' / '20.jpg', '--exported', quantized,
                       '--topk', '2')
     assert proc.returncode == 0, proc.stderr
@@ -156,6 +156,10 @@ def test_predict_and_predictor_run_the_int8_export(photos, quantized):
     with pytest.raises(ValueError, match='this INT8 model runs on openvino, not paddle'):
         Predictor(quantized, precision='int8', engine='paddle')
     assert Predictor(quantized, engine='paddle').precision == 'fp32'
+    # Without OpenVINO the export's float model runs, as it would for any export.
+    from paddle_dla.inference import predictor
+    monkeypatch.setattr(predictor, 'importable', lambda module: module != 'openvino')
+    assert Predictor(quantized).precision == 'fp32'
 
 
 def test_int8_asked_of_a_float_export_says_how_to_make_one(tmp_path):

@@ -34,7 +34,8 @@ from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, ExportedModel
                        recipe_of, resolve_prefix, tensor_shapes)
 from .quantize import calibration_digest, quantize_export
 from .runtimes import (EngineUnavailable, batch_class, choice_key, choose_engine, class_key,
-                       forget_choice, installed_engines, open_engine, read_choices, remember_choice)
+                       forget_choice, importable, installed_engines, open_engine, read_choices,
+                       remember_choice)
 
 __all__ = ['export', 'Predictor', 'compile_model', 'weights_digest', 'ExportError',
            'ExportedModelError', 'ModelFileError', 'EngineUnavailable', 'tensor_shapes',
@@ -250,7 +251,8 @@ class Predictor:
         precision: ``'fp32'``; ``'bf16'`` on CPUs that support it; ``'fp16'`` on GPU;
             ``'int8'`` for an export made by ``paddle-dla quantize`` (on CPU: OpenVINO for a
             classifier, onnxruntime for a dense network).
-            Default: ``'int8'`` for such an export, ``'fp32'`` otherwise.
+            Default: ``'int8'`` for such an export where its engine is installed,
+            ``'fp32'`` otherwise.
         threads: CPU threads (default: all cores).
         tensorrt: on GPU, run through TensorRT subgraphs.
         engine: ``'paddle'`` (Paddle Inference), ``'openvino'`` or ``'onnxruntime'`` (when
@@ -455,8 +457,9 @@ def _precision_for(prefix, meta, device, precision, engine):
     model (on CPU) and fp32 otherwise; INT8 is refused where it cannot run."""
     carried = int8_model_file(prefix, meta) is not None
     runs_int8 = int8_engine(meta)
-    if precision is None:
-        return INT8 if carried and device == 'cpu' and engine in (AUTO, runs_int8) else 'fp32'
+    if precision is None:  # INT8 where its engine is installed; else the float model
+        return (INT8 if carried and device == 'cpu' and engine in (AUTO, runs_int8)
+                and importable(runs_int8) else 'fp32')
     if precision == INT8 and not carried:
         raise ExportedModelError(f'{printable(prefix)} carries no INT8 model; make one with: '
                                  f'paddle-dla quantize --exported {printable(prefix)} '
