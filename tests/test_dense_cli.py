@@ -201,6 +201,7 @@ def test_what_the_dense_converter_refuses(how):
     assert phrase in str(err.value), str(err.value)
 
 
+@pytest.mark.full
 def test_a_pdparams_of_the_other_family_is_refused_by_name(tmp_path):
     from paddle_dla.weights.checkpoint import save_pdparams
     from paddle_dla.weights.convert.dense import convert_dense_state

@@ -220,14 +220,20 @@ def test_engine_equals_eager_more_variants(cases, variant, engine, home):
 
 # --- 2. 'auto': measured on first use, remembered -----------------------------------------
 
-def test_auto_measures_on_first_use_then_remembers(dla34, home, monkeypatch):
-    measured = []
+def count_measurements(monkeypatch, what):
+    """The measurements 'auto' makes from now on, each as ``what(engines, batch)``."""
+    measured, choose = [], inference.choose_engine
 
     def counting(engines, batch, *args):
-        measured.append(sorted(engines))
+        measured.append(what(engines, batch))
         return choose(engines, batch, *args)
-    choose = inference.choose_engine
     monkeypatch.setattr(inference, 'choose_engine', counting)
+    return measured
+
+
+def test_auto_measures_on_first_use_then_remembers(dla34, home, monkeypatch):
+    measured = count_measurements(monkeypatch, lambda engines, batch: sorted(engines))
+    counting = inference.choose_engine
     runnable = runnable_engines(dla34.model_file)
     shape = FAST_INPUTS[1]
 
@@ -273,13 +279,7 @@ def test_auto_measures_on_first_use_then_remembers(dla34, home, monkeypatch):
 def test_auto_remembers_a_choice_per_batch_class(dla34, home, monkeypatch):
     """One image and a batch are measured apart (engines rank differently on them), each
     once per predictor, and a later predictor measures neither again."""
-    measured = []
-
-    def counting(engines, batch, *args):
-        measured.append(len(batch))
-        return choose(engines, batch, *args)
-    choose = inference.choose_engine
-    monkeypatch.setattr(inference, 'choose_engine', counting)
+    measured = count_measurements(monkeypatch, lambda engines, batch: len(batch))
     shape = FAST_INPUTS[0]
     one = dla34.x(shape)[:1]
     predictor = Predictor(dla34.prefix)
@@ -296,6 +296,7 @@ def test_auto_remembers_a_choice_per_batch_class(dla34, home, monkeypatch):
     assert again.how_chosen == 'auto: remembered for this machine'
 
 
+@pytest.mark.full
 def test_a_choice_that_loses_in_steady_state_is_measured_once_more(dla34, home, monkeypatch):
     """A measurement on a noisy batch (made here by reporting a runner-up a thousand times
     faster than the winner) is taken once more after the chosen engine's steady calls show

@@ -10,7 +10,8 @@ import skimage
 import paddle_dla
 from paddle_dla.inference.exported import locate, read_metadata
 from paddle_dla.inference import Predictor, describe_engine, export
-from paddle_dla.inference.runtimes import choice_key, installed_engines, remember_choice
+from paddle_dla.inference.runtimes import (batch_class, choice_key, class_key, installed_engines,
+                                         remember_choice)
 from hostile import run_module
 
 pytestmark = pytest.mark.paddle_compat
@@ -113,7 +114,7 @@ def test_a_remembered_engine_gone_since_is_measured_again(tmp_path, classifier, 
     monkeypatch.setenv('PADDLE_DLA_HOME', str(tmp_path))
     prefix, model_file = locate(str(exported))
     key = choice_key(model_file, read_metadata(prefix), 'cpu', 'fp32', None)
-    remember_choice(key, {'engine': 'openvino'})
+    remember_choice(class_key(key, batch_class(1)), {'engine': 'openvino'})
     monkeypatch.setattr('paddle_dla.inference.predictor.installed_engines', lambda *_: ['paddle'])
     predictor = Predictor(exported)
     assert describe_engine(predictor) == ('paddle (auto: Paddle Inference until the first '
