@@ -252,6 +252,7 @@ def test_centernet_on_onnxruntime_gives_every_head_by_name(tmp_path, centernet_w
     _exported_centernet_gives_every_head_by_name(tmp_path, centernet_weights, 'onnxruntime')
 
 
+@pytest.mark.full
 def test_export_then_predict_draws_detections_on_a_photograph(tmp_path, centernet_weights):
     out_dir = tmp_path / 'drawn'
     proc = run_module('export', '--model', 'centernet_dla34', '--weights', centernet_weights,

@@ -120,6 +120,7 @@ def _assert_same(ours, expected):
         (mismatched, box, score)
 
 
+@pytest.mark.full
 def test_tracks_are_the_reference_pipelines_and_a_wrong_geometry_misses(fairmot, monkeypatch):
     """Six frames of a panning camera: the same tracks frame by frame. Boxes mapped back by
     CenterNet's affine (scale max(h, w)) instead of FairMOT's fail by far in the first

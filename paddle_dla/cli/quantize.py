@@ -1,7 +1,7 @@
 """``paddle-dla quantize``: post-training INT8 for CPU, calibrated on the user's own images
 read through the model's own preprocessing, written as an export that ``Predictor``,
-``predict --exported`` and ``eval --exported`` run (a classifier on OpenVINO, a dense network
-on onnxruntime)."""
+``predict --exported`` run (a classifier on OpenVINO, a dense network on onnxruntime);
+``eval --precision int8`` quantizes and scores in one command."""
 import os
 import sys
 
@@ -16,14 +16,15 @@ DESCRIPTION = ('Quantize a model to INT8 with NNCF, calibrated on your images th
                'model\'s own preprocessing: a classifier into OpenVINO, a dense network '
                '(CenterNet, FairMOT, DLA-Up) into onnxruntime with its deformable convolutions '
                'in float. The result is an export carrying the INT8 model beside the float '
-               'one: predict and eval run it with --exported.')
+               'one: predict runs it with --exported, and eval --precision int8 quantizes and '
+               'scores a model in one command.')
 EPILOG = """\
 examples:
   paddle-dla quantize --model dla_34 --calib-dir calib/ --out int8/
   paddle-dla quantize --exported exported/ --calib-dir calib/ --calib-count 500 --out int8/
   paddle-dla predict cat.jpg --exported int8/               # INT8 on OpenVINO
   paddle-dla quantize --model centernet_dla34 --calib-dir coco/val2017/ --out det8/
-  paddle-dla eval --exported int8/ --data-dir val/          # its ImageNet top-1
+  paddle-dla eval --model dla_34 --data-dir val/ --precision int8 --calib-dir calib/
 """
 
 
@@ -134,7 +135,7 @@ def run(args):
 
     from ..inference.engines import CLASSIFIER_INT8_ENGINE, DENSE_INT8_ENGINE
     from ..inference.predictor import read_metadata
-    from ..inference.quantize import quantization_available, quantize_export
+    from ..inference.quantize import int8_engine_for, quantization_available, quantize_export
     if args.model and not args.exported:
         dense = get_model(args.model).task != CLASSIFICATION
         reason = quantization_available(DENSE_INT8_ENGINE if dense else
@@ -145,6 +146,9 @@ def run(args):
     with tempfile.TemporaryDirectory(prefix='paddle-dla-quantize-') as workdir:
         prefix = source_export(args, workdir)
         meta = read_metadata(prefix)
+        reason = quantization_available(int8_engine_for(meta))
+        if reason:
+            raise UsageError(reason)
         inputs = calibration_inputs(files, preparer(meta))
         name = os.path.basename(prefix)
         print(f'calibrating {meta.get("variant", name)} on {len(inputs)} images from '

@@ -54,7 +54,7 @@ def int8_engine(meta):
     if not isinstance(recorded, dict):
         return None
     engine = recorded.get('engine', OPENVINO)
-    return engine if engine in INT8_FILES else None
+    return engine if isinstance(engine, str) and engine in INT8_FILES else None
 
 
 def int8_model_file(prefix, meta):

@@ -280,6 +280,7 @@ class Predictor:
         # engine was chosen for, and the engines chosen so far by name.
         self.choice, self._base_key, self._class, self._chosen = None, None, None, {}
         self._steady = None  # the chosen engine's rates since it was measured, or None
+        self._failed = set()  # engines that failed at run time: never chosen again here
         self._measured_here, self._unopened = False, None
         if precision == INT8:
             self._engine = self._open(int8_engine(self.meta))
@@ -308,6 +309,9 @@ class Predictor:
             return ('auto: TensorRT runs through Paddle Inference, nothing measured'
                     if self._tensorrt else
                     f'auto: only Paddle Inference runs on {self.device}, nothing measured')
+        if self.choice.get('failed_at_run_time'):
+            return (f'auto: {self.choice["failed_at_run_time"]} failed at run time, Paddle '
+                    f'Inference took over')
         if self._measured_here:
             return 'auto: measured now' + _measurement_note(self.choice, self._unopened)
         return 'auto: remembered for this machine'
@@ -333,6 +337,8 @@ class Predictor:
         """The engine a remembered record names, opened (and kept as :attr:`choice`), or
         None when it is no longer installed or no longer opens (measured again then)."""
         name = record.get('engine') if isinstance(record, dict) else None
+        if name in self._failed:
+            return None
         if name in installed_engines(self.device, self.precision):
             try:
                 engine = self._chosen.get(name) or self._open(name)
@@ -359,6 +365,9 @@ class Predictor:
     def _choose(self, batch, key, again=False):
         engines, unavailable = {PADDLE: self._chosen.get(PADDLE) or self._open(PADDLE)}, {}
         for name in installed_engines(self.device, self.precision)[1:]:
+            if name in self._failed:
+                unavailable[name] = 'failed at run time in this predictor'
+                continue
             try:
                 engines[name] = self._chosen.get(name) or self._open(name)
             except EngineUnavailable as exc:
@@ -384,11 +393,17 @@ class Predictor:
         if len(self._steady) < STEADY_CALLS:
             return
         steady, self._steady = statistics.median(self._steady), None
-        others = [rate for name, rate in self.choice['images_per_s'].items()
-                  if name != self.engine]
-        if others and steady < (1 - STEADY_NOISE) * max(others):
+        rates = self.choice['images_per_s']
+        others = [rate for name, rate in rates.items() if name != self.engine]
+        # Below its own measured rate as well: batches larger than the measured images run
+        # at another rate on every engine, which is no noise.
+        if (others and steady < (1 - STEADY_NOISE) * max(others)
+                and steady < (1 - STEADY_NOISE) * rates.get(self.engine, 0.0)):
             key = class_key(self._base_key, self._class)
-            self._engine = self._choose(batch, key, again=True)
+            try:
+                self._engine = self._choose(batch, key, again=True)
+            except EngineUnavailable:  # nothing else runs it now: keep the engine that does
+                pass
 
     def _check(self, batch):
         if not isinstance(batch, np.ndarray):
@@ -446,6 +461,7 @@ class Predictor:
         forget_choice(class_key(self._base_key, self._class))
         self._steady = None
         self._chosen.pop(failed, None)
+        self._failed.add(failed)
         self._engine = self._chosen.get(PADDLE) or self._open(PADDLE)
         self._chosen[PADDLE] = self._engine
         self.choice = dict(self.choice, engine=PADDLE, failed_at_run_time=failed)

@@ -271,9 +271,12 @@ class OpenVINOEngine:
             'INFERENCE_NUM_THREADS': str(cpu_threads(threads)),
             'INFERENCE_PRECISION_HINT': 'bf16' if precision == 'bf16' else 'f32'})
         self._request = self._compiled.create_infer_request()
-        outputs = self._compiled.outputs
-        names = [next(iter(o.get_names()), str(i)) for i, o in enumerate(outputs)]
-        self._order = [names.index(name) for name in fetch_order(names)]
+        # An output may carry several names: the fetch name, where one is among them.
+        names = [min(o.get_names(), key=lambda n: (not _FETCH_NAME.match(n), n), default='')
+                 for o in self._compiled.outputs]
+        ordered = fetch_order(names)
+        self._order = (sorted(range(len(names)), key=lambda i: ordered.index(names[i]))
+                       if ordered != names else list(range(len(names))))
 
     def __call__(self, batch):
         return self.all_outputs(batch)[0]
