@@ -18,9 +18,8 @@ from ..evaluation.metrics import distributed_rank
 from ..evaluation.report import decoding_split, format_table, result_row, write_results
 from ..evaluation.runner import CORES_PER_WORKER, MAX_DEFAULT_WORKERS, default_workers
 from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, ImageReadError, Preprocess
-from ..inference.engines import (AUTO, CLASSIFIER_INT8_ENGINE, DEFAULT_CALIBRATION_IMAGES,
-                                 DENSE_INT8_ENGINE, EAGER, ENGINES, INT8, OLD_ENGINE_NAMES,
-                                 RUN_CHOICES)
+from ..inference.engines import (AUTO, DEFAULT_CALIBRATION_IMAGES, EAGER, ENGINES, INT8,
+                                 OLD_ENGINE_NAMES, RUN_CHOICES, int8_engine_of)
 from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..models.preprocessing import INPUT_SIZE_RANGE, INTERPOLATIONS
 from ..models.registry import CLASSIFICATION, get_model
@@ -352,7 +351,7 @@ def run(args):
         return launch(args)
     from . import evaluate_dense
     dense = evaluate_dense.wanted(args)
-    runs_int8 = DENSE_INT8_ENGINE if dense else CLASSIFIER_INT8_ENGINE
+    runs_int8 = int8_engine_of(dense)
     if args.precision == INT8 and args.engine not in (AUTO, runs_int8):
         raise UsageError(f'--precision int8 runs on {runs_int8}, not --engine {args.engine}')
     if dense:

@@ -133,22 +133,22 @@ def source_export(args, workdir):
 def run(args):
     import tempfile
 
-    from ..inference.engines import CLASSIFIER_INT8_ENGINE, DENSE_INT8_ENGINE
+    from ..inference.engines import int8_engine_of
     from ..inference.predictor import read_metadata
     from ..inference.quantize import int8_engine_for, quantization_available, quantize_export
-    if args.model and not args.exported:
-        dense = get_model(args.model).task != CLASSIFICATION
-        reason = quantization_available(DENSE_INT8_ENGINE if dense else
-                                        CLASSIFIER_INT8_ENGINE)
+
+    def refuse_if_unavailable(engine):
+        reason = quantization_available(engine)
         if reason:
             raise UsageError(reason)
+    if args.model and not args.exported:  # before the export it would take
+        refuse_if_unavailable(int8_engine_of(get_model(args.model).task != CLASSIFICATION))
     files = calibration_files(args.calib_dir, args.calib_count)
     with tempfile.TemporaryDirectory(prefix='paddle-dla-quantize-') as workdir:
         prefix = source_export(args, workdir)
         meta = read_metadata(prefix)
-        reason = quantization_available(int8_engine_for(meta))
-        if reason:
-            raise UsageError(reason)
+        if args.exported:  # before any image is read
+            refuse_if_unavailable(int8_engine_for(meta))
         inputs = calibration_inputs(files, preparer(meta))
         name = os.path.basename(prefix)
         print(f'calibrating {meta.get("variant", name)} on {len(inputs)} images from '

@@ -32,6 +32,11 @@ CPU_PRECISIONS = {PADDLE: ('fp32', 'bf16'), OPENVINO: ('fp32', 'bf16', INT8),
 # IR (NNCF into OpenVINO was the fastest route measured); a dense network an ONNX model with
 # quantize-dequantize pairs around all but its deformable convolutions, for onnxruntime.
 CLASSIFIER_INT8_ENGINE, DENSE_INT8_ENGINE = OPENVINO, ONNXRUNTIME
+
+
+def int8_engine_of(dense):
+    """The engine that runs the INT8 model of a dense network or of a classifier."""
+    return DENSE_INT8_ENGINE if dense else CLASSIFIER_INT8_ENGINE
 # What to install for each optional engine (the paddle2onnx route serves both on Paddle 3).
 ENGINE_EXTRAS = {OPENVINO: 'pip install openvino paddle2onnx',
                  ONNXRUNTIME: 'pip install onnxruntime paddle2onnx'}

@@ -22,8 +22,9 @@ import numpy as np
 from ..core.atomic import atomic_folder_output, write_json
 from ..core.digests import CHUNK
 from ..core.errors import PaddleDLAError, one_line, printable
+from ..core.machine import installed_versions
 from .engines import (CLASSIFIER_INT8_ENGINE, DEFAULT_CALIBRATION_IMAGES, DENSE_INT8_ENGINE,
-                      MIN_CALIBRATION_IMAGES)
+                      MIN_CALIBRATION_IMAGES, int8_engine_of)
 from .exported import INT8_FILES, META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, locate, read_metadata
 from .runtimes import EngineUnavailable, importable, onnx_model
 
@@ -42,7 +43,7 @@ def _is_classifier(meta):
 
 def int8_engine_for(meta):
     """The engine that will run the INT8 model of the export described by ``meta``."""
-    return CLASSIFIER_INT8_ENGINE if _is_classifier(meta) else DENSE_INT8_ENGINE
+    return int8_engine_of(dense=not _is_classifier(meta))
 
 
 def quantization_available(engine=CLASSIFIER_INT8_ENGINE):
@@ -95,13 +96,9 @@ def nncf_quantize_onnx(onnx_file, calibration):
 
 
 def _tool(engine):
-    import nncf
-    return f'nncf {nncf.__version__}, {engine} {_version(engine)}'
-
-
-def _version(module):
-    import importlib
-    return getattr(importlib.import_module(module), '__version__', '?')
+    """``'nncf 3.4.0, onnxruntime 1.32.0'``: what made the INT8 model, for its metadata."""
+    return ', '.join(f'{name} {version}'
+                     for name, version in installed_versions(('nncf', engine)).items())
 
 
 def calibration_digest(calibration):

@@ -274,9 +274,9 @@ class OpenVINOEngine:
         # An output may carry several names: the fetch name, where one is among them.
         names = [min(o.get_names(), key=lambda n: (not _FETCH_NAME.match(n), n), default='')
                  for o in self._compiled.outputs]
-        ordered = fetch_order(names)
-        self._order = (sorted(range(len(names)), key=lambda i: ordered.index(names[i]))
-                       if ordered != names else list(range(len(names))))
+        ordered = fetch_order(names)  # reordered only where the names are distinct
+        self._order = [names.index(name) for name in ordered] if ordered != names else list(
+            range(len(names)))
 
     def __call__(self, batch):
         return self.all_outputs(batch)[0]
