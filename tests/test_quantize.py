@@ -148,6 +148,33 @@ def test_a_wrong_calibration_fails_the_bound(photos, quantized, tmp_path):
     assert bad > 0.8 and bad > 2 * good, (bad, good)
 
 
+def test_calibration_images_are_read_one_at_a_time(photos, quantized, tmp_path):
+    """The command's calibration set prepares each image when NNCF reads it: however many
+    images, memory holds a few at a time (all 16 here if they were held together), and the
+    INT8 model is cached by the same digest as the inputs held in a list."""
+    import weakref
+
+    from paddle_dla.cli.quantize import calibration_files, calibration_inputs
+    from paddle_dla.inference.quantize import calibration_digest, quantize_export
+    preprocess = Preprocess.of(get_weights(VARIANT).preprocessing)
+    alive, most = [0], [0]
+
+    def prepare(path):
+        array = preprocess(path)[None]
+        alive[0] += 1
+        most[0] = max(most[0], alive[0])
+        weakref.finalize(array, lambda: alive.__setitem__(0, alive[0] - 1))
+        return array
+    files = calibration_files(str(photos / 'calib'), 300)
+    images = calibration_inputs(files, prepare)
+    assert len(images) == CALIBRATION_PHOTOS and most[0] <= 2, most
+    assert calibration_digest(images) == calibration_digest([preprocess(f)[None] for f in files])
+    written = quantize_export(os.path.join(quantized, VARIANT), tmp_path / 'again' / VARIANT,
+                              images)
+    assert any(f.endswith(INT8_FILES['openvino'][0]) for f in written)
+    assert 1 <= most[0] <= 4, f'{most[0]} calibration inputs were held at once'
+
+
 def test_predict_and_predictor_run_the_int8_export(photos, quantized, monkeypatch):
     proc = run_module('predict', photos / 'held' / '20.jpg', '--exported', quantized,
                       '--topk', '2')

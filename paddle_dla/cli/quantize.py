@@ -62,14 +62,11 @@ def calibration_files(folder, count):
 
 
 def calibration_inputs(files, prepare):
-    """The prepared inputs of the files that decode; the others are counted and named in
-    one warning line, and too few readable images stop the run."""
-    inputs, unreadable = [], []
-    for path in files:
-        try:
-            inputs.append(prepare(path))
-        except (OSError, ValueError) as exc:
-            unreadable.append((path, exc))
+    """The inputs of the files that decode, prepared again each time they are read (memory
+    holds one at a time); the others are counted and named in one warning line, and too
+    few readable images stop the run."""
+    from ..inference.quantize import PreparedImages
+    inputs, unreadable = PreparedImages.read(files, prepare)
     why = ''
     if unreadable:
         path, exc = unreadable[0]

@@ -10,6 +10,7 @@ layers onnxruntime runs in INT8 and leaves the deformable convolutions in float
 (``<prefix>.int8.onnx``). Either is written beside a copy of the float export, whose
 metadata records how it was made.
 """
+import collections.abc
 import contextlib
 import hashlib
 import logging
@@ -61,11 +62,17 @@ def classifier_layer(model):
     return names[-1]
 
 
+def as_input(item):
+    """One calibration input as the engines take it: float32 ``[1, C, H, W]``."""
+    return np.ascontiguousarray(item if np.ndim(item) == 4 else np.asarray(item)[None],
+                                dtype=np.float32)
+
+
 def nncf_quantize(onnx_file, calibration, classifier=False, nncf_defaults=False):
-    """An OpenVINO model quantized by NNCF on ``calibration`` (float32 ``[1, C, H, W]``
-    inputs), with NNCF's defaults except that a classifier's ``fc`` stays in float unless
-    ``nncf_defaults``: its inputs, the pooled features, decide every logit; keeping it
-    lowers the logit error for 1-3% of the speed (README, "INT8 on CPU")."""
+    """An OpenVINO model quantized by NNCF on ``calibration`` (a sequence of float32
+    ``[1, C, H, W]`` inputs), with NNCF's defaults except that a classifier's ``fc`` stays
+    in float unless ``nncf_defaults``: its inputs, the pooled features, decide every logit;
+    keeping it lowers the logit error (README, "INT8 on CPU")."""
     import nncf
     import openvino
 
@@ -75,7 +82,7 @@ def nncf_quantize(onnx_file, calibration, classifier=False, nncf_defaults=False)
         options['ignored_scope'] = nncf.IgnoredScope(names=[classifier_layer(model)])
     nncf.set_log_level(logging.WARNING)
     with contextlib.redirect_stdout(sys.stderr):  # its progress bars: not our output
-        return nncf.quantize(model, nncf.Dataset(list(calibration)), **options)
+        return nncf.quantize(model, nncf.Dataset(calibration, as_input), **options)
 
 
 def nncf_quantize_onnx(onnx_file, calibration):
@@ -91,7 +98,7 @@ def nncf_quantize_onnx(onnx_file, calibration):
     nncf.set_log_level(logging.WARNING)
     onnxruntime.set_default_logger_severity(3)  # its notes on unused constants: not ours
     with contextlib.redirect_stdout(sys.stderr):
-        return nncf.quantize(model, nncf.Dataset(list(calibration), lambda x: {name: x}),
+        return nncf.quantize(model, nncf.Dataset(calibration, lambda x: {name: as_input(x)}),
                              subset_size=len(calibration))
 
 
@@ -101,21 +108,62 @@ def _tool(engine):
                      for name, version in installed_versions(('nncf', engine)).items())
 
 
+def _digest_update(sha, item):
+    array = as_input(item)
+    sha.update(str(array.shape).encode())
+    for start in range(0, array.nbytes, CHUNK):
+        sha.update(array.data.cast('B')[start:start + CHUNK])
+
+
 def calibration_digest(calibration):
     """The content of the calibration inputs: what an INT8 model is cached by."""
+    known = getattr(calibration, 'sha256', None)
+    if known:
+        return known
     sha = hashlib.sha256()
-    for image in calibration:
-        array = np.ascontiguousarray(image, dtype=np.float32)
-        sha.update(str(array.shape).encode())
-        for start in range(0, array.nbytes, CHUNK):
-            sha.update(array.data.cast('B')[start:start + CHUNK])
+    for item in calibration:
+        _digest_update(sha, item)
     return sha.hexdigest()
+
+
+class PreparedImages(collections.abc.Sequence):
+    """Calibration inputs prepared from image files each time they are read, so that memory
+    holds one at a time: 300 Cityscapes frames at 1024x2048 held together would take 7.5 GB,
+    and NNCF reads its dataset once per pass. :meth:`read` checks every file once, keeps
+    those that decode and takes the digest on the way; preparing is deterministic, so every
+    later pass sees the same inputs."""
+
+    def __init__(self, files, prepare, sha256):
+        self.files, self.prepare, self.sha256 = list(files), prepare, sha256
+
+    @classmethod
+    def read(cls, files, prepare):
+        """``(images, unreadable)``: the files that ``prepare`` reads, and ``(path,
+        error)`` for those it refuses (``OSError`` or ``ValueError``)."""
+        sha, readable, unreadable = hashlib.sha256(), [], []
+        for path in files:
+            try:
+                item = prepare(path)
+            except (OSError, ValueError) as exc:
+                unreadable.append((path, exc))
+                continue
+            _digest_update(sha, item)
+            readable.append(path)
+        return cls(readable, prepare, sha.hexdigest()), unreadable
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.prepare(self.files[index])
 
 
 def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defaults=False):
     """Write ``out_prefix``: the export at ``path_prefix`` with an INT8 model calibrated on
     ``calibration`` (a sequence of float32 ``[1, C, H, W]`` arrays prepared as the model's
-    inputs). ``source`` says in words where the images came from (recorded);
+    inputs, a list or :class:`PreparedImages`). ``source`` says in words where the images came from (recorded);
     ``nncf_defaults`` makes NNCF's default INT8 model instead, the anchor the benchmark
     compares with. Returns the files written; on any failure nothing is written."""
     prefix, model_file = locate(path_prefix)
@@ -124,9 +172,6 @@ def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defa
     reason = quantization_available(engine)
     if reason:
         raise EngineUnavailable(reason)
-    # One input per image, [1, C, H, W], whether given as a list or as one [N, C, H, W] array.
-    calibration = [np.ascontiguousarray(x if np.ndim(x) == 4 else np.asarray(x)[None],
-                                        dtype=np.float32) for x in calibration]
     if len(calibration) < MIN_CALIBRATION_IMAGES:
         raise QuantizationError(f'{len(calibration)} calibration images; INT8 needs at least '
                                 f'{MIN_CALIBRATION_IMAGES} (NNCF uses '
