@@ -194,3 +194,20 @@ def test_folders_without_sequences_are_refused(tmp_path):
     (folder / 'gt' / 'gt.txt').unlink()
     with pytest.raises(SequenceError, match=r'gt\.txt: no such file'):
         find_sequences(str(tmp_path))
+
+
+def test_the_verdict_holds_only_for_the_published_checkpoint_split_and_input():
+    """FairMOT's published MOTA is for its own checkpoint on the 2DMOT15 validation split at
+    its 1088x608 input: anything else gets no verdict, and says which of them differs."""
+    from paddle_dla.cli.evaluate_dense import _mot_verdict
+    from paddle_dla.models.dense_variants import get_dense_config
+    config = get_dense_config('fairmot_dla34')
+    published, split = config.published, list(config.published.sequences)
+    mota = published.mota
+    assert _mot_verdict(published, 'fairmot_dla34.pth', split, mota).startswith('PASS')
+    assert _mot_verdict(published, 'fairmot_dla34.pth', split, mota - 1).startswith('FAIL')
+    assert 'for fairmot_dla34.pth' in _mot_verdict(published, 'mine.pth', split, mota)
+    assert 'for the 2DMOT15 validation sequences' in _mot_verdict(
+        published, 'fairmot_dla34.pth', split[:3], mota)
+    assert _mot_verdict(published, 'fairmot_dla34.pth', split, mota, config.input) == \
+        f'no verdict: the published {mota} MOTA is at 1088x608 input'

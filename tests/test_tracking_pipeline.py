@@ -29,6 +29,7 @@ from paddle_dla.tracking.pipeline import track_frames  # noqa: E402
 BOX_TOLERANCE = 0.05     # pixels of the frame
 SCORE_TOLERANCE = 5e-5
 SMALL = (192, 352)       # an input of FairMOT's aspect, a tenth of its pixels: fast tests
+SMALL_INPUT = ('--input-size', f'{SMALL[1]}x{SMALL[0]}')   # the same, as the commands take it
 OFFSET_SCALE, HEAT_SCALE, HEAT_SHIFT = 0.1, 1.5, 0.9
 BOX_SIDES = (3.0, 8.0, 3.0, 8.0)   # left, top, right, bottom in cells: people-shaped boxes
 
@@ -186,10 +187,11 @@ def test_track_command_on_a_folder_of_frames(fairmot, tmp_path):
     folder, read_back = _frame_folder(tmp_path)
     out, video = tmp_path / 'tracks.txt', tmp_path / 'tracked.mp4'
     result = run_module('track', str(folder), '--model', 'fairmot_dla34', '--weights', checkpoint,
-                     '--engine', 'eager', '--out', str(out), '--out-video', str(video))
+                     '--engine', 'eager', '--out', str(out), '--out-video', str(video),
+                     *SMALL_INPUT)
     assert result.returncode == 0, result.stderr
     assert 'frames: 4 of 640x360' in result.stdout and 'frames/s end to end' in result.stdout
-    assert_results_file(out, reference_tracks(reference, read_back))
+    assert_results_file(out, reference_tracks(reference, read_back, SMALL))
     capture = cv2.VideoCapture(str(video))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
     assert (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
@@ -232,17 +234,17 @@ def test_track_command_on_a_video_stretches_it_as_fairmot_does(fairmot, tmp_path
     stretched = [img0 for _, _, img0 in loaded]
     out = tmp_path / 'tracks.txt'
     result = run_module('track', str(video), '--weights', checkpoint, '--engine', 'eager',
-                     '--out', str(out), '--no-progress')
+                     '--out', str(out), '--no-progress', *SMALL_INPUT)
     assert result.returncode == 0, result.stderr
     assert 'frames: 3 of 1920x1080' in result.stdout and 'at 10 fps' in result.stdout
-    assert_results_file(out, reference_tracks(reference, stretched, frame_rate=10))
+    assert_results_file(out, reference_tracks(reference, stretched, SMALL, frame_rate=10))
     kept = tmp_path / 'kept.txt'
     result = run_module('track', str(video), '--weights', checkpoint, '--engine', 'eager',
-                     '--out', str(kept), '--keep-aspect', '--no-progress')
+                     '--out', str(kept), '--keep-aspect', '--no-progress', *SMALL_INPUT)
     assert result.returncode == 0 and 'frames: 3 of 640x480' in result.stdout, result.stderr
     capture = cv2.VideoCapture(str(video))
     own = [capture.read()[1] for _ in range(3)]
-    assert_results_file(kept, reference_tracks(reference, own, frame_rate=10))
+    assert_results_file(kept, reference_tracks(reference, own, SMALL, frame_rate=10))
 
 
 def _write_sequence(root, name, frames, tracks, frame_rate=30):
@@ -273,17 +275,19 @@ def test_eval_mot_dir_scores_the_reference_tracks_as_ground_truth_perfectly(
                  'KITTI-13': (panning_frames(3, size=(620, 190), step=(-10, 1)), 10)}
     expected = {}
     for name, (frames, rate) in sequences.items():
-        expected[name] = reference_tracks(reference, frames, frame_rate=rate)
+        expected[name] = reference_tracks(reference, frames, SMALL, frame_rate=rate)
         _write_sequence(root, name, frames, expected[name], rate)
     metrics = tmp_path / 'metrics.json'
     proc = run_module('eval', '--task', 'tracking', '--mot-dir', str(root), '--model',
                       'fairmot_dla34', '--weights', checkpoint, '--engine', 'eager', '--out',
-                      str(metrics), '--no-progress', '--nproc', str(nproc), timeout=900)
+                      str(metrics), '--no-progress', '--nproc', str(nproc), *SMALL_INPUT,
+                      timeout=900)
     assert proc.returncode == 0, proc.stderr
     assert 'MOTA 100.0%, IDF1 100.0%, 0 ID switches over 2 sequences' in proc.stdout, proc.stdout
     assert 'no verdict' in proc.stdout and 'frames/s end to end' in proc.stdout
     saved = json.loads(metrics.read_text())
     assert set(saved['sequences']) == {'KITTI-13', 'TUD-Campus', 'OVERALL'}
     assert saved['sequences']['OVERALL']['mota'] == 100.0 and saved['frames'] == 6
+    assert saved['input_size'] == '352x192'
     for name in sequences:
         assert_results_file(tmp_path / 'metrics.tracks' / f'{name}.txt', expected[name])

@@ -89,6 +89,16 @@ non_negative_int = int_range(0, what='a non-negative integer')
 image_size = int_range(MIN_INPUT_SIZE, MAX_INPUT_SIZE, what='an image size in pixels')
 
 
+def input_size(text):
+    """An argparse type: ``WxH``, a network input's width and height (FairMOT's
+    ``img_size`` order, e.g. 1088x608), each in the shared range -> ``(height, width)``."""
+    parts = text.lower().split('x')
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f'{text!r} is not WIDTHxHEIGHT (e.g. 576x320)')
+    width, height = (image_size(p) for p in parts)
+    return height, width
+
+
 def output_file(text):
     """An argparse type: an output file whose folder exists and is writable, checked before
     the work rather than after it."""

@@ -17,7 +17,7 @@ from ..models.imagenet import NUM_CLASSES
 from ..models.registry import CLASSIFIER_FAMILY, get_model
 from ..models.variants import VARIANTS
 from ..weights.registry import DEFAULT_TAG, WEIGHTS
-from .args import ArgumentParser, model_name
+from .args import ArgumentParser, input_size, model_name
 
 # Paddle's C++ logging (glog): INFO lines and notices stay out of the user's way.
 QUIET_ENVIRONMENT = {'GLOG_minloglevel': '2', 'GLOG_v': '0'}
@@ -61,6 +61,16 @@ def add_centernet_modes(p, keep_res_needs=''):
                    help='CenterNet: run each image at its own resolution (padded to a '
                         'multiple of 32) rather than warped into 512x512, as the reference\'s '
                         f'--keep_res does{keep_res_needs} (default: off)')
+
+
+def add_input_size(p):
+    """--input-size, FairMOT's network input, for track and eval alike."""
+    recipe = DENSE_VARIANTS['fairmot_dla34'].input
+    p.add_argument('--input-size', type=input_size, metavar='WxH',
+                   help=f'FairMOT: the network\'s input, width x height, multiples of 32; '
+                        f'every frame is letterboxed into it (default: '
+                        f'{recipe.width}x{recipe.height}, FairMOT\'s own; smaller runs faster '
+                        f'and sees small people less well)')
 
 
 def build_model(args):

@@ -192,6 +192,7 @@ def configure(p):
                             'sequence and scored with motmetrics as FairMOT\'s evaluation '
                             'does, MOTA, IDF1, ID switches per sequence and overall '
                             '(default: none)')
+    common.add_input_size(dense)
     dense.add_argument('--results-dir', metavar='DIR',
                        help='tracking: where each sequence\'s MOTChallenge results are kept, '
                             'as <sequence>.txt (default: <--out without .json>.tracks, or '
@@ -366,7 +367,8 @@ def run(args):
         raise UsageError('--data-dir is required: the ILSVRC2012 validation images')
     if args.task not in (None, 'classification'):
         raise UsageError(f'--task {args.task} evaluates a dense network: give its --model')
-    for option in ('images', 'out', 'flip_test', 'keep_res', 'mot_dir', 'results_dir'):
+    for option in ('images', 'out', 'flip_test', 'keep_res', 'mot_dir', 'results_dir',
+                   'input_size'):
         if getattr(args, option):
             raise UsageError(f'--{option.replace("_", "-")} is for the dense networks')
     samples, labels = find_samples(args.data_dir, args.label_file)

@@ -97,7 +97,8 @@ def _runner(args, name):
     model_args = argparse.Namespace(
         model=name, weights=args.weights, tag=args.tag, exported=None, device='cpu',
         precision=args.precision, engine=OLD_ENGINE_NAMES.get(args.engine, args.engine),
-        keep_res=args.keep_res, flip_test=args.flip_test, save_json=None)
+        keep_res=args.keep_res, flip_test=args.flip_test, save_json=None,
+        input_size=args.input_size)
     files = None
     if args.precision == INT8:
         files = calibration_files(args.calib_dir or _images_folder(args), args.calib_count)
@@ -122,6 +123,8 @@ def run(args):
             raise UsageError('--flip-test and --keep-res are CenterNet\'s test modes')
     if args.results_dir and task != TRACKING:
         raise UsageError('--results-dir keeps tracking results, with --mot-dir')
+    if args.input_size and task != TRACKING:
+        raise UsageError('--input-size is FairMOT\'s network input, with --mot-dir')
     rank, world = distributed_rank(quiet=not args.verbose)
     if task == TRACKING:
         return _mot(args, name, rank, world)
@@ -344,7 +347,10 @@ def _mot(args, name, rank, world):
     metrics = as_metrics(summary)
     overall = metrics['OVERALL']
     rates = _rates(parts)
-    said = _mot_verdict(published, args.weights, listed, overall['mota'])
+    recipe = get_dense_config(name).input
+    size = args.input_size or (recipe.height, recipe.width)
+    said = _mot_verdict(published, args.weights, listed, overall['mota'],
+                        size != (recipe.height, recipe.width) and recipe)
     print(f'{name}: MOTA {_percent(overall["mota"])}, IDF1 {_percent(overall["idf1"])}, '
           f'{overall["num_switches"]} ID switches over {len(sequences)} sequences; {said}')
     print(_rate_line(rates, _engine_name(timed, args), args.precision)
@@ -354,6 +360,7 @@ def _mot(args, name, rank, world):
         write_json(args.out, {
             'model': name, 'weights': os.path.abspath(args.weights) if args.weights else None,
             'data': os.path.abspath(args.mot_dir), 'frames': total, 'units': 'percent',
+            'input_size': f'{size[1]}x{size[0]}',
             'sequences': metrics, 'verdict': said, 'results_dir': os.path.abspath(folder),
             'engine': _engine_name(timed, args), 'precision': args.precision,
             **{k.replace('img', 'frames'): v for k, v in rates.items()}})
@@ -374,14 +381,18 @@ def _unique(names):
     return out
 
 
-def _mot_verdict(published, weights, listed, mota, tolerance=0.5):
+def _mot_verdict(published, weights, listed, mota, resized_from=None, tolerance=0.5):
     """Against FairMOT's published 2DMOT15 validation MOTA only for the official checkpoint
-    (by file name) on that validation split (by sequence names)."""
+    (by file name) on that validation split (by sequence names), at FairMOT's own input
+    (``resized_from``: the recipe it was published at, when --input-size changed it)."""
     if not weights:
         return 'no verdict: no published weights evaluated'
     stem = os.path.splitext(os.path.basename(weights))[0]
     if stem != published.checkpoint:
         return f'no verdict: the published numbers are for {published.checkpoint}.pth'
+    if resized_from:
+        return (f'no verdict: the published {published.mota} MOTA is at '
+                f'{resized_from.width}x{resized_from.height} input')
     if listed != list(published.sequences):
         return (f'no verdict: the published {published.mota} MOTA is for the '
                 f'{published.dataset} sequences ({", ".join(sorted(set(published.sequences)))})')

@@ -29,9 +29,13 @@ def runner(args, calibration_files=None):
     once, calibrated on ``calibration_files`` read by the spec's recipe."""
     from ..inference.predictor import Predictor, compile_model
     from ..tasks.serving import DenseSpec, as_named_outputs
+    size = getattr(args, 'input_size', None)  # (height, width), a tracker's only
     if args.exported:
         if args.engine == EAGER:
             raise UsageError(f'--engine {EAGER} runs a --model, not an --exported one')
+        if size:
+            raise UsageError(f'--input-size is for a --model; {printable(args.exported)} runs '
+                             f'at the size it was exported at')
         predictor = Predictor(args.exported, device=args.device, precision=args.precision,
                               engine=args.engine)
         shape = predictor.meta.get('input_shape') or [None] * 4
@@ -41,9 +45,13 @@ def runner(args, calibration_files=None):
                              f'{shape[2]}x{shape[3]}: export it with --dynamic')
         return DenseSpec.of_export(predictor.meta).fixed_to(shape), predictor
     from . import common
+    multiple = get_model(args.model).input_multiple
+    if size and any(side % multiple for side in size):
+        raise UsageError(f'--input-size {size[1]}x{size[0]}: {args.model} needs multiples of '
+                         f'{multiple}')
     model = common.build_model(args)
     model.eval()
-    spec = DenseSpec.of_model(model)
+    spec = DenseSpec.of_model(model, *(size or ()))
     if args.engine == EAGER:
         import paddle
 

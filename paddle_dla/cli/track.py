@@ -56,6 +56,7 @@ def configure(p):
                    help='a video: track its frames at their own size instead of FairMOT\'s '
                         '1920x1080 stretch (results are then in the video\'s pixels; '
                         'default: stretched)')
+    common.add_input_size(p)
     p.add_argument('--conf-thres', type=float_range(0.0, 1.0, what='a score'), default=0.4,
                    help='detections scoring at or below it are not tracked (default: '
                         '%(default)s, FairMOT\'s)')
@@ -84,7 +85,8 @@ def runner(args):
     model_args = argparse.Namespace(
         model=args.model, weights=args.weights, tag=args.tag, exported=args.exported,
         num_classes=args.num_classes, device=args.device, precision=args.precision,
-        engine=args.engine, keep_res=False, flip_test=False, save_json=None)
+        engine=args.engine, keep_res=False, flip_test=False, save_json=None,
+        input_size=args.input_size)
     spec, run = dense_runner(model_args)
     if spec.task != 'tracking':
         what = printable(args.exported) if args.exported else args.model
