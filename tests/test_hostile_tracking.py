@@ -129,11 +129,12 @@ def test_eval_task_must_fit_the_model(tmp_path):
     assert_refused(proc, '--task tracking: centernet_dla34 is a detection network')
 
 
-@pytest.mark.parametrize('extra,phrase', [
+@pytest.mark.parametrize('extra,phrase', [  # one fast, the rest full
     (('--input-size', '350x192'), '--input-size 350x192: fairmot_dla34 needs multiples of 32'),
-    (('--input-size', '352'), "'352' is not WIDTHxHEIGHT"),
-    (('--exported', 'fairmot_export', '--input-size', '352x192'),
-     '--input-size is for a --model; fairmot_export runs at the size it was exported at'),
+    *(pytest.param(*c, marks=pytest.mark.full) for c in (
+        (('--input-size', '352'), "'352' is not WIDTHxHEIGHT"),
+        (('--exported', 'fairmot_export', '--input-size', '352x192'),
+         '--input-size is for a --model; fairmot_export runs at the size it was exported at'))),
 ])
 def test_track_input_size_is_refused_before_any_work(tmp_path, extra, phrase):
     source = _frames(tmp_path / 'frames', [(64, 48)] * 2)
@@ -143,6 +144,7 @@ def test_track_input_size_is_refused_before_any_work(tmp_path, extra, phrase):
     assert leftovers(tmp_path, before) == [] and os.listdir(out) == []
 
 
+@pytest.mark.full
 def test_eval_input_size_is_a_trackers(tmp_path):
     proc = run_module('eval', '--model', 'dla_34', '--data-dir', str(tmp_path),
                       '--input-size', '352x192')
