@@ -163,9 +163,10 @@ class PreparedImages(collections.abc.Sequence):
 def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defaults=False):
     """Write ``out_prefix``: the export at ``path_prefix`` with an INT8 model calibrated on
     ``calibration`` (a sequence of float32 ``[1, C, H, W]`` arrays prepared as the model's
-    inputs, a list or :class:`PreparedImages`). ``source`` says in words where the images came from (recorded);
-    ``nncf_defaults`` makes NNCF's default INT8 model instead, the anchor the benchmark
-    compares with. Returns the files written; on any failure nothing is written."""
+    inputs: a list, or :class:`PreparedImages`). ``source`` says in words where the images
+    came from (recorded); ``nncf_defaults`` makes NNCF's default INT8 model instead, the
+    anchor the benchmark compares with. Returns the files written; on any failure nothing
+    is written."""
     prefix, model_file = locate(path_prefix)
     meta = read_metadata(prefix)
     engine = int8_engine_for(meta)
