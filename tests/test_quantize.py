@@ -148,6 +148,7 @@ def test_a_wrong_calibration_fails_the_bound(photos, quantized, tmp_path):
     assert bad > 0.8 and bad > 2 * good, (bad, good)
 
 
+@pytest.mark.full  # a quantization of its own: the fast tier keeps under five minutes
 def test_calibration_images_are_read_one_at_a_time(photos, quantized, tmp_path):
     """The command's calibration set prepares each image when NNCF reads it: however many
     images, memory holds a few at a time (all 16 here if they were held together), and the

@@ -19,14 +19,13 @@ import time
 
 import numpy as np
 import paddle
-from filelock import FileLock
 
 from ..core.atomic import atomic_folder_output
 from ..core.errors import PaddleDLAError, is_disk_full, one_line, printable
 from ..core.parity import BFLOAT16_LIMIT, FLOAT32_LIMIT
 from ..models import imagenet
 from ..tasks.serving import DenseSpec
-from ..weights.cache import compiled_home, weights_home
+from ..weights.cache import compiled_home
 from ..weights.registry import get_weights
 from .engines import AUTO, CPU_PRECISIONS, ENGINE_CHOICES, INT8, PADDLE
 from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, ExportedModelError,
@@ -534,19 +533,14 @@ def compile_model(model, input_shape=(None, 3, 224, 224), engine=AUTO, precision
     folder = os.path.join(compiled_home(), 'exports', '-'.join(
         p for p in (model.config.name, weights_digest(model)[:20], shape, outputs) if p))
     prefix = os.path.join(folder, 'model')
-    locks = os.path.join(weights_home(), '.locks')  # where `paddle-dla cache clean` looks
-    os.makedirs(locks, exist_ok=True)
-    # One process exports and quantizes; the others (the ranks of eval --nproc) wait for it
-    # and use its files rather than repeat minutes of work beside it.
-    with FileLock(os.path.join(locks, 'compiled-' + os.path.basename(folder) + '.lock')):
-        if not any(os.path.isfile(prefix + s) for s in MODEL_SUFFIXES) or not os.path.isfile(
-                prefix + PARAMS_SUFFIX):
-            export(model, prefix, input_shape)
-        if precision == INT8:
-            calibrated = os.path.join(folder, 'int8-' + calibration_digest(calibration)[:20],
-                                      'model')
-            if int8_model_file(calibrated, read_metadata(calibrated)) is None:
-                quantize_export(prefix, calibrated, calibration)
-            prefix = calibrated
+    if not any(os.path.isfile(prefix + s) for s in MODEL_SUFFIXES) or not os.path.isfile(
+            prefix + PARAMS_SUFFIX):
+        export(model, prefix, input_shape)
+    if precision == INT8:
+        calibrated = os.path.join(folder, 'int8-' + calibration_digest(calibration)[:20],
+                                  'model')
+        if int8_model_file(calibrated, read_metadata(calibrated)) is None:
+            quantize_export(prefix, calibrated, calibration)
+        prefix = calibrated
     return Predictor(prefix, device=device, precision=precision, threads=threads,
                      engine=engine)
