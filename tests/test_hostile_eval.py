@@ -323,3 +323,78 @@ def test_sigterm_mid_run_leaves_nothing_partial(env, tmp_path):
     assert _leftovers(scratch, home) == [], err
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines == ['imagenet_val: error: terminated by signal 15'], err
+
+
+def _decode_or_die(path):
+    """A decoder that dies as an out-of-memory kill would take it, at one file."""
+    if path.endswith('die.png'):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return np.zeros((3, 4, 4), np.float32)
+
+
+def test_a_decoding_worker_that_dies_stops_the_run_in_one_line():
+    """A killed worker's batch never arrives (the pool replaces the worker but not its
+    task): the wait notices the death and raises at once, naming the batch, instead of
+    waiting forever."""
+    from paddle_dla.evaluation.runner import DecoderDied, decoded_batches
+    samples = [(f'/images/{i}.png', 0) for i in range(6)] + [('/images/die.png', 0)]
+    started = time.monotonic()
+    batches = decoded_batches(samples, _decode_or_die, 2, 1, skip_bad=False)
+    with pytest.raises(DecoderDied, match='killed by SIGKILL') as caught:
+        list(batches)
+    assert time.monotonic() - started < 30
+    assert "/images/die.png" in str(caught.value) and '--workers 0' in str(caught.value)
+
+
+def _forked_children(pid):
+    """The processes ``pid``'s main thread forked (its command line): the decoding workers,
+    not the engines' measuring processes."""
+    def cmdline(process):
+        with open(f'/proc/{process}/cmdline', 'rb') as text:
+            return text.read()
+    with open(f'/proc/{pid}/task/{pid}/children') as listing:
+        children = [int(child) for child in listing.read().split()]
+    try:
+        return [child for child in children if cmdline(child) == cmdline(pid)]
+    except FileNotFoundError:  # one ended while being looked at
+        return []
+
+
+@pytest.mark.full
+@pytest.mark.skipif(not os.path.exists('/proc/self/task'), reason='reads /proc (Linux)')
+def test_decoding_workers_killed_mid_run_end_it_in_one_line(env, tmp_path):
+    """The out-of-memory killer takes the decoding workers in the middle of a run (at any
+    moment: while decoding, waiting, or sending a batch): the command ends with one line
+    that says what to do, a non-zero exit, and no results file."""
+    photo = os.path.join(env['synsets'], synsets()[0], env['names'][0])
+    folder = tmp_path / 'many' / synsets()[0]
+    folder.mkdir(parents=True)
+    for i in range(3000):
+        os.link(photo, folder / f'ILSVRC2012_val_{i:08d}.JPEG')
+    home, results = tmp_path / 'home', tmp_path / 'results.json'
+    argv = [sys.executable, os.path.join(REPO, SCRIPT), '--model', VARIANT, '--weights',
+            env['weights'], '--data-dir', str(folder.parent), '--batch-size', '1',
+            '--workers', '2', '--no-progress', '--results-file', str(results)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, env=child_env(PADDLE_DLA_HOME=str(home)))
+    try:
+        deadline = time.monotonic() + 120
+        while not _exported(home) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert _exported(home), 'the run never exported its model'
+        while (not _forked_children(proc.pid) and time.monotonic() < deadline
+               and proc.poll() is None):
+            time.sleep(0.05)  # the workers start with the evaluation loop
+        time.sleep(1)
+        workers = _forked_children(proc.pid)
+        assert workers, 'no decoding worker found'
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode not in (0, None), err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and 'a decoding worker died (' in lines[0], err
+    assert '--workers 0' in lines[0] and not results.exists()

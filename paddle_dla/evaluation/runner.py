@@ -6,11 +6,14 @@ import multiprocessing
 import os
 import signal
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.errors import ProgressStream, Terminated, sigterm_held
+from ..core.errors import PaddleDLAError, ProgressStream, sigterm_held
 from .metrics import topk_hits
 from .transforms import ImageReadError
 
@@ -94,30 +97,107 @@ _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 DECODER_NICENESS = 10
 
 
-def _worker_pool(workers):
-    """Forked decoding workers. Stop signals stay blocked across the fork until a worker
-    has reset its handlers, so even a worker stopped at once exits without a traceback."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    pool = None
-    try:
-        with sigterm_held():  # the mask is this thread's: another may take the signal
-            pool = multiprocessing.get_context('fork').Pool(workers, initializer=_quiet_worker)
-        return pool
-    except Terminated:
-        if pool is not None:
-            pool.terminate()
-        raise
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+class DecoderDied(PaddleDLAError, RuntimeError):
+    """A decoding worker ended in the middle of the run."""
+
+
+# How often a wait for a decoded batch looks whether a worker has died.
+WORKER_CHECK_S = 0.5
+
+
+class _Decoders:
+    """Forked decoding workers. A ``ProcessPoolExecutor``, not a ``multiprocessing.Pool``:
+    a Pool replaces a worker that dies but loses its batch, which is then awaited forever,
+    and a replacement forked by the Pool's own thread is killed with that thread (see
+    ``_die_with_parent``) while it may hold the task queue's lock, on which stopping the
+    Pool then waits; the executor forks every worker at once from this thread and fails
+    the awaited batch instead."""
+
+    def __init__(self, workers):
+        """Stop signals stay blocked across the fork until a worker has reset its handlers,
+        so even a worker stopped at once exits without a traceback."""
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        self.executor, self.processes = None, []
+        try:
+            with sigterm_held():  # the mask is this thread's: another may take the signal
+                before = {child.pid for child in multiprocessing.active_children()}
+                self.executor = ProcessPoolExecutor(
+                    workers, mp_context=multiprocessing.get_context('fork'),
+                    initializer=_quiet_worker)
+                self.executor.submit(int).result()   # forks every worker, here and now
+                self.processes = [child for child in multiprocessing.active_children()
+                                  if child.pid not in before]
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def submit(self, chunk, *args):
+        try:
+            return self.executor.submit(*args)
+        except BrokenProcessPool:
+            raise self._died(chunk) from None
+
+    def stop(self):
+        """End the workers at once, busy or not (SIGTERM, which they do not catch), then
+        the executor's thread. A worker ended while it was sending a batch leaves that
+        thread waiting for the rest of the message, forever while this process holds the
+        pipe's other end: closing it lets the thread read the end of the pipe instead
+        (the executor offers no other way)."""
+        for process in self.processes:
+            if process.exitcode is None:
+                process.terminate()
+        for process in self.processes:
+            process.join()
+        if self.executor is None:
+            return
+        writer = getattr(getattr(self.executor, '_result_queue', None), '_writer', None)
+        if writer is not None:
+            writer.close()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def decoded(self, future, chunk):
+        """One batch's decoding; a worker that died (killed by the out-of-memory killer,
+        a crash in a decoder) ends the run in one line."""
+        while True:
+            try:
+                return future.result(timeout=WORKER_CHECK_S)
+            except BrokenProcessPool:
+                raise self._died(chunk) from None
+            except FutureTimeout:  # the executor misses a worker killed mid-send: look
+                if any(process.exitcode is not None for process in self.processes):
+                    raise self._died(chunk) from None
+
+    def _died(self, chunk):
+        # A dead worker's pipes close before it can be reaped: give its exit a moment.
+        deadline = time.monotonic() + 1.0
+        ended = []
+        while not ended and time.monotonic() < deadline:
+            ended = [p.exitcode for p in self.processes if p.exitcode is not None]
+            time.sleep(0 if ended else 0.01)
+        how = f'{_how_it_ended(ended[0])}; ' if ended else ''
+        return DecoderDied(
+            f'a decoding worker died ({how}out of memory?) before the batch from '
+            f'{chunk[0][0]} was decoded: rerun with --workers 0 to decode in this process, '
+            'which names an unreadable image')
+
+
+def _how_it_ended(exitcode):
+    if exitcode < 0:
+        try:
+            return f'killed by {signal.Signals(-exitcode).name}'
+        except ValueError:
+            return f'killed by signal {-exitcode}'
+    return f'exit code {exitcode}'
 
 
 def _quiet_worker():
     """Workers leave Ctrl-C and SIGTERM to the main process, which stops them: a worker
     that kept an inherited SIGTERM handler would print a traceback on every shutdown.
     They leave its process group too: paddle.distributed.launch stops a rank with
-    ``killpg``, and a worker killed while it waits for work dies holding the task queue's
-    lock, on which the rank's ``pool.terminate()`` would then wait until SIGKILL. Instead
-    they die with the process that made them (Linux)."""
+    ``killpg``, and the rank stops its own workers in order; and they die with the thread
+    that forked them (Linux), the main thread, should the rank be killed outright."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _yield_to_the_model()
@@ -161,7 +241,7 @@ def decoded_batches(samples, preprocess, batch_size, workers, skip_bad):
             batch, labels, bad = load_batch(preprocess, chunk, skip_bad)
             yield chunk, batch, labels, bad, time.perf_counter() - started
         return
-    pool = _worker_pool(workers)
+    decoders = _Decoders(workers)
     try:
         pending = collections.deque()
         queue = iter(batches)
@@ -169,19 +249,18 @@ def decoded_batches(samples, preprocess, batch_size, workers, skip_bad):
         def submit():
             chunk = next(queue, None)
             if chunk is not None:
-                pending.append((chunk, pool.apply_async(load_batch,
-                                                        (preprocess, chunk, skip_bad))))
+                pending.append((chunk, decoders.submit(chunk, load_batch, preprocess, chunk,
+                                                       skip_bad)))
         for _ in range(2 * workers):
             submit()
         while pending:
             started = time.perf_counter()
-            chunk, result = pending.popleft()
-            batch, labels, bad = result.get()
+            chunk, future = pending.popleft()
+            batch, labels, bad = decoders.decoded(future, chunk)
             submit()
             yield chunk, batch, labels, bad, time.perf_counter() - started
     finally:
-        pool.terminate()
-        pool.join()
+        decoders.stop()
 
 
 def _show_progress(progress, tally, done, start):
