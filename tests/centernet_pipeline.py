@@ -135,11 +135,12 @@ def post_process(dets, meta):
     return dets[0]
 
 
-def detect(model, path, keep_res=False, flip_test=False, k=K):
+def detect(model, path, keep_res=False, flip_test=False, k=K, input_hw=(512, 512)):
     """``cv2.imread`` -> pre_process -> the model -> process -> post_process: (k, 6) rows
-    x1 y1 x2 y2 score class in the image's pixels, best first."""
+    x1 y1 x2 y2 score class in the image's pixels, best first. ``input_hw``: the network
+    input (the reference's --input_res)."""
     image = cv2.imread(str(path))
-    images, meta = pre_process(image, keep_res, flip_test)
+    images, meta = pre_process(image, keep_res, flip_test, input_hw)
     dtype = next(model.parameters()).dtype
     with torch.no_grad():
         output = model(images.to(dtype))

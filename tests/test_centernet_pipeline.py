@@ -32,6 +32,10 @@ SCORE_TOLERANCE = 5e-5
 # Scores this close to the K-th may enter or leave the top K under float32 noise.
 BOUNDARY_MARGIN = 1e-4
 OFFSET_SCALE, HEAT_SCALE, BOX_SIZE = 0.1, 1.5, (40.0, 30.0)
+# The commands' tests run at a quarter of the recipe's pixels (--input-size, the reference's
+# --input_res), the reference too; the pipeline's own tests run at 512x512.
+SMALL = (256, 256)
+SMALL_INPUT = ('--input-size', f'{SMALL[1]}x{SMALL[0]}')
 
 
 def _photo(folder, name, make):
@@ -91,8 +95,20 @@ def models(centernet):
     return centernet[:2]
 
 
+_DETECTED = {}
+
+
+def _detected(reference, path, **modes):
+    """The reference pipeline's rows for one image, computed once per module: the
+    reference is deterministic, and at 512x512 it takes seconds an image."""
+    key = (id(reference), str(path), tuple(sorted(modes.items())))
+    if key not in _DETECTED:
+        _DETECTED[key] = detect(reference, path, **modes)
+    return _DETECTED[key]
+
+
 def _reference(reference, path, **modes):
-    rows = detect(reference, path, **modes)
+    rows = _detected(reference, path, **modes)
     return rows[:, :4], rows[:, 4], rows[:, 5].astype(np.int64)
 
 
@@ -125,8 +141,8 @@ def _check(ours, reference):
         (box_error, score_error)
 
 
-def _ours(model, path, run=None, **modes):
-    spec = DenseSpec.of_model(model)
+def _ours(model, path, run=None, input_hw=(None, None), **modes):
+    spec = DenseSpec.of_model(model, *input_hw)
     return run_dense(spec, run or eager_predictor(model), path, **modes).detections
 
 
@@ -171,13 +187,13 @@ def test_every_engine_gives_the_reference_pipelines_detections(photos, models, e
     reference, ours = models
     if engine == OPENVINO:  # it reads no deformable convolution (README, dense throughput)
         with pytest.raises(EngineUnavailable, match='DeformConv'):
-            compile_model(ours, input_shape=(None, 3, 512, 512), engine=engine)
+            compile_model(ours, input_shape=(None, 3, *SMALL), engine=engine)
         return
-    run = compile_model(ours, input_shape=(None, 3, 512, 512), engine=engine)
+    run = compile_model(ours, input_shape=(None, 3, *SMALL), engine=engine)
     for name in ('wide.jpg', 'portrait.png'):
         for modes in ({}, {'flip_test': True}):
-            _check(_ours(ours, photos[name], run, **modes),
-                   _reference(reference, photos[name], **modes))
+            _check(_ours(ours, photos[name], run, SMALL, **modes),
+                   _reference(reference, photos[name], input_hw=SMALL, **modes))
 
 
 class _Records:
@@ -205,7 +221,7 @@ def test_predict_save_json_writes_the_reference_pipelines_detections(photos, cen
         proc = run_module('predict', *(photos[n] for n in names),
                           '--model', 'centernet_dla34', '--weights', checkpoint,
                           '--out-dir', tmp_path / 'drawn', '--save-json', out, '--threshold', '0',
-                          *(['--flip-test'] if modes else []), timeout=900,
+                          *SMALL_INPUT, *(['--flip-test'] if modes else []), timeout=900,
                           env={'PADDLE_DLA_HOME': str(tmp_path / 'home')})
         assert proc.returncode == 0, proc.stderr
         records = json.loads(out.read_text())
@@ -215,7 +231,7 @@ def test_predict_save_json_writes_the_reference_pipelines_detections(photos, cen
             mine = [r for r in records if r['file_name'] == photos[name]]
             assert len(mine) == DENSE_VARIANTS['centernet_dla34'].top_k
             assert {r['image_id'] for r in mine} == {image_id}
-            _check(_Records(mine), _reference(reference, photos[name], **modes))
+            _check(_Records(mine), _reference(reference, photos[name], input_hw=SMALL, **modes))
         truth = COCO()
         truth.dataset = {'images': [{'id': i} for i in (1, 2)], 'annotations': [],
                          'categories': [{'id': c} for c in COCO_CATEGORY_IDS]}
@@ -292,7 +308,7 @@ def coco_val(photos, centernet, tmp_path_factory):
         height, width = cv2.imread(photos[name]).shape[:2]
         images.append({'id': image_id, 'file_name': file_name, 'height': height,
                        'width': width})
-        boxes, _, classes = _reference(reference, photos[name])
+        boxes, _, classes = _reference(reference, photos[name], input_hw=SMALL)
         # random heads give many boxes inside out (x2 < x1): the truth is the proper ones
         proper = np.flatnonzero((boxes[:, 2] - boxes[:, 0] > 2) & (boxes[:, 3] - boxes[:, 1] > 2))
         for box, label in zip(boxes[proper[:8]], classes[proper[:8]]):
@@ -311,8 +327,10 @@ def coco_val(photos, centernet, tmp_path_factory):
 
 
 def _reference_stats(reference, photos, annotations, category_ids=COCO_CATEGORY_IDS, **modes):
+    """pycocotools' 12 numbers of the reference pipeline's detections at ``SMALL``."""
     from centernet_pipeline import convert_eval_format, run_eval
-    found = {i: detect(reference, photos[n], **modes) for i, n in enumerate(COCO_NAMES, 1)}
+    found = {i: _detected(reference, photos[n], input_hw=SMALL, **modes)
+             for i, n in enumerate(COCO_NAMES, 1)}
     return run_eval(str(annotations), convert_eval_format(found, category_ids))
 
 
@@ -334,7 +352,7 @@ def test_eval_reports_the_reference_pipelines_coco_ap(photos, centernet, coco_va
     out = tmp_path / 'metrics.json'
     proc = run_module('eval', '--model', 'centernet_dla34', '--weights', checkpoint,
                       '--coco-annotations', annotations, '--images', images, '--out', out,
-                      '--engine', engine, '--no-progress', '--nproc', nproc,
+                      '--engine', engine, '--no-progress', '--nproc', nproc, *SMALL_INPUT,
                       *(['--flip-test'] if modes else []), timeout=900,
                       env={'PADDLE_DLA_HOME': str(tmp_path / 'home')})
     assert proc.returncode == 0, proc.stderr
@@ -344,6 +362,7 @@ def test_eval_reports_the_reference_pipelines_coco_ap(photos, centernet, coco_va
     ours = np.array([metrics[name] for name in STAT_NAMES])
     expected = 100 * _reference_stats(reference, photos, annotations, **modes)
     assert metrics['images'] == len(COCO_NAMES) and metrics['flip_test'] == bool(modes)
+    assert metrics['input_size'] == SMALL_INPUT[1]
     assert np.abs(ours - expected).max() <= 0.5, (ours, expected)
     assert expected[0] > 20  # the ground truth is found: a comparison that can tell
     detections = json.loads((tmp_path / 'metrics.detections.json').read_text())
@@ -476,7 +495,7 @@ def test_eval_precision_int8_scores_centernet_on_coco(photos, centernet, coco_va
     out = tmp_path / 'metrics.json'
     args = ('eval', '--model', 'centernet_dla34', '--weights', checkpoint,
             '--coco-annotations', annotations, '--images', images, '--out', out,
-            '--no-progress')
+            '--no-progress', *SMALL_INPUT)
     home = {'PADDLE_DLA_HOME': str(tmp_path / 'home')}
     proc = run_module(*args, '--precision', 'int8', '--calib-dir', centernet_int8[2],
                       timeout=900, env=home, memory=16 << 30)

@@ -272,3 +272,22 @@ def test_label_files_found_but_not_read_are_named(env, tmp_path):
     assert _label_lines(proc, flat) == (
         f'labels: {flat / "val.txt"} (list file, found in the data folder); also found, not '
         f'read: {tmp_path / "LOC_val_solution.csv"}')
+
+
+def test_the_coco_verdict_holds_only_at_the_published_input():
+    """CenterNet's published AP is for its own checkpoint on all of COCO val2017 at 512x512:
+    --keep-res or another --input-size gets no verdict, and says which."""
+    from paddle_dla.evaluation.coco import verdict
+    from paddle_dla.models.dense_variants import get_dense_config
+    config = get_dense_config('centernet_dla34')
+    published = config.published
+    ap, images, weights = published.ap_for(False), published.images, 'ctdet_coco_dla_2x.pth'
+
+    def said(*modes, ap=ap, images=images, weights=weights):
+        return verdict(published, weights, images, ap, False, *modes)
+    assert said(False, 0.5).startswith('PASS') and said(False, 0.5, False).startswith('PASS')
+    assert said(False, 0.5, ap=ap - 1).startswith('FAIL')
+    assert said(False, 0.5, weights='mine.pth').startswith('no verdict')
+    assert said(False, 0.5, images=images - 1).startswith('no verdict')
+    assert said(True, 0.5) == 'no verdict: the published numbers are at 512x512, not --keep-res'
+    assert said(False, 0.5, config.input) == f'no verdict: the published {ap} AP is at 512x512 input'

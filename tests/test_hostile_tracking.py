@@ -145,11 +145,14 @@ def test_track_input_size_is_refused_before_any_work(tmp_path, extra, phrase):
 
 
 @pytest.mark.full
-def test_eval_input_size_is_a_trackers(tmp_path):
+def test_eval_input_size_is_centernets_and_fairmots(tmp_path):
     proc = run_module('eval', '--model', 'dla_34', '--data-dir', str(tmp_path),
                       '--input-size', '352x192')
     assert_refused(proc, '--input-size is for the dense networks')
+    proc = run_module('eval', '--model', 'dla34up', '--cityscapes', str(tmp_path),
+                      '--input-size', '352x192')
+    assert_refused(proc, 'dla34up runs each image at its own resolution')
     proc = run_module('eval', '--model', 'centernet_dla34', '--coco-annotations',
                       str(tmp_path / 'a.json'), '--images', str(tmp_path),
-                      '--input-size', '352x192')
-    assert_refused(proc, '--input-size is FairMOT\'s network input, with --mot-dir')
+                      '--input-size', '352x192', '--keep-res')
+    assert_refused(proc, '--keep-res runs each image at its own size; --input-size fixes one')

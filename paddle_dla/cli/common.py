@@ -64,13 +64,15 @@ def add_centernet_modes(p, keep_res_needs=''):
 
 
 def add_input_size(p):
-    """--input-size, FairMOT's network input, for track and eval alike."""
-    recipe = DENSE_VARIANTS['fairmot_dla34'].input
+    """--input-size, the network input of CenterNet and FairMOT, for predict, track and
+    eval alike."""
+    sizes = ', '.join(f'{c.input.width}x{c.input.height} for {c.name}'
+                      for c in DENSE_VARIANTS.values() if not c.input.native)
     p.add_argument('--input-size', type=input_size, metavar='WxH',
-                   help=f'FairMOT: the network\'s input, width x height, multiples of 32; '
-                        f'every frame is letterboxed into it (default: '
-                        f'{recipe.width}x{recipe.height}, FairMOT\'s own; smaller runs faster '
-                        f'and sees small people less well)')
+                   help=f'CenterNet and FairMOT: the network\'s input, width x height, '
+                        f'multiples of 32, as the reference\'s --input_res and img_size; every '
+                        f'image is warped or letterboxed into it (default: the recipe\'s: '
+                        f'{sizes}; smaller runs faster and finds small objects less well)')
 
 
 def build_model(args):

@@ -123,8 +123,8 @@ def run(args):
             raise UsageError('--flip-test and --keep-res are CenterNet\'s test modes')
     if args.results_dir and task != TRACKING:
         raise UsageError('--results-dir keeps tracking results, with --mot-dir')
-    if args.input_size and task != TRACKING:
-        raise UsageError('--input-size is FairMOT\'s network input, with --mot-dir')
+    from .predict_dense import check_input_size
+    check_input_size(name, args.input_size, args.keep_res)
     rank, world = distributed_rank(quiet=not args.verbose)
     if task == TRACKING:
         return _mot(args, name, rank, world)
@@ -222,8 +222,11 @@ def _coco(args, name, rank, world):
     print(summary, end='')
     metrics = as_metrics(stats)
     rates = _rates(parts)
+    recipe = get_dense_config(name).input
+    size = (spec.input.height, spec.input.width)
     said = verdict(get_dense_config(name).published, args.weights, len(images), metrics['AP'],
-                   args.flip_test, args.keep_res, args.tolerance)
+                   args.flip_test, args.keep_res, args.tolerance,
+                   size != (recipe.height, recipe.width) and recipe)
     print(f'{name}: AP {metrics["AP"]:.1f} (box, COCOeval) on {len(images):,} images'
           + (' with the flip test' if args.flip_test else '') + f'; {said}')
     print(_rate_line(rates, _engine_name(timed, args), args.precision))
@@ -233,7 +236,9 @@ def _coco(args, name, rank, world):
         write_json(args.out, {
             'model': name, 'weights': os.path.abspath(args.weights) if args.weights else None,
             'annotations': coco_set.path, 'images': len(images), 'flip_test': args.flip_test,
-            'keep_res': args.keep_res, 'units': 'percent', **metrics, 'verdict': said,
+            'keep_res': args.keep_res,
+            'input_size': None if args.keep_res else f'{size[1]}x{size[0]}',
+            'units': 'percent', **metrics, 'verdict': said,
             'results_file': os.path.abspath(detections), 'engine': _engine_name(timed, args),
             'precision': args.precision,
             **rates})

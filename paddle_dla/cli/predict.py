@@ -67,6 +67,7 @@ def configure(p):
                                     for c in DENSE_VARIANTS.values() if c.is_centernet) + '); '
                         'with --save-json, the lowest score written (0 writes all K)')
     common.add_centernet_modes(p, '; needs --model, or an export made with --dynamic')
+    common.add_input_size(p)
     p.add_argument('--save-json', metavar='FILE', type=output_file,
                    help='detection: write every image\'s detections as COCO results '
                         '(file_name, image_id, category_id, bbox [x, y, w, h] in the image\'s '
@@ -148,7 +149,7 @@ def run(args):
     from . import predict_dense
     if predict_dense.wanted(args):
         return predict_dense.run(args)
-    for option in ('flip_test', 'keep_res', 'save_json'):
+    for option in ('flip_test', 'keep_res', 'save_json', 'input_size'):
         if getattr(args, option):
             raise UsageError(f'--{option.replace("_", "-")} is for detection models, not '
                              f'classifiers')

@@ -5,6 +5,7 @@ import os
 from ..core.atomic import same_file
 from ..core.errors import UsageError, printable
 from ..inference.engines import EAGER, INT8
+from ..models.dense_variants import get_dense_config
 from ..models.registry import CLASSIFICATION, get_model
 from .predict import announcing_engine
 
@@ -23,13 +24,30 @@ def wanted(args):
     return False
 
 
+def check_input_size(name, size, keep_res=False):
+    """Refuse an --input-size ``(height, width)`` that model ``name`` cannot take, before
+    any work."""
+    if not size:
+        return
+    if keep_res:
+        raise UsageError('--keep-res runs each image at its own size; --input-size fixes one '
+                         'size for all: give one of them')
+    if get_dense_config(name).input.native:
+        raise UsageError(f'--input-size is the network input of CenterNet and FairMOT; '
+                         f'{name} runs each image at its own resolution')
+    multiple = get_model(name).input_multiple
+    if any(side % multiple for side in size):
+        raise UsageError(f'--input-size {size[1]}x{size[0]}: {name} needs multiples of '
+                         f'{multiple}')
+
+
 def runner(args, calibration_files=None):
     """(spec, run): the exported model, or the --model exported once into the cache (any
     input size with --keep-res), or eager. ``--precision int8`` on a --model quantizes it
     once, calibrated on ``calibration_files`` read by the spec's recipe."""
     from ..inference.predictor import Predictor, compile_model
     from ..tasks.serving import DenseSpec, as_named_outputs
-    size = getattr(args, 'input_size', None)  # (height, width), a tracker's only
+    size = getattr(args, 'input_size', None)  # (height, width)
     if args.exported:
         if args.engine == EAGER:
             raise UsageError(f'--engine {EAGER} runs a --model, not an --exported one')
@@ -45,10 +63,7 @@ def runner(args, calibration_files=None):
                              f'{shape[2]}x{shape[3]}: export it with --dynamic')
         return DenseSpec.of_export(predictor.meta).fixed_to(shape), predictor
     from . import common
-    multiple = get_model(args.model).input_multiple
-    if size and any(side % multiple for side in size):
-        raise UsageError(f'--input-size {size[1]}x{size[0]}: {args.model} needs multiples of '
-                         f'{multiple}')
+    check_input_size(args.model, size, args.keep_res)
     model = common.build_model(args)
     model.eval()
     spec = DenseSpec.of_model(model, *(size or ()))

@@ -216,10 +216,11 @@ def as_metrics(stats):
     return {name: round(100 * value, 3) for name, value in zip(STAT_NAMES, stats)}
 
 
-def verdict(published, weights, images, ap, flip_test, keep_res, tolerance):
+def verdict(published, weights, images, ap, flip_test, keep_res, tolerance, resized_from=None):
     """'PASS' / 'FAIL' against the published AP, or why there is none. CenterNet publishes
     no digest of its files, so the released checkpoint is known by its file name alone, and
-    the verdict says so."""
+    the verdict says so. ``resized_from``: the recipe the AP was published at, when
+    --input-size changed the input."""
     if published is None:
         return 'no verdict: no published numbers for this model'
     name = os.path.basename(os.fspath(weights or '')).split('.')[0]
@@ -228,6 +229,9 @@ def verdict(published, weights, images, ap, flip_test, keep_res, tolerance):
                 f'{published.checkpoint}.pth')
     if keep_res:
         return 'no verdict: the published numbers are at 512x512, not --keep-res'
+    if resized_from:
+        return (f'no verdict: the published {published.ap_for(flip_test)} AP is at '
+                f'{resized_from.width}x{resized_from.height} input')
     if images != published.images:
         return f'no verdict: {images:,} of the {published.images:,} images of {published.dataset}'
     expected = published.ap_for(flip_test)
