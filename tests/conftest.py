@@ -10,6 +10,9 @@ Markers (registered in pytest.ini):
 * ``paddle_compat``: touches a Paddle API that changed between Paddle 2.6 and 3.x (export
   and Predictor, training and BatchNorm, .pdparams reading and writing, the evaluation
   harness, the float64 structure); CI runs these on Paddle 2.6 too.
+* ``sweep``: one more variant or shape of a ``paddle_compat`` family whose first case is
+  not a sweep: it guards the variant, which Paddle 3 does as well as Paddle 2.6, so CI's
+  Paddle 2.6 run (``-m "paddle_compat and not sweep"``) leaves it out.
 
 The tests never touch the user's cache: ``PADDLE_DLA_HOME`` (converted weights, exports of
 ``compile_model``, ONNX translations, the engines chosen per machine) points to a folder of

@@ -146,8 +146,8 @@ def test_centernet_structure_float64(heads, height, width):
 @pytest.mark.paddle_compat
 @pytest.mark.parametrize('height,width', SIZES)
 @pytest.mark.parametrize('name', [
-    'dla34up', *[pytest.param(n, marks=pytest.mark.full) for n in ('dla60up', 'dla102up',
-                                                                   'dla169up')]])
+    'dla34up', *[pytest.param(n, marks=(pytest.mark.full, pytest.mark.sweep))
+                 for n in ('dla60up', 'dla102up', 'dla169up')]])
 def test_segmentation_structure_float64(name, height, width):
     timm_name, backbone = SEGMENTATION_BACKBONES[name]
     reference = segmentation_reference(timm_name)

@@ -23,7 +23,8 @@ PHOTO = os.path.join(skimage.data_dir, 'chelsea.png')
 
 @pytest.mark.torch
 @pytest.mark.full  # the fast tier has test_engines.py's Paddle Inference case on dla_34
-@pytest.mark.parametrize('name', ['dla_34', 'dla_102x2', 'dla_60_res2next'])
+@pytest.mark.parametrize('name', ['dla_34', *(pytest.param(n, marks=pytest.mark.sweep)
+                                            for n in ('dla_102x2', 'dla_60_res2next'))])
 def test_exported_predictor_equals_eager(tmp_path, name):
     from oracle import paddle_model_from_oracle, random_images
     model = paddle_model_from_oracle(name, 'float32')

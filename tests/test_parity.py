@@ -8,6 +8,8 @@ pytestmark = pytest.mark.torch
 
 ALL = paddle_dla.list_models()
 LARGE_SHAPE_VARIANTS = ['dla_34', 'dla_102x2', 'dla_60_res2next']
+# The four deepest take 5-8 s each in float64: the full tier holds them, the fast tier the rest.
+DEEP_VARIANTS = ['dla_102', 'dla_102x', 'dla_102x2', 'dla_169']
 SHAPES = [(2, 3, 64, 64)]
 EXTRA_SHAPES = [(1, 3, 224, 224), (2, 3, 96, 160)]
 
@@ -16,9 +18,11 @@ FLOAT32_TOL = FLOAT32_LIMIT
 
 
 def _cases(*marks):
-    """Every variant at 64 px (fast tier); three of them at the larger shapes too (full)."""
+    """Every variant at 64 px (the deep four in the full tier, the others fast); three of
+    them at the larger shapes too (full)."""
+    deep = (pytest.mark.full, pytest.mark.sweep, *marks)
     for name in ALL:
-        yield pytest.param(name, SHAPES[0], marks=marks)
+        yield pytest.param(name, SHAPES[0], marks=deep if name in DEEP_VARIANTS else marks)
         if name in LARGE_SHAPE_VARIANTS:
             for shape in EXTRA_SHAPES:
                 yield pytest.param(name, shape, marks=(pytest.mark.full, *marks))

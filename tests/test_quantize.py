@@ -201,7 +201,8 @@ def test_int8_asked_of_a_float_export_says_how_to_make_one(tmp_path):
         Predictor(tmp_path / 'fp32', device='gpu', precision='int8')
 
 
-@pytest.mark.parametrize('case', ['missing', 'empty', 'too few', 'unreadable'])
+@pytest.mark.parametrize('case', ['missing', 'empty', *(  # the two that read images: full
+    pytest.param(c, marks=pytest.mark.full) for c in ('too few', 'unreadable'))])
 def test_bad_calibration_folder_is_refused_with_nothing_written(photos, weights, tmp_path,
                                                                case):
     calib = tmp_path / 'calib'
