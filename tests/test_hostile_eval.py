@@ -290,16 +290,22 @@ def _exported(home):
     return glob.glob(os.path.join(home, 'compiled', 'exports', '*', 'model.pdiparams'))
 
 
-@pytest.mark.full
-def test_sigterm_mid_run_leaves_nothing_partial(env, tmp_path):
-    """SIGTERM mid-run unwinds like Ctrl-C: nothing temporary is left (in the temporary
-    folder or the cache of compiled models), workers exit quietly, and the user sees one
-    line."""
+def _many_images(env, tmp_path):
+    """A synset folder of 3000 links to one photograph: a run that lasts (at batch 1)."""
     photo = os.path.join(env['synsets'], synsets()[0], env['names'][0])
     folder = tmp_path / 'many' / synsets()[0]
     folder.mkdir(parents=True)
     for i in range(3000):
         os.link(photo, folder / f'ILSVRC2012_val_{i:08d}.JPEG')
+    return folder
+
+
+@pytest.mark.full
+def test_sigterm_mid_run_leaves_nothing_partial(env, tmp_path):
+    """SIGTERM mid-run unwinds like Ctrl-C: nothing temporary is left (in the temporary
+    folder or the cache of compiled models), workers exit quietly, and the user sees one
+    line."""
+    folder = _many_images(env, tmp_path)
     scratch, home = tmp_path / 'tmp', tmp_path / 'home'
     scratch.mkdir()
     argv = [sys.executable, os.path.join(REPO, SCRIPT), '--model', VARIANT, '--weights',
@@ -366,11 +372,7 @@ def test_decoding_workers_killed_mid_run_end_it_in_one_line(env, tmp_path):
     """The out-of-memory killer takes the decoding workers in the middle of a run (at any
     moment: while decoding, waiting, or sending a batch): the command ends with one line
     that says what to do, a non-zero exit, and no results file."""
-    photo = os.path.join(env['synsets'], synsets()[0], env['names'][0])
-    folder = tmp_path / 'many' / synsets()[0]
-    folder.mkdir(parents=True)
-    for i in range(3000):
-        os.link(photo, folder / f'ILSVRC2012_val_{i:08d}.JPEG')
+    folder = _many_images(env, tmp_path)
     home, results = tmp_path / 'home', tmp_path / 'results.json'
     argv = [sys.executable, os.path.join(REPO, SCRIPT), '--model', VARIANT, '--weights',
             env['weights'], '--data-dir', str(folder.parent), '--batch-size', '1',
