@@ -32,7 +32,7 @@ from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, ExportedModel
                        ModelFileError, check_device, check_model_file, cpu_supports_bf16,
                        int8_engine, int8_model_file, locate, model_file_of, read_metadata,
                        recipe_of, resolve_prefix, tensor_shapes)
-from .quantize import calibration_digest, quantize_export
+from .quantize import calibration_digest, quantize_export, scheme_tag
 from .runtimes import (EngineUnavailable, batch_class, choice_key, choose_engine, class_key,
                        forget_choice, importable, installed_engines, open_engine, read_choices,
                        remember_choice)
@@ -537,8 +537,8 @@ def compile_model(model, input_shape=(None, 3, 224, 224), engine=AUTO, precision
             prefix + PARAMS_SUFFIX):
         export(model, prefix, input_shape)
     if precision == INT8:
-        calibrated = os.path.join(folder, 'int8-' + calibration_digest(calibration)[:20],
-                                  'model')
+        calibrated = os.path.join(folder, f'int8-{calibration_digest(calibration)[:20]}-'
+                                  f'{scheme_tag()}', 'model')
         if int8_model_file(calibrated, read_metadata(calibrated)) is None:
             quantize_export(prefix, calibrated, calibration)
         prefix = calibrated

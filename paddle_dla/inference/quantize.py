@@ -68,18 +68,33 @@ def as_input(item):
                                 dtype=np.float32)
 
 
+# How our INT8 classifier is made, against NNCF's defaults (README, "INT8 on CPU"): NNCF's
+# transformer placement leaves the inputs of BatchNorm, Add and ReduceMean in float, so the
+# residual sums and the roots read the convolutions' outputs without a round trip through
+# INT8, and OpenVINO needs fewer conversions between INT8 and float; the classifier's ``fc``
+# stays in float, as its inputs (the pooled features) decide every logit. Recorded in the
+# model's metadata and part of its cache key, so that a new scheme makes new models.
+SCHEME = 'nncf: transformer placement, performance preset, fc in float'
+
+
+def scheme_tag():
+    """Eight hex digits naming :data:`SCHEME`, for cache folders."""
+    return hashlib.sha256(SCHEME.encode()).hexdigest()[:8]
+
+
 def nncf_quantize(onnx_file, calibration, classifier=False, nncf_defaults=False):
     """An OpenVINO model quantized by NNCF on ``calibration`` (a sequence of float32
-    ``[1, C, H, W]`` inputs), with NNCF's defaults except that a classifier's ``fc`` stays
-    in float unless ``nncf_defaults``: its inputs, the pooled features, decide every logit;
-    keeping it lowers the logit error (README, "INT8 on CPU")."""
+    ``[1, C, H, W]`` inputs): a classifier by :data:`SCHEME`, anything else, or anything
+    with ``nncf_defaults``, by NNCF's defaults."""
     import nncf
     import openvino
 
     model = openvino.Core().read_model(onnx_file)
     options = {'subset_size': len(calibration)}
     if classifier and not nncf_defaults:
-        options['ignored_scope'] = nncf.IgnoredScope(names=[classifier_layer(model)])
+        options.update(model_type=nncf.ModelType.TRANSFORMER,
+                       preset=nncf.QuantizationPreset.PERFORMANCE,
+                       ignored_scope=nncf.IgnoredScope(names=[classifier_layer(model)]))
     nncf.set_log_level(logging.WARNING)
     with contextlib.redirect_stdout(sys.stderr):  # its progress bars: not our output
         return nncf.quantize(model, nncf.Dataset(calibration, as_input), **options)
@@ -190,8 +205,7 @@ def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defa
     folder, name = os.path.split(out)
     meta = dict(meta, int8={
         'engine': engine, 'tool': _tool(engine),
-        'options': 'nncf defaults' + ('' if nncf_defaults or not classifier else
-                                      ', fc in float'),
+        'options': 'nncf defaults' if nncf_defaults or not classifier else SCHEME,
         'calibration': {'images': len(calibration), 'source': source,
                         'sha256': calibration_digest(calibration)}})
     with atomic_folder_output(folder) as tmp:
