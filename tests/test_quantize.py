@@ -226,11 +226,13 @@ def test_bad_calibration_folder_is_refused_with_nothing_written(photos, weights,
 
 
 @pytest.mark.full
+@pytest.mark.parametrize('nproc', [1, 2])
 def test_eval_precision_int8_scores_what_the_int8_model_predicts(photos, weights, quantized,
-                                                                 tmp_path):
+                                                                 tmp_path, nproc):
     """Each held-out photograph labelled with the float model's top-1: eval --precision
     int8 (calibrated on the same images, so the same INT8 model) must score exactly the
-    INT8 model's agreement with it."""
+    INT8 model's agreement with it, in one process or two (which share the one INT8 model
+    rank 0 makes)."""
     import json
 
     from paddle_dla.models.imagenet import synsets
@@ -246,10 +248,11 @@ def test_eval_precision_int8_scores_what_the_int8_model_predicts(photos, weights
     proc = run_module('eval', '--model', VARIANT, '--weights', weights, '--data-dir',
                       tmp_path / 'val', '--precision', 'int8', '--calib-dir', photos / 'calib',
                       '--batch-size', '4', '--workers', '0', '--no-progress',
-                      '--results-file', results, timeout=600,
+                      '--nproc', nproc, '--results-file', results, timeout=600,
                       env={'PADDLE_DLA_HOME': str(tmp_path / 'home')}, memory=16 << 30)
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(results.read_text())
     assert row['engine'].startswith('openvino') and row['precision'] == 'int8', row
     assert row['num_images'] == len(held)
     assert row['top1'] == round(100.0 * np.mean(int8 == fp32), 3), row
+    assert len(list((tmp_path / 'home').glob('**/*.int8.xml'))) == 1
