@@ -231,8 +231,7 @@ def test_eval_precision_int8_scores_what_the_int8_model_predicts(photos, weights
                                                                  tmp_path, nproc):
     """Each held-out photograph labelled with the float model's top-1: eval --precision
     int8 (calibrated on the same images, so the same INT8 model) must score exactly the
-    INT8 model's agreement with it, in one process or two (which share the one INT8 model
-    rank 0 makes)."""
+    INT8 model's agreement with it, in one process or two (which share one INT8 model)."""
     import json
 
     from paddle_dla.models.imagenet import synsets
@@ -256,3 +255,60 @@ def test_eval_precision_int8_scores_what_the_int8_model_predicts(photos, weights
     assert row['num_images'] == len(held)
     assert row['top1'] == round(100.0 * np.mean(int8 == fp32), 3), row
     assert len(list((tmp_path / 'home').glob('**/*.int8.xml'))) == 1
+
+
+# A process compiling a small model to INT8 that counts what it makes: export and
+# quantization, each a line in a shared file. It starts compiling once both processes are
+# ready, so that without the cache's lock both would find nothing and make everything.
+COMPILING = '''
+import os, sys, time
+import numpy as np
+import paddle
+import paddle_dla
+from paddle_dla.inference import predictor
+log, me, other = sys.argv[1:4]
+
+def counted(what, real):
+    def call(*args, **kwargs):
+        with open(log, 'a') as f:
+            f.write(what + '\\n')
+        return real(*args, **kwargs)
+    return call
+
+predictor.export = counted('export', predictor.export)
+predictor.quantize_export = counted('quantize', predictor.quantize_export)
+paddle.seed(0)
+model = paddle_dla.create_model('dla_46_c', num_classes=10)
+model.eval()
+calibration = [np.random.default_rng(i).standard_normal((1, 3, 64, 64)).astype('float32')
+               for i in range(8)]
+open(me, 'w').close()
+while not os.path.exists(other):
+    time.sleep(0.05)
+run = predictor.compile_model(model, (None, 3, 64, 64), precision='int8',
+                              calibration=calibration)
+print(run.engine, run.precision, run(calibration[0]).shape)
+'''
+
+
+@pytest.mark.full
+def test_processes_compiling_one_model_at_once_make_it_once(tmp_path):
+    """The ranks of ``eval --nproc N`` compile the same model at the same moment: one makes
+    the export and the INT8 model, the other waits for it and reads them."""
+    import subprocess
+    import sys
+
+    from helpers import child_env
+    log = tmp_path / 'made.txt'
+    env = child_env(PADDLE_DLA_HOME=str(tmp_path / 'home'))
+    procs = [subprocess.Popen([sys.executable, '-c', COMPILING, str(log),
+                               str(tmp_path / f'ready{i}'), str(tmp_path / f'ready{1 - i}')],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for i in (0, 1)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+        assert out.split() == ['openvino', 'int8', '(1,', '10)'], out
+    assert log.read_text().splitlines() == ['export', 'quantize']
+    waited = [err for _, err in outputs if 'waiting for another process that is making' in err]
+    assert len(waited) == 1, [err[-2000:] for _, err in outputs]

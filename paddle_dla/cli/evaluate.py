@@ -14,7 +14,7 @@ from ..core import SOURCE_ROOT
 from ..core.digests import FULL, PREFIX, file_digests
 from ..core.errors import Terminated, UsageError
 from ..evaluation.dataset import LABEL_FILE_NAMES, find_samples
-from ..evaluation.metrics import distributed_rank, rank_zero_first
+from ..evaluation.metrics import distributed_rank
 from ..evaluation.report import decoding_split, format_table, result_row, write_results
 from ..evaluation.runner import CORES_PER_WORKER, MAX_DEFAULT_WORKERS, default_workers
 from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, ImageReadError, Preprocess
@@ -420,8 +420,8 @@ def _evaluate_model(name, args, shard, labels, rank, world):
     model = create_model(name, pretrained=args.weights or args.tag)
     model.eval()
     setup = time.perf_counter()
-    predict = (eager_predictor(model) if args.engine == EAGER else rank_zero_first(
-        lambda: _deployed_predictor(model, preprocess, args), rank, world))
+    predict = (eager_predictor(model) if args.engine == EAGER else
+               _deployed_predictor(model, preprocess, args))
     if args.engine != EAGER:
         _warm_up(predict, args.batch_size, model.in_chans, preprocess.img_size)
     setup = time.perf_counter() - setup

@@ -89,11 +89,9 @@ def _task_of(args):
                      f'detectors (--coco-annotations) and segmentation (--cityscapes)')
 
 
-def _runner(args, name, rank, world):
+def _runner(args, name):
     """(spec, run) as ``predict`` builds them: the model exported once into the cache (any
-    input size where images run at their own) and run by --engine, or eager; under --nproc,
-    built on rank 0 first, so that the others read its export and INT8 model."""
-    from ..evaluation.metrics import rank_zero_first
+    input size where images run at their own) and run by --engine, or eager."""
     from .predict_dense import runner
     from .quantize import calibration_files
     model_args = argparse.Namespace(
@@ -104,7 +102,7 @@ def _runner(args, name, rank, world):
     files = None
     if args.precision == INT8:
         files = calibration_files(args.calib_dir or _images_folder(args), args.calib_count)
-    return rank_zero_first(lambda: runner(model_args, files), rank, world)
+    return runner(model_args, files)
 
 
 def _images_folder(args):
@@ -197,7 +195,7 @@ def _coco(args, name, rank, world):
     from ..tasks.serving import run_dense
     coco_set = read_annotations(args.coco_annotations, args.images)
     images = coco_set.images[:args.limit] if args.limit else coco_set.images
-    spec, run = _runner(args, name, rank, world)
+    spec, run = _runner(args, name)
     categories = category_ids_of(spec.class_names, None)
     coco_set.check_categories(categories)
     timed = TimedRun(run)
@@ -256,7 +254,7 @@ def _cityscapes(args, name, rank, world):
     pairs = find_cityscapes(args.cityscapes)
     pairs = pairs[:args.limit] if args.limit else pairs
     check_label_sizes(pairs)
-    spec, run = _runner(args, name, rank, world)
+    spec, run = _runner(args, name)
     if spec.class_names and len(spec.class_names) != 19:
         raise UsageError(f'{name} has {len(spec.class_names)} classes; Cityscapes is scored '
                          f'over 19')
@@ -310,7 +308,7 @@ def _mot(args, name, rank, world):
     from ..tracking.pipeline import track_frames
     sequences = find_sequences(args.mot_dir)
     frames = {s.name: open_frames(s.frames_dir) for s in sequences}   # checked before any run
-    spec, run = _runner(args, name, rank, world)
+    spec, run = _runner(args, name)
     timed = TimedRun(run)
     total = sum(len(f) for f in frames.values())
     if rank == 0:

@@ -5,8 +5,6 @@ import sys
 
 import numpy as np
 
-from ..core.errors import PaddleDLAError, one_line
-
 
 def topk_hits(logits, labels, k):
     """How many rows have their label among their ``k`` highest logits (``k`` is capped at
@@ -41,26 +39,3 @@ def distributed_rank(quiet=True):
         # that broke off the set-up cannot leave sys.stderr pointing at ``held``
         sys.stderr = saved
     return dist.get_rank(), dist.get_world_size()
-
-
-def rank_zero_first(build, rank, world):
-    """``build()`` on every rank, rank 0's before the others': what it makes into the cache
-    (an export, an INT8 model) is then made once and read by the other ranks, instead of
-    being made by all of them at once. A failure on rank 0 stops every rank with its
-    message rather than leaving the others waiting for it."""
-    if world <= 1:
-        return build()
-    import paddle.distributed as dist
-    made, failure = None, None
-    if rank == 0:
-        try:
-            made = build()
-        except Exception as exc:  # noqa: BLE001 - passed on to every rank, then raised
-            failure = exc
-    said = []
-    dist.all_gather_object(said, None if failure is None else one_line(failure))
-    if failure is not None:
-        raise failure
-    if said[0] is not None:
-        raise PaddleDLAError(f'rank 0 could not set up the model: {said[0]}')
-    return made if rank == 0 else build()

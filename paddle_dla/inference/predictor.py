@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import paddle
+from filelock import FileLock, Timeout
 
 from ..core.atomic import atomic_folder_output
 from ..core.errors import PaddleDLAError, is_disk_full, one_line, printable
@@ -517,6 +518,27 @@ def weights_digest(model):
     return sha.hexdigest()
 
 
+@contextlib.contextmanager
+def _cache_lock(folder):
+    """Hold ``folder``'s lock while its export and INT8 models are made: processes compiling
+    the same model at once (the ranks of ``eval --nproc N``) make them once, the others
+    waiting to read them. The lock is the operating system's, so it goes with a process
+    that dies; a wait says once on stderr what it waits for."""
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    lock = FileLock(folder + '.lock')
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        sys.stderr.write(f'paddle_dla: waiting for another process that is making '
+                         f'{printable(folder)} (lock {printable(lock.lock_file)})\n')
+        sys.stderr.flush()
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def compile_model(model, input_shape=(None, 3, 224, 224), engine=AUTO, precision=None,
                   threads=None, device='cpu', calibration=None):
     """``model`` as a fast inference callable (a :class:`Predictor`): exported once into
@@ -533,14 +555,15 @@ def compile_model(model, input_shape=(None, 3, 224, 224), engine=AUTO, precision
     folder = os.path.join(compiled_home(), 'exports', '-'.join(
         p for p in (model.config.name, weights_digest(model)[:20], shape, outputs) if p))
     prefix = os.path.join(folder, 'model')
-    if not any(os.path.isfile(prefix + s) for s in MODEL_SUFFIXES) or not os.path.isfile(
-            prefix + PARAMS_SUFFIX):
-        export(model, prefix, input_shape)
-    if precision == INT8:
-        calibrated = os.path.join(folder, f'int8-{calibration_digest(calibration)[:20]}-'
-                                  f'{scheme_tag()}', 'model')
-        if int8_model_file(calibrated, read_metadata(calibrated)) is None:
-            quantize_export(prefix, calibrated, calibration)
-        prefix = calibrated
+    with _cache_lock(folder):
+        if not any(os.path.isfile(prefix + s) for s in MODEL_SUFFIXES) or not os.path.isfile(
+                prefix + PARAMS_SUFFIX):
+            export(model, prefix, input_shape)
+        if precision == INT8:
+            calibrated = os.path.join(folder, f'int8-{calibration_digest(calibration)[:20]}-'
+                                      f'{scheme_tag()}', 'model')
+            if int8_model_file(calibrated, read_metadata(calibrated)) is None:
+                quantize_export(prefix, calibrated, calibration)
+            prefix = calibrated
     return Predictor(prefix, device=device, precision=precision, threads=threads,
                      engine=engine)
