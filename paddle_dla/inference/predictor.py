@@ -560,8 +560,10 @@ def compile_model(model, input_shape=(None, 3, 224, 224), engine=AUTO, precision
                 prefix + PARAMS_SUFFIX):
             export(model, prefix, input_shape)
         if precision == INT8:
-            calibrated = os.path.join(folder, f'int8-{calibration_digest(calibration)[:20]}-'
-                                      f'{scheme_tag()}', 'model')
+            # A classifier's INT8 model is made by our scheme, a dense one by NNCF's defaults
+            scheme = '' if is_dense_model(model) else f'-{scheme_tag()}'
+            calibrated = os.path.join(folder, f'int8-{calibration_digest(calibration)[:20]}'
+                                      f'{scheme}', 'model')
             if int8_model_file(calibrated, read_metadata(calibrated)) is None:
                 quantize_export(prefix, calibrated, calibration)
             prefix = calibrated

@@ -73,7 +73,7 @@ def as_input(item):
 # residual sums and the roots read the convolutions' outputs without a round trip through
 # INT8, and OpenVINO needs fewer conversions between INT8 and float; the classifier's ``fc``
 # stays in float, as its inputs (the pooled features) decide every logit. Recorded in the
-# model's metadata and part of its cache key, so that a new scheme makes new models.
+# classifier's metadata and part of its cache key, so that a new scheme makes new models.
 SCHEME = 'nncf: transformer placement, performance preset, fc in float'
 
 
