@@ -554,18 +554,27 @@ def compile_model(model, input_shape=(None, 3, 224, 224), engine=AUTO, precision
     outputs = '-'.join(model.output_names) if is_dense_model(model) else ''
     folder = os.path.join(compiled_home(), 'exports', '-'.join(
         p for p in (model.config.name, weights_digest(model)[:20], shape, outputs) if p))
-    prefix = os.path.join(folder, 'model')
-    with _cache_lock(folder):
-        if not any(os.path.isfile(prefix + s) for s in MODEL_SUFFIXES) or not os.path.isfile(
-                prefix + PARAMS_SUFFIX):
-            export(model, prefix, input_shape)
-        if precision == INT8:
-            # A classifier's INT8 model is made by our scheme, a dense one by NNCF's defaults
-            scheme = '' if is_dense_model(model) else f'-{scheme_tag()}'
-            calibrated = os.path.join(folder, f'int8-{calibration_digest(calibration)[:20]}'
-                                      f'{scheme}', 'model')
-            if int8_model_file(calibrated, read_metadata(calibrated)) is None:
+    prefix, calibrated = os.path.join(folder, 'model'), None
+    if precision == INT8:
+        # A classifier's INT8 model is made by our scheme, a dense one by NNCF's defaults
+        scheme = '' if is_dense_model(model) else f'-{scheme_tag()}'
+        calibrated = os.path.join(folder, f'int8-{calibration_digest(calibration)[:20]}'
+                                  f'{scheme}', 'model')
+
+    def exported():
+        return any(os.path.isfile(prefix + s) for s in MODEL_SUFFIXES) and os.path.isfile(
+            prefix + PARAMS_SUFFIX)
+
+    def quantized():
+        return calibrated is None or int8_model_file(calibrated,
+                                                     read_metadata(calibrated)) is not None
+
+    if not (exported() and quantized()):  # a cache holding both is only read, never locked
+        with _cache_lock(folder):
+            if not exported():
+                export(model, prefix, input_shape)
+            if not quantized():
                 quantize_export(prefix, calibrated, calibration)
-            prefix = calibrated
+    prefix = calibrated or prefix
     return Predictor(prefix, device=device, precision=precision, threads=threads,
                      engine=engine)
