@@ -26,7 +26,7 @@ from ..core.errors import PaddleDLAError, is_disk_full, one_line, printable
 from ..core.parity import BFLOAT16_LIMIT, FLOAT32_LIMIT
 from ..models import imagenet
 from ..tasks.serving import DenseSpec
-from ..weights.cache import compiled_home
+from ..weights.cache import compiled_home, weights_home
 from ..weights.registry import get_weights
 from .engines import AUTO, CPU_PRECISIONS, ENGINE_CHOICES, INT8, PADDLE
 from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, ExportedModelError,
@@ -523,9 +523,11 @@ def _cache_lock(folder):
     """Hold ``folder``'s lock while its export and INT8 models are made: processes compiling
     the same model at once (the ranks of ``eval --nproc N``) make them once, the others
     waiting to read them. The lock is the operating system's, so it goes with a process
-    that dies; a wait says once on stderr what it waits for."""
-    os.makedirs(os.path.dirname(folder), exist_ok=True)
-    lock = FileLock(folder + '.lock')
+    that dies; a wait says once on stderr what it waits for. Its file is kept with the
+    downloads' locks, which ``paddle-dla cache clean`` removes."""
+    locks = os.path.join(weights_home(), '.locks')
+    os.makedirs(locks, exist_ok=True)
+    lock = FileLock(os.path.join(locks, f'compiled-{os.path.basename(folder)}.lock'))
     try:
         lock.acquire(timeout=0)
     except Timeout:
