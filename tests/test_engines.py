@@ -279,22 +279,26 @@ def test_auto_measures_on_first_use_then_remembers(dla34, home, monkeypatch):
 
 @pytest.mark.full
 def test_auto_remembers_a_choice_per_batch_class(dla34, home, monkeypatch):
-    """One image and a batch are measured apart (engines rank differently on them), each
-    once per predictor, and a later predictor measures neither again."""
-    measured = count_measurements(monkeypatch, lambda engines, batch: len(batch))
-    shape = FAST_INPUTS[0]
+    """One image and a batch are measured apart (engines rank differently on them), and so
+    are images of another area where the export leaves it free, each once per predictor;
+    a later predictor measures none of them again."""
+    measured = count_measurements(monkeypatch, lambda engines, batch: batch.shape)
+    shape, smaller = FAST_INPUTS
     one = dla34.x(shape)[:1]
     predictor = Predictor(dla34.prefix)
-    for batch in (dla34.x(shape), dla34.x(shape), one, one, dla34.x(shape)):
+    for batch in (dla34.x(shape), dla34.x(shape), one, one, dla34.x(shape), dla34.x(smaller),
+                  dla34.x(smaller)):
         predictor(batch)
-    assert measured == [shape[0], 1]
+    assert measured == [shape, one.shape, smaller]
     keys = list(json.loads(choices_file(home).read_text()))
-    assert [key.rsplit(' | ', 1)[1] for key in keys] == ['batch 2-7', 'batch 1']
+    assert [key.rsplit(' | ', 1)[1] for key in keys] == [
+        'batch 2-7, 64 kpx', 'batch 1, 64 kpx', 'batch 2-7, 32 kpx']
     monkeypatch.setattr(inference, 'choose_engine', refuse)
     monkeypatch.setattr(runtimes, 'measure_engines', refuse)
     again = Predictor(dla34.prefix)
     assert_parity(again(dla34.x(shape)), dla34.reference[shape])
     again(one)
+    assert_parity(again(dla34.x(smaller)), dla34.reference[smaller])
     assert again.how_chosen == 'auto: remembered for this machine'
 
 
@@ -327,6 +331,35 @@ def test_a_choice_that_loses_in_steady_state_is_measured_once_more(dla34, home, 
     assert len(calls) == 2
     (saved,) = json.loads(choices_file(home).read_text()).values()
     assert saved == predictor.choice
+
+
+@pytest.mark.full
+def test_a_remembered_choice_not_yet_confirmed_is_timed_where_it_is_reused(
+        dla34, home, monkeypatch):
+    """A process that ends before its choice's steady calls (a ``predict`` of one image)
+    leaves the choice unconfirmed: the next process to reuse it times it, records it as
+    confirmed when it holds up, and measures again when it loses by more than the noise; a
+    confirmed choice is trusted as it is."""
+    batch = dla34.x()
+    Predictor(dla34.prefix)(batch)  # measured, then the process ends
+    ((key, record),) = json.loads(choices_file(home).read_text()).items()
+    assert 'confirmed' not in record
+    rate = record['images_per_s'][record['engine']]
+    noisy = dict(record, images_per_s=dict(record['images_per_s'], **{
+        record['engine']: 1000 * rate, 'noisy runner-up': 500 * rate}))
+    measured = count_measurements(monkeypatch, lambda engines, batch: len(batch))
+    for saved, measurements in ((record, 0), (dict(noisy, confirmed=True), 0), (noisy, 1)):
+        choices_file(home).write_text(json.dumps({key: saved}))
+        predictor = Predictor(dla34.prefix)
+        assert predictor.how_chosen == 'auto: remembered for this machine'
+        for _ in range(inference.STEADY_CALLS + 2):
+            predictor(batch)
+        assert len(measured) == measurements, saved
+        (now,) = json.loads(choices_file(home).read_text()).values()
+        if measurements:
+            assert now['measured_again'] is True and 'noisy runner-up' not in now['images_per_s']
+        else:
+            assert now == dict(saved, confirmed=True)
 
 
 def test_outputs_are_ordered_by_their_fetch_names():
@@ -391,9 +424,13 @@ def test_an_engine_failing_at_run_time_falls_back_to_paddle_and_is_forgotten(
     first = Predictor(dla34.prefix)
     first(dla34.x())
     (key,) = json.loads(choices_file(home).read_text())
-    assert 'paddlepaddle ' in key.split(' | ')[-2]  # the engines' versions are in the key
-    assert key.endswith(' | batch 2-7')  # and the class of the batch size
-    saved = {key: dict(first.choice, engine=others[0])}
+    versions = key.split(' | ')[-2]  # the engines' versions and ours are in the key
+    assert 'paddlepaddle ' in versions and 'paddle_dla ' in versions
+    # and the class of the input: its batch size, and its area (the export's is free)
+    assert key.endswith(' | batch 2-7, 64 kpx')
+    one_image = key.replace(' | batch 2-7, 64 kpx', ' | batch 1, 64 kpx')
+    saved = {key: dict(first.choice, engine=others[0]),
+             one_image: dict(first.choice, engine=others[0])}
     choices_file(home).write_text(json.dumps(saved))
     real_open = inference.open_engine
 
@@ -415,9 +452,47 @@ def test_an_engine_failing_at_run_time_falls_back_to_paddle_and_is_forgotten(
     assert predictor.engine == 'paddle' and predictor.choice['failed_at_run_time'] == others[0]
     assert predictor.how_chosen == (f'auto: {others[0]} failed at run time, Paddle Inference '
                                     f'took over')
-    assert key not in json.loads(choices_file(home).read_text())
+    assert json.loads(choices_file(home).read_text()) == {}  # every class of that engine
     with pytest.raises(RuntimeError, match='a kernel failed'):  # a named engine: no fallback
         Predictor(dla34.prefix, engine=others[0])(dla34.x())
+
+    # Where Paddle fails on the input as well, the input is at fault: both errors are
+    # raised, nothing is said to be forgotten, and the choice stays.
+    choices_file(home).write_text(json.dumps(saved))
+
+    class FailingPaddle(Failing):
+        name = 'paddle'
+    monkeypatch.setattr(inference, 'open_engine', lambda name, **kw: FailingPaddle() if name ==
+                        'paddle' else Failing())
+    predictor = Predictor(dla34.prefix)
+    capfd.readouterr()
+    with pytest.raises(RuntimeError, match=f'{others[0]} failed .*a kernel failed; Paddle '
+                                           f'Inference as well: a kernel failed'):
+        predictor(dla34.x())
+    assert capfd.readouterr().err == ''
+    assert json.loads(choices_file(home).read_text()) == saved
+
+
+@pytest.mark.parametrize('record', [
+    {'engine': ['openvino']}, {'engine': 'paddle', 'images_per_s': 'fast'},
+    *(pytest.param(record, marks=pytest.mark.full) for record in (
+        {'engine': {'a': 1}}, {'engine': 'tensorrt'}, 'openvino', None,
+        {'engine': 'paddle', 'images_per_s': [1]},
+        {'engine': 'paddle', 'images_per_s': {'paddle': 'fast'}})),
+])
+def test_a_remembered_record_that_is_not_one_is_measured_again(dla34, home, monkeypatch,
+                                                                  record):
+    """The file is a cache any process may have written: a record under the model's own
+    key that names no engine, or rates that are not numbers, counts as none."""
+    for name in OPTIONAL:  # only Paddle to measure: this is about the record
+        monkeypatch.setitem(sys.modules, name, None)
+    Predictor(dla34.prefix)(dla34.x())
+    (key,) = json.loads(choices_file(home).read_text())
+    choices_file(home).write_text(json.dumps({key: record}))
+    predictor = Predictor(dla34.prefix)
+    assert predictor.engine == 'paddle' and predictor.choice is None
+    assert_parity(predictor(dla34.x()), dla34.reference[dla34.first])
+    assert predictor.how_chosen.startswith('auto: measured now')
 
 
 @pytest.mark.parametrize('content', [

@@ -10,7 +10,7 @@ import skimage
 import paddle_dla
 from paddle_dla.inference.exported import locate, read_metadata
 from paddle_dla.inference import Predictor, describe_engine, export
-from paddle_dla.inference.runtimes import (batch_class, choice_key, class_key, installed_engines,
+from paddle_dla.inference.runtimes import (choice_key, class_key, input_class, installed_engines,
                                          remember_choice)
 from hostile import run_module
 
@@ -113,8 +113,10 @@ def test_a_remembered_engine_gone_since_is_measured_again(tmp_path, classifier, 
     _, exported = classifier
     monkeypatch.setenv('PADDLE_DLA_HOME', str(tmp_path))
     prefix, model_file = locate(str(exported))
-    key = choice_key(model_file, read_metadata(prefix), 'cpu', 'fp32', None)
-    remember_choice(class_key(key, batch_class(1)), {'engine': 'openvino'})
+    meta = read_metadata(prefix)
+    key = choice_key(model_file, meta, 'cpu', 'fp32', None)
+    remember_choice(class_key(key, input_class((1, 3, 224, 224), meta.get('input_shape'))),
+                    {'engine': 'openvino'})
     monkeypatch.setattr('paddle_dla.inference.predictor.installed_engines', lambda *_: ['paddle'])
     predictor = Predictor(exported)
     assert describe_engine(predictor) == ('paddle (auto: Paddle Inference until the first '

@@ -30,6 +30,15 @@ def cpu_description():
     return name, os.cpu_count(), [f for f in CPU_FEATURES if f in flags]
 
 
+def usable_cpus():
+    """The logical CPUs this process may run on: its affinity where the system reports it
+    (``taskset``, a cpuset), else every CPU of the machine."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not offered on macOS and Windows
+        return os.cpu_count() or 1
+
+
 def machine_id():
     """The CPU a speed measurement holds for: its model, cores and vector features."""
     name, cores, features = cpu_description()

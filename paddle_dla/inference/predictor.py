@@ -26,16 +26,16 @@ from ..core.errors import PaddleDLAError, is_disk_full, one_line, printable
 from ..core.parity import BFLOAT16_LIMIT, FLOAT32_LIMIT
 from ..models import imagenet
 from ..tasks.serving import DenseSpec
-from ..weights.cache import compiled_home, weights_home
+from ..weights.cache import compiled_home, lock_path
 from ..weights.registry import get_weights
-from .engines import AUTO, CPU_PRECISIONS, ENGINE_CHOICES, INT8, PADDLE
+from .engines import AUTO, CPU_PRECISIONS, ENGINE_CHOICES, ENGINES, INT8, PADDLE
 from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, ExportedModelError,
                        ModelFileError, check_device, check_model_file, cpu_supports_bf16,
                        int8_engine, int8_model_file, locate, model_file_of, read_metadata,
                        recipe_of, resolve_prefix, tensor_shapes)
 from .quantize import calibration_digest, quantize_export, scheme_tag
-from .runtimes import (EngineUnavailable, batch_class, choice_key, choose_engine, class_key,
-                       forget_choice, importable, installed_engines, open_engine, read_choices,
+from .runtimes import (EngineUnavailable, choice_key, choose_engine, class_key, forget_engine,
+                       importable, input_class, installed_engines, open_engine, read_choices,
                        remember_choice)
 
 __all__ = ['export', 'Predictor', 'compile_model', 'weights_digest', 'ExportError',
@@ -336,9 +336,10 @@ class Predictor:
 
     def _remembered(self, record):
         """The engine a remembered record names, opened (and kept as :attr:`choice`), or
-        None when it is no longer installed or no longer opens (measured again then)."""
-        name = record.get('engine') if isinstance(record, dict) else None
-        if name in self._failed:
+        None when it is no longer installed or no longer opens, or the record is not one
+        (measured again then). A choice not yet confirmed by steady calls is timed here."""
+        name = _recorded_engine(record)
+        if name is None or name in self._failed:
             return None
         if name in installed_engines(self.device, self.precision):
             try:
@@ -348,6 +349,7 @@ class Predictor:
                 return None
             self._chosen[name] = engine
             self.choice, self._measured_here = record, False
+            self._steady = None if _confirmed(record) else []
             return engine
         if name is not None:  # uninstalled since, or not offered here: measure again
             self._unopened = name
@@ -356,7 +358,7 @@ class Predictor:
     def _settle(self, batch):
         """The engine for ``batch``'s class: remembered for it, or measured now (once per
         class for this predictor)."""
-        size_class, self._steady = batch_class(len(batch)), None
+        size_class, self._steady = self._input_class(batch), None
         record = read_choices().get(class_key(self._base_key, size_class))
         engine = self._remembered(record) if record is not None else None
         if engine is None:
@@ -387,24 +389,32 @@ class Predictor:
         self._steady = None if again else []
         return engines[name]
 
+    def _input_class(self, batch):
+        return input_class(batch.shape, self.meta.get('input_shape'))
+
     def _check_steady(self, batch, seconds):
-        """Time the freshly chosen engine; measure once more when, running steadily, it
-        loses to the runner-up's measured speed by more than the noise."""
+        """Time a choice not yet confirmed (freshly measured, or remembered from a process
+        that ended before confirming it); measure once more when, running steadily, it
+        loses to the runner-up's measured speed by more than the noise, else record it as
+        confirmed."""
         self._steady.append(len(batch) / max(seconds, 1e-9))
         if len(self._steady) < STEADY_CALLS:
             return
         steady, self._steady = statistics.median(self._steady), None
-        rates = self.choice['images_per_s']
+        rates = self.choice.get('images_per_s') or {}
         others = [rate for name, rate in rates.items() if name != self.engine]
+        key = class_key(self._base_key, self._class)
         # Below its own measured rate as well: batches larger than the measured images run
         # at another rate on every engine, which is no noise.
         if (others and steady < (1 - STEADY_NOISE) * max(others)
                 and steady < (1 - STEADY_NOISE) * rates.get(self.engine, 0.0)):
-            key = class_key(self._base_key, self._class)
             try:
                 self._engine = self._choose(batch, key, again=True)
             except EngineUnavailable:  # nothing else runs it now: keep the engine that does
                 pass
+        else:
+            self.choice = dict(self.choice, confirmed=True)
+            remember_choice(key, self.choice)
 
     def _check(self, batch):
         if not isinstance(batch, np.ndarray):
@@ -423,7 +433,7 @@ class Predictor:
     def __call__(self, batch):
         self._check(batch)
         batch = np.ascontiguousarray(batch)
-        if self._base_key is not None and batch_class(len(batch)) != self._class:
+        if self._base_key is not None and self._input_class(batch) != self._class:
             self._settle(batch)
         try:
             start = time.perf_counter()
@@ -431,14 +441,22 @@ class Predictor:
             seconds = time.perf_counter() - start
         except Exception as exc:  # Paddle reports kernel failures as bare std::exception
             if self._may_fall_back():
-                return self._fall_back(batch, exc)
-            hint = ('; oneDNN bfloat16 kernels fail on some graphs (dla_60_res2next at batch > 1 '
-                    'with Paddle 3.3), use precision="fp32"'
-                    if self.precision == 'bf16' and self.engine == PADDLE else '')
-            raise RuntimeError(f'{self.engine} failed on {self.prefix} ({self.precision}, '
-                               f'input {list(batch.shape)}): {one_line(exc)}{hint}') from exc
+                return self._named(self._fall_back(batch, exc))
+            raise self._failure(batch, exc) from exc
         if self._steady is not None:
             self._check_steady(batch, seconds)
+        return self._named(outputs)
+
+    def _failure(self, batch, exc, also=''):
+        hint = ('; oneDNN bfloat16 kernels fail on some graphs (dla_60_res2next at batch > 1 '
+                'with Paddle 3.3), use precision="fp32"'
+                if self.precision == 'bf16' and self.engine == PADDLE else '')
+        return RuntimeError(f'{self.engine} failed on {self.prefix} ({self.precision}, '
+                            f'input {list(batch.shape)}): {one_line(exc)}{also}{hint}')
+
+    def _named(self, outputs):
+        """A classifier's logits, or a dense model's outputs by the names its metadata
+        gives."""
         if not self.output_names:
             return outputs[0]
         if len(outputs) != len(self.output_names):
@@ -453,20 +471,48 @@ class Predictor:
                 and self.precision in CPU_PRECISIONS[PADDLE])
 
     def _fall_back(self, batch, exc):
-        """Forget the choice, say so in one line, and run ``batch`` on Paddle Inference."""
-        failed = self.engine
+        """``batch``'s outputs from Paddle Inference; once it has run them, say in one line
+        that the chosen engine failed and forget the engine's remembered choices. Where
+        Paddle fails as well, the input is at fault, not the engine: both errors are raised
+        and the choice stays."""
+        failed, paddle_engine = self.engine, self._chosen.get(PADDLE) or self._open(PADDLE)
+        self._chosen[PADDLE] = paddle_engine
+        try:
+            outputs = paddle_engine.all_outputs(batch)
+        except Exception as paddle_exc:  # noqa: BLE001 - reported with the engine's error
+            raise self._failure(batch, exc, f'; Paddle Inference as well: '
+                                            f'{one_line(paddle_exc)}') from exc
         sys.stderr.write(f'paddle_dla: warning: {failed} failed on {printable(self.prefix)} '
                          f'(input {list(batch.shape)}: {one_line(exc)}); Paddle Inference '
                          f'runs it from now on, and the remembered choice is forgotten\n')
         sys.stderr.flush()
-        forget_choice(class_key(self._base_key, self._class))
+        forget_engine(self._base_key, failed)
         self._steady = None
         self._chosen.pop(failed, None)
         self._failed.add(failed)
-        self._engine = self._chosen.get(PADDLE) or self._open(PADDLE)
-        self._chosen[PADDLE] = self._engine
+        self._engine = paddle_engine
         self.choice = dict(self.choice, engine=PADDLE, failed_at_run_time=failed)
-        return self(batch)
+        return outputs
+
+
+def _recorded_engine(record):
+    """The engine a remembered record names, or None for anything that is not a record
+    (the file is a cache any process may have written): a name among the engines, with its
+    measured rates, if any, as numbers by name."""
+    if not isinstance(record, dict) or record.get('engine') not in ENGINES:
+        return None
+    rates = record.get('images_per_s', {})
+    if not (isinstance(rates, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in rates.values())):
+        return None
+    return record['engine']
+
+
+def _confirmed(record):
+    """Whether a choice has held up in steady calls (or was measured again after it did
+    not): a choice measured by a process that ended sooner is timed again where it is
+    reused."""
+    return bool(record.get('confirmed') or record.get('measured_again'))
 
 
 def _precision_for(prefix, meta, device, precision, engine):
@@ -525,9 +571,7 @@ def _cache_lock(folder):
     waiting to read them. The lock is the operating system's, so it goes with a process
     that dies; a wait says once on stderr what it waits for. Its file is kept with the
     downloads' locks, which ``paddle-dla cache clean`` removes."""
-    locks = os.path.join(weights_home(), '.locks')
-    os.makedirs(locks, exist_ok=True)
-    lock = FileLock(os.path.join(locks, f'compiled-{os.path.basename(folder)}.lock'))
+    lock = FileLock(lock_path(f'compiled-{os.path.basename(folder)}'))
     try:
         lock.acquire(timeout=0)
     except Timeout:

@@ -9,6 +9,7 @@ and batch, so :func:`choose_engine` measures them on first use and remembers the
 import hashlib
 import importlib
 import json
+import math
 import os
 import re
 import statistics
@@ -21,9 +22,9 @@ import numpy as np
 from ..core.atomic import atomic_output
 from ..core.digests import CHUNK
 from ..core.errors import PaddleDLAError, one_line, printable
-from ..core.machine import installed_versions, machine_id
+from ..core.machine import installed_versions, machine_id, usable_cpus
 from ..core.parity import FLOAT32_LIMIT, TOP2_GAP, relative_error, top1_agreement
-from ..weights.cache import compiled_home
+from ..weights.cache import compiled_home, lock_path
 from .engines import (CPU_PRECISIONS, ENGINE_EXTRAS, ENGINES, INT8, ONNXRUNTIME, OPENVINO,
                       OPTIONAL_ENGINES, PADDLE)
 from .exported import INT8_FILES, PARAMS_SUFFIX, ModelFileError
@@ -32,6 +33,7 @@ ONNX_OPSET = 17
 _CHOICES_FILE = 'engine-choice.json'
 _MAX_CHOICES = 512  # entries remembered; the oldest go first
 _MEASURED_RUNS = 3
+_CHOICES_LOCK_S = 30  # the lock is held for one read and one write
 
 
 class EngineUnavailable(PaddleDLAError, RuntimeError):
@@ -39,7 +41,9 @@ class EngineUnavailable(PaddleDLAError, RuntimeError):
 
 
 def cpu_threads(threads):
-    return threads or os.cpu_count() or 1
+    """The threads an engine runs: as asked, else the CPUs this process may run on (a
+    ``taskset`` or cpuset narrows them)."""
+    return threads or usable_cpus()
 
 
 # --- Paddle Inference ---------------------------------------------------------------------
@@ -311,8 +315,10 @@ def open_engine(name, prefix, model_file, device='cpu', precision='fp32', thread
 
 # --- choosing by measurement ---------------------------------------------------------------
 
-# What decides an engine's speed besides the machine and the model: its library's version.
-ENGINE_PACKAGES = ('paddlepaddle', 'openvino', 'onnxruntime', 'paddle2onnx')
+# What decides an engine's speed besides the machine and the model: its library's version
+# (under whichever distribution supplies it), and ours, which sets the engines' options.
+ENGINE_PACKAGES = ('paddle_dla', 'paddlepaddle', 'paddlepaddle-gpu', 'openvino',
+                   'openvino-nightly', 'onnxruntime', 'onnxruntime-gpu', 'paddle2onnx')
 
 
 def choice_key(model_file, meta, device, precision, threads):
@@ -331,6 +337,18 @@ def batch_class(size):
     one image than on many (one image spreads its threads within layers, a batch may
     not)."""
     return '1' if size <= 1 else '2-7' if size < 8 else '8+'
+
+
+def input_class(shape, declared=None):
+    """The class of inputs of ``shape`` (NCHW) a remembered choice holds for: the
+    :func:`batch_class`, and, for an export whose height and width are free
+    (``declared``, its input shape, has None there), the image area to the nearest power of
+    two: engines that tie at 64 px may not at 1024 px."""
+    size = batch_class(shape[0])
+    if declared and len(declared) == 4 and None not in declared[2:]:
+        return size
+    area = 2 ** round(math.log2(max(1, shape[2] * shape[3])))
+    return f'{size}, {area // 1024} kpx' if area >= 1024 else f'{size}, {area} px'
 
 
 def class_key(base, size_class):
@@ -352,30 +370,47 @@ def read_choices():
     return choices if isinstance(choices, dict) else {}
 
 
-def remember_choice(key, record):
-    choices = read_choices()
-    choices.pop(key, None)
-    choices[key] = record
-    while len(choices) > _MAX_CHOICES:
-        choices.pop(next(iter(choices)))
-    _write_choices(choices)
+def _update_choices(change):
+    """Read the remembered choices, ``change`` them in place and write them back when it
+    returns true, all under the file's lock: processes choosing at once (the ranks of
+    ``eval --nproc``) would otherwise lose each other's records, or bring back one that
+    another had just forgotten."""
+    from filelock import FileLock, Timeout
 
-
-def forget_choice(key):
-    """Drop a remembered choice (an engine that failed at run time): measured again next
-    time."""
-    choices = read_choices()
-    if choices.pop(key, None) is not None:
-        _write_choices(choices)
-
-
-def _write_choices(choices):
     try:
-        with atomic_output(_choices_path()) as tmp:
-            with open(tmp, 'w', encoding='utf-8') as f:
-                json.dump(choices, f, indent=1)
-    except OSError:  # a read-only cache: choose again next time
+        with FileLock(lock_path('engine-choice'), timeout=_CHOICES_LOCK_S):
+            choices = read_choices()
+            if change(choices):
+                with atomic_output(_choices_path()) as tmp:
+                    with open(tmp, 'w', encoding='utf-8') as f:
+                        json.dump(choices, f, indent=1)
+    except (OSError, Timeout):  # a read-only cache, or a stuck writer: choose again next time
         pass
+
+
+def remember_choice(key, record):
+    def change(choices):
+        choices.pop(key, None)
+        choices[key] = record
+        while len(choices) > _MAX_CHOICES:
+            choices.pop(next(iter(choices)))
+        return True
+    _update_choices(change)
+
+
+def forget_engine(base_key, engine):
+    """Drop every remembered choice of ``engine`` under ``base_key`` (:func:`choice_key`),
+    whatever its input class: an engine that failed at run time is measured again next
+    time, not reopened."""
+    prefix = class_key(base_key, '')
+
+    def change(choices):
+        gone = [key for key, record in choices.items() if key.startswith(prefix)
+                and isinstance(record, dict) and record.get('engine') == engine]
+        for key in gone:
+            del choices[key]
+        return bool(gone)
+    _update_choices(change)
 
 
 def _outputs(engine, batch):
@@ -394,8 +429,10 @@ def disagreement(outputs, reference, limit):
         if not error <= limit:  # NaN fails too
             return f'output {i} differs from Paddle Inference\'s by {error:.1e} (limit {limit:g})'
         if np.ndim(theirs) == 2:  # logits: rows clearer than the error allows must agree
+            # float32: the standard's own gap; bfloat16 may move logits by more than that
             scale = max(1.0, float(np.max(np.abs(theirs))))
-            agreeing, decided = top1_agreement(ours, theirs, max(TOP2_GAP, limit * scale))
+            gap = TOP2_GAP if limit <= FLOAT32_LIMIT else max(TOP2_GAP, limit * scale)
+            agreeing, decided = top1_agreement(ours, theirs, gap)
             if agreeing != decided:
                 return (f'output {i}: top-1 differs from Paddle Inference\'s on '
                         f'{decided - agreeing} of {decided} rows')
@@ -408,28 +445,50 @@ def measure_engines(engines, batch, runs=_MEASURED_RUNS, limit=FLOAT32_LIMIT):
     does not favour one), the median kept. Engines that fail are left out, and so are those
     whose outputs on the batch miss the parity standard (``limit``) against Paddle
     Inference's, when it is among them: a fast engine that computes something else is not a
-    candidate."""
+    candidate. Where Paddle cannot run the whole batch, the first image is compared; where
+    it runs not even that, no other engine can be checked, so none is a candidate."""
     times, failed, outputs = {name: [] for name in engines}, {}, {}
     for name, engine in engines.items():
         try:
             outputs[name] = _outputs(engine, batch)
         except Exception as exc:  # noqa: BLE001 - an engine that cannot run is not chosen
             failed[name] = one_line(exc)
-    reference = outputs.get(PADDLE)
+    reference, rows = _reference(engines, batch, outputs)
     for name in list(outputs):
-        why = None if reference is None or name == PADDLE else disagreement(
-            outputs[name], reference, limit)
-        if why:
-            failed[name] = why
+        if name == PADDLE or PADDLE not in engines:
+            continue
+        failed_why = ('not compared: Paddle Inference could not run the batch'
+                      if reference is None else
+                      disagreement([out[:rows] for out in outputs[name]], reference, limit))
+        if failed_why:
+            failed[name] = failed_why
     for _ in range(runs):
         for name, engine in engines.items():
             if name not in failed:
                 start = time.perf_counter()
-                engine(batch)
+                try:
+                    engine(batch)
+                except Exception as exc:  # noqa: BLE001 - fails after its first run
+                    failed[name], times[name] = one_line(exc), []
+                    continue
                 times[name].append(time.perf_counter() - start)
     rates = {name: round(len(batch) / statistics.median(t), 2)
              for name, t in times.items() if t}
     return rates, failed
+
+
+def _reference(engines, batch, outputs):
+    """``(outputs, rows)``: Paddle Inference's outputs on ``batch``, or on its first image
+    when the whole batch fails on it, and how many images they cover; ``(None, 0)`` when
+    it runs neither (or is not measured)."""
+    if PADDLE in outputs:
+        return outputs[PADDLE], len(batch)
+    if PADDLE in engines and len(batch) > 1:
+        try:
+            return _outputs(engines[PADDLE], batch[:1]), 1
+        except Exception:  # noqa: BLE001 - nothing to compare the others with
+            pass
+    return None, 0
 
 
 def installed_engines(device, precision):
@@ -454,6 +513,7 @@ def choose_engine(engines, batch, limit=FLOAT32_LIMIT):
     ``batch``, with what was measured: ``(name, rates, failed)``."""
     rates, failed = measure_engines(engines, batch, limit=limit)
     if not rates:
-        raise EngineUnavailable('no engine could run the model: ' + '; '.join(
+        raise EngineUnavailable('no engine could run the model and agree with Paddle '
+                                'Inference: ' + '; '.join(
             f'{k}: {v}' for k, v in failed.items()))
     return max(rates, key=rates.get), rates, failed

@@ -16,6 +16,15 @@ def cached_weights_path(variant, tag):
     return os.path.join(weights_home(), f'{get_config(variant).name}-{tag}.pdparams')
 
 
+def lock_path(name):
+    """The file of the lock named ``name``, in the cache's ``.locks`` folder (made if
+    missing), which ``paddle-dla cache clean`` empties: every process that writes into the
+    cache takes its locks from here."""
+    locks = os.path.join(weights_home(), '.locks')
+    os.makedirs(locks, exist_ok=True)
+    return os.path.join(locks, name + '.lock')
+
+
 def compiled_home():
     """What the deployed path derives once and reuses: exports of in-memory models, their
     ONNX translations and the engine chosen per machine, model and precision."""

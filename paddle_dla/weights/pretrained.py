@@ -12,7 +12,7 @@ from filelock import FileLock, Timeout
 
 from ..core.digests import file_digests
 from ..core.errors import PaddleDLAError
-from .cache import cached_weights_path, weights_home
+from .cache import cached_weights_path, lock_path, weights_home
 from .checkpoint import load_pdparams, save_pdparams
 from .convert.pipeline import convert_checkpoint
 from .download import DownloadError, check_settings, download, remove_stale_parts
@@ -99,12 +99,6 @@ def manual_instructions(weights):
             f'{weights.cache_bar} goes into the cache, {weights_home()})')
 
 
-def _lock_path(target):
-    locks = os.path.join(weights_home(), '.locks')
-    os.makedirs(locks, exist_ok=True)
-    return os.path.join(locks, os.path.basename(target) + '.lock')
-
-
 def cache_report(entries=None):
     """``(entry, path, sha256 or None)`` for each registry entry (default: all), present or
     missing."""
@@ -146,7 +140,7 @@ def load_pretrained_state(variant, tag=None, keep_download=False):
     if os.path.isfile(target):
         return load_pdparams(target)
     check_settings()  # a mistyped setting is the user's to mend, not every source's failure
-    lock = FileLock(_lock_path(target))
+    lock = FileLock(lock_path(os.path.basename(target)))
     _acquire(lock, weights)
     try:
         if os.path.isfile(target):  # another process finished it while we waited
