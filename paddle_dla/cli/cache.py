@@ -1,11 +1,12 @@
 """``paddle-dla cache``: what the weights cache holds, filling it ahead of time, checking
 it, and emptying it."""
 import argparse
+import contextlib
 import os
 import sys
 
 from ..core.errors import UsageError, one_line
-from ..weights.cache import cached_weights_path, weights_home
+from ..weights.cache import cached_weights_path, compiled_home, lock_path, weights_home
 from ..weights.registry import WEIGHTS, list_weights
 from .args import variant_name
 
@@ -26,8 +27,9 @@ ACTIONS = ('list', 'fetch', 'verify', 'clean')
 def configure(p):
     p.add_argument('action', choices=ACTIONS,
                    help='list: entries and their files; fetch: download, verify and convert; '
-                        'verify: check the cached files; clean: remove them (with downloads '
-                        'and leftovers of interrupted runs)')
+                        'verify: check the cached files; clean: remove them (without --model '
+                        'or --tag: with downloads, exports, INT8 models and engine choices, '
+                        'made again on use, and leftovers of interrupted runs)')
     p.add_argument('--model', type=variant_name, help='only this variant (default: all)')
     p.add_argument('--tag', choices=sorted({t for _, t in WEIGHTS}),
                    help='only this weights tag (default: all)')
@@ -116,24 +118,96 @@ def verify(args):
 
 
 def clean(args):
-    """Remove the selected entries' files, and (for a full clean) downloads, locks and the
-    temporary files of interrupted runs. Only files this package names are touched."""
+    """Remove the selected entries' files, and (for a full clean) downloads, locks, what
+    the deployed path derived (exports, INT8 models, ONNX translations, engine choices: all
+    made again on use) and the temporary files of interrupted runs. Only files this package
+    names are touched, and nothing another process is using: a lock it holds, or an export
+    it is making."""
     home = weights_home()
     doomed = [cached_weights_path(w.variant, w.tag) for w in selected(args)]
+    removed, freed, kept = 0, 0, []
     if args.model is None and args.tag is None:
-        for sub in ('downloads', '.locks'):
-            folder = os.path.join(home, sub)
-            if os.path.isdir(folder):
-                doomed += [os.path.join(folder, n) for n in sorted(os.listdir(folder))]
-        if os.path.isdir(home):
-            doomed += [os.path.join(home, n) for n in sorted(os.listdir(home))
-                       if n.startswith('.') and n.endswith(('.tmp', '.part'))]
-    removed = freed = 0
+        compiled = compiled_home()
+        exports = os.path.join(compiled, 'exports')
+        for folder in _entries(exports):
+            with _unless_in_use(lock_path(f'compiled-{_owner(folder)}'), folder, kept) as free:
+                if free:
+                    removed, freed = _add((removed, freed), _remove_tree(folder))
+        doomed += [path for path in _entries(compiled) if path != exports]
+        doomed += _entries(os.path.join(home, 'downloads'))
+        doomed += [os.path.join(home, n) for n in sorted(os.listdir(home))
+                   if n.startswith('.') and n.endswith(('.tmp', '.part'))] if os.path.isdir(
+                       home) else []
+        for path in _entries(os.path.join(home, '.locks')):
+            with _unless_in_use(path, path, kept) as free:
+                if free:  # removed while held: no process takes it meanwhile
+                    removed, freed = _add((removed, freed), _remove_tree(path))
     for path in doomed:
-        if os.path.isfile(path) and not os.path.islink(path):
-            freed += os.path.getsize(path)
-            os.remove(path)
-            removed += 1
-            print(f'removed {path}')
+        removed, freed = _add((removed, freed), _remove_tree(path))
+    for what in kept:
+        print(f'kept {what}: another process is using it')
     print(f'{removed} files removed, {freed / 2 ** 20:.1f} MiB freed from {home}')
     return 0
+
+
+def _entries(folder):
+    return [os.path.join(folder, n) for n in sorted(os.listdir(folder))] if os.path.isdir(
+        folder) and not os.path.islink(folder) else []
+
+
+def _add(a, b):
+    return a[0] + b[0], a[1] + b[1]
+
+
+def _owner(path):
+    """The export folder a path under ``compiled/exports`` belongs to: itself, or for a
+    temporary folder an interrupted or running export left beside it (``.NAME.RANDOM.tmp``),
+    NAME."""
+    name = os.path.basename(path)
+    if name.startswith('.') and name.endswith('.tmp') and name.count('.') >= 3:
+        return name[1:].rsplit('.', 2)[0]
+    return name
+
+
+@contextlib.contextmanager
+def _unless_in_use(lock_file, what, kept):
+    """Yield whether no other process holds the lock at ``lock_file``, holding it meanwhile
+    (a folder or a link in its place holds nothing); ``what`` is listed as kept when one
+    does."""
+    from filelock import FileLock, Timeout
+    if not os.path.isfile(lock_file) or os.path.islink(lock_file):
+        yield True
+        return
+    lock = FileLock(lock_file)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        kept.append(what)
+        yield False
+        return
+    except OSError:  # a lock file nobody can open cannot be held either
+        yield True
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def _remove_tree(path):
+    """Remove ``path`` (a file, a link, or a folder and everything in it, links not
+    followed), printing each file; ``(files, bytes)`` removed."""
+    count = size = 0
+    if os.path.isdir(path) and not os.path.islink(path):
+        for name in sorted(os.listdir(path)):
+            sub_count, sub_size = _remove_tree(os.path.join(path, name))
+            count, size = count + sub_count, size + sub_size
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+        return count, size
+    if os.path.lexists(path):
+        size = os.lstat(path).st_size if os.path.isfile(path) else 0
+        os.remove(path)
+        print(f'removed {path}')
+        return 1, size
+    return 0, 0

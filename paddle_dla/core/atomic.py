@@ -77,10 +77,14 @@ def write_json(path, value, indent=1):
 
 
 @contextlib.contextmanager
-def atomic_folder_output(folder):
+def atomic_folder_output(folder, last=None, lock=None):
     """Yield a temporary folder beside ``folder``; on success its files are moved into
     ``folder`` (created if needed), on failure nothing reaches ``folder``. For outputs of
-    several files (an exported model): all are written before any is moved into place."""
+    several files (an exported model): all are written before any is moved into place, and
+    the files whose names end with ``last`` (the metadata) are moved after the others, so
+    that a reader who finds them finds the rest. ``lock``, a context manager, is held while
+    the files move, so that two writers of one folder leave one's files, not a mix; a move
+    that fails puts back what was there."""
     folder = os.path.abspath(os.fspath(folder))
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
@@ -91,12 +95,46 @@ def atomic_folder_output(folder):
         with _full_disk_named(tmp, lambda exc: _destination_of(exc, tmp, folder)):
             yield tmp
             os.makedirs(folder, exist_ok=True)
+            names = sorted(os.listdir(tmp), key=lambda n: (bool(last) and n.endswith(last), n))
             mode = new_file_mode()
-            for name in sorted(os.listdir(tmp)):
+            for name in names:
                 os.chmod(os.path.join(tmp, name), mode)
-                os.replace(os.path.join(tmp, name), os.path.join(folder, name))
+            with lock or contextlib.nullcontext():
+                _move_all(tmp, folder, names)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_all(tmp, folder, names):
+    """Move ``names`` from ``tmp`` into ``folder`` in order, all or none: a folder in the
+    way is found before anything moves, and a move that fails takes back the files moved
+    and restores those they replaced (kept as hard links until then)."""
+    for name in names:
+        target = os.path.join(folder, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise IsADirectoryError(errno.EISDIR, 'a folder is in the way', target)
+    kept = os.path.join(tmp, '.replaced')
+    os.mkdir(kept)
+    moved, replaced = [], []
+    try:
+        for name in names:
+            target = os.path.join(folder, name)
+            if os.path.lexists(target):
+                try:
+                    os.link(target, os.path.join(kept, name), follow_symlinks=False)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(target, os.path.join(kept, name), follow_symlinks=False)
+                replaced.append(name)
+            os.replace(os.path.join(tmp, name), target)
+            moved.append(name)
+    except BaseException:
+        for name in moved:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
+        for name in replaced:
+            with contextlib.suppress(OSError):
+                os.replace(os.path.join(kept, name), os.path.join(folder, name))
+        raise
 
 
 def _destination_of(exc, tmp, folder):

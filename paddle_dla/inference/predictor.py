@@ -26,13 +26,13 @@ from ..core.errors import PaddleDLAError, is_disk_full, one_line, printable
 from ..core.parity import BFLOAT16_LIMIT, FLOAT32_LIMIT
 from ..models import imagenet
 from ..tasks.serving import DenseSpec
-from ..weights.cache import compiled_home, lock_path
+from ..weights.cache import compiled_home, folder_lock, lock_path
 from ..weights.registry import get_weights
 from .engines import AUTO, CPU_PRECISIONS, ENGINE_CHOICES, ENGINES, INT8, PADDLE
 from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, ExportedModelError,
-                       ModelFileError, check_device, check_model_file, cpu_supports_bf16,
-                       int8_engine, int8_model_file, locate, model_file_of, read_metadata,
-                       recipe_of, resolve_prefix, tensor_shapes)
+                       ModelFileError, check_device, check_int8_files, check_model_file,
+                       cpu_supports_bf16, int8_engine, int8_model_file, locate, model_file_of,
+                       read_metadata, recipe_of, resolve_prefix, tensor_shapes)
 from .quantize import calibration_digest, quantize_export, scheme_tag
 from .runtimes import (EngineUnavailable, choice_key, choose_engine, class_key, forget_engine,
                        importable, input_class, installed_engines, open_engine, read_choices,
@@ -103,7 +103,7 @@ def export(model, path_prefix, input_shape=None, weights=None, preprocessing=Non
     meta['weights'] = weights
     expected = sorted(tuple(v.shape) for v in net.state_dict().values())
     try:
-        with atomic_folder_output(folder) as tmp:
+        with atomic_folder_output(folder, last=META_SUFFIX, lock=folder_lock(folder)) as tmp:
             _write_export(static, os.path.join(tmp, name), meta, expected, prefix)
     except ModelFileError as exc:
         raise ExportError(f'could not write the exported model {printable(prefix)}: {exc}; '
@@ -269,6 +269,7 @@ class Predictor:
         prefix, model_file = locate(path_prefix)
         self.meta = read_metadata(prefix)
         tensor_shapes(prefix + PARAMS_SUFFIX)  # names the file if truncated or not params
+        check_int8_files(prefix, self.meta)
         precision = _precision_for(prefix, self.meta, device, precision, engine)
         self.prefix, self.device, self.precision = prefix, device, precision
         # A dense model's outputs by name; a classifier returns its logits alone.
@@ -607,9 +608,9 @@ def compile_model(model, input_shape=(None, 3, 224, 224), engine=AUTO, precision
         calibrated = os.path.join(folder, f'int8-{calibration_digest(calibration)[:20]}'
                                   f'{scheme}', 'model')
 
-    def exported():
-        return any(os.path.isfile(prefix + s) for s in MODEL_SUFFIXES) and os.path.isfile(
-            prefix + PARAMS_SUFFIX)
+    def exported():  # the metadata is moved into place last: with it, the rest is there
+        return all(os.path.isfile(prefix + s) for s in (META_SUFFIX, PARAMS_SUFFIX)) and any(
+            os.path.isfile(prefix + s) for s in MODEL_SUFFIXES)
 
     def quantized():
         return calibrated is None or int8_model_file(calibrated,

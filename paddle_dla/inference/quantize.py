@@ -24,6 +24,7 @@ from ..core.atomic import atomic_folder_output, write_json
 from ..core.digests import CHUNK
 from ..core.errors import PaddleDLAError, one_line, printable
 from ..core.machine import installed_versions
+from ..weights.cache import folder_lock
 from .engines import (CLASSIFIER_INT8_ENGINE, DEFAULT_CALIBRATION_IMAGES, DENSE_INT8_ENGINE,
                       MIN_CALIBRATION_IMAGES, int8_engine_of)
 from .exported import INT8_FILES, META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, locate, read_metadata
@@ -208,7 +209,7 @@ def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defa
         'options': 'nncf defaults' if nncf_defaults or not classifier else SCHEME,
         'calibration': {'images': len(calibration), 'source': source,
                         'sha256': calibration_digest(calibration)}})
-    with atomic_folder_output(folder) as tmp:
+    with atomic_folder_output(folder, last=META_SUFFIX, lock=folder_lock(folder)) as tmp:
         stem = os.path.join(tmp, name)
         for suffix in (MODEL_SUFFIXES + (PARAMS_SUFFIX,)):
             if os.path.isfile(prefix + suffix):

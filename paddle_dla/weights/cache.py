@@ -25,6 +25,22 @@ def lock_path(name):
     return os.path.join(locks, name + '.lock')
 
 
+def folder_lock(folder):
+    """A lock (a context manager) for writing ``folder``, kept with the cache's locks and
+    named by the folder's absolute path, so that two processes writing one output folder
+    take turns; where the cache cannot hold a lock file, none is taken."""
+    import contextlib
+    import hashlib
+
+    from filelock import FileLock
+
+    name = hashlib.sha256(os.path.abspath(os.fspath(folder)).encode()).hexdigest()[:20]
+    try:
+        return FileLock(lock_path(f'output-{name}'))
+    except OSError:
+        return contextlib.nullcontext()
+
+
 def compiled_home():
     """What the deployed path derives once and reuses: exports of in-memory models, their
     ONNX translations and the engine chosen per machine, model and precision."""
