@@ -218,11 +218,72 @@ def test_bad_calibration_folder_is_refused_with_nothing_written(photos, weights,
     proc = run_module('quantize', '--model', VARIANT, '--weights', weights, '--calib-dir',
                       calib, '--out', out, env={'PADDLE_DLA_HOME': str(tmp_path / 'home')})
     phrase = {'missing': 'not a folder', 'empty': 'holds no image',
-              'too few': '3 readable images; INT8 calibration needs at least 8',
-              'unreadable': '0 readable images'}[case]
+              'too few': '3 readable; INT8 calibration needs at least 8',
+              'unreadable': '0 readable;'}[case]
     assert_refused(proc, str(calib), phrase, absent=[out])
     if case == 'unreadable':
         assert '10 of 10 images could not be read (first: ' in proc.stderr
+
+
+def _damaged_copy(quantized, folder, change):
+    """A copy of the INT8 export in ``folder``, changed by ``change(prefix, meta)`` (which
+    edits the metadata dict in place or the files at ``prefix``)."""
+    import json
+    shutil.copytree(quantized, folder)
+    prefix = folder / VARIANT
+    meta_file = folder / f'{VARIANT}.dla.json'
+    meta = json.loads(meta_file.read_text())
+    change(prefix, meta)
+    meta_file.write_text(json.dumps(meta))
+    return folder
+
+
+# A command, and what its one line must say: each stops before any work, writing nothing.
+BAD_QUANTIZE = {
+    'out is a file': (lambda q, t, c: ['quantize', '--exported', q, '--calib-dir', c,
+                                    '--out', _touch(t / 'afile')], 'is a file, not a folder'),
+    'too few to count': (lambda q, t, c: ['quantize', '--exported', q, '--calib-dir', c,
+                                       '--calib-count', '3', '--out', t / 'out'],
+                         '--calib-count: 3 is out of range: must be at least 8'),
+    'no export there': (lambda q, t, c: ['quantize', '--exported', t / 'nothing', '--calib-dir',
+                                      c, '--out', t / 'out'], 'no exported model at'),
+    'size of an export': (lambda q, t, c: ['quantize', '--exported', q, '--img-size', '128',
+                                        '--calib-dir', c, '--out', t / 'out'],
+                          '--img-size is for --model'),
+    'dense task without outputs': (
+        lambda q, t, c: ['quantize', '--exported', _damaged_copy(
+            q, t / 'lying', lambda p, m: m.update(task='detection')), '--calib-dir', c,
+            '--out', t / 'out'], 'records task \'detection\' without what a dense network'),
+    'int8 file missing': (
+        lambda q, t, c: ['predict', c / '00.jpg', '--exported', _damaged_copy(
+            q, t / 'nobin', lambda p, m: os.remove(f'{p}.int8.bin'))],
+        'records an INT8 model, but'),
+    'int8 record names no engine': (
+        lambda q, t, c: ['predict', c / '00.jpg', '--exported', _damaged_copy(
+            q, t / 'engine', lambda p, m: m['int8'].update(engine='tensorrt'))],
+        'is corrupt: unexpected int8'),
+    'calibration without int8': (
+        lambda q, t, c: ['eval', '--model', VARIANT, '--data-dir', c, '--calib-dir', c],
+        '--calib-dir is for --precision int8'),
+}
+
+
+def _touch(path):
+    path.write_bytes(b'')
+    return path
+
+
+@pytest.mark.parametrize('case', [
+    'out is a file', 'int8 file missing',
+    *(pytest.param(c, marks=pytest.mark.full) for c in BAD_QUANTIZE
+      if c not in ('out is a file', 'int8 file missing'))])
+def test_a_bad_int8_command_is_refused_in_one_line_before_any_work(quantized, photos, tmp_path,
+                                                                   case):
+    command, phrase = BAD_QUANTIZE[case]
+    home = tmp_path / 'home'
+    proc = run_module(*command(quantized, tmp_path, photos / 'calib'),
+                      env={'PADDLE_DLA_HOME': str(home)})
+    assert_refused(proc, phrase, absent=[tmp_path / 'out', home / 'compiled'])
 
 
 @pytest.mark.full

@@ -5,6 +5,7 @@ import os
 import sys
 
 from ..core.errors import printable
+from ..inference.engines import MIN_CALIBRATION_IMAGES
 from ..models.preprocessing import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from ..models.registry import get_model, list_models
 from ..models.variants import get_config
@@ -87,6 +88,7 @@ def path_text(text):
 positive_int = int_range(1, what='a positive integer')
 non_negative_int = int_range(0, what='a non-negative integer')
 image_size = int_range(MIN_INPUT_SIZE, MAX_INPUT_SIZE, what='an image size in pixels')
+calibration_count = int_range(MIN_CALIBRATION_IMAGES, what='a number of images')
 
 
 def input_size(text):
@@ -97,6 +99,22 @@ def input_size(text):
         raise argparse.ArgumentTypeError(f'{text!r} is not WIDTHxHEIGHT (e.g. 576x320)')
     width, height = (image_size(p) for p in parts)
     return height, width
+
+
+def output_folder(text):
+    """An argparse type: an output folder that exists or can be made, and can be written
+    to, checked before the work rather than after it."""
+    path_text(text)
+    if os.path.lexists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f'{text!r} is a file, not a folder')
+    existing = os.path.abspath(text)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise argparse.ArgumentTypeError(f'{existing!r} is a file, not a folder')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f'cannot write to folder {existing}')
+    return text
 
 
 def output_file(text):

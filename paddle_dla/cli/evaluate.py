@@ -12,22 +12,23 @@ import time
 
 from ..core import SOURCE_ROOT
 from ..core.digests import FULL, PREFIX, file_digests
-from ..core.errors import Terminated, UsageError
+from ..core.errors import Terminated, UsageError, printable
 from ..evaluation.dataset import LABEL_FILE_NAMES, find_samples
 from ..evaluation.metrics import distributed_rank
 from ..evaluation.report import decoding_split, format_table, result_row, write_results
 from ..evaluation.runner import CORES_PER_WORKER, MAX_DEFAULT_WORKERS, default_workers
 from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, ImageReadError, Preprocess
 from ..inference.engines import (AUTO, DEFAULT_CALIBRATION_IMAGES, EAGER, ENGINES, INT8,
-                                 OLD_ENGINE_NAMES, RUN_CHOICES, int8_engine_of)
+                                 MIN_CALIBRATION_IMAGES, OLD_ENGINE_NAMES, RUN_CHOICES,
+                                 int8_engine_of)
 from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..models.preprocessing import INPUT_SIZE_RANGE, INTERPOLATIONS
 from ..models.registry import CLASSIFICATION, get_model
 from ..weights.cache import cached_weights_path
 from ..weights.registry import DEFAULT_TAG, WEIGHTS, get_weights, list_weights
 from . import common
-from .args import (float_range, image_size, int_range, output_file, path_text, positive_int,
-                   variant_list)
+from .args import (calibration_count, float_range, image_size, int_range, output_file,
+                   path_text, positive_int, variant_list)
 
 HELP = ('top-1/top-5 on ILSVRC2012 val against the published numbers; COCO box AP; '
         'Cityscapes mIoU')
@@ -128,8 +129,9 @@ def configure(p):
     p.add_argument('--calib-dir', metavar='DIR', type=path_text,
                    help='int8: calibration images (default: the evaluation\'s own, spread '
                         'evenly over them)')
-    p.add_argument('--calib-count', type=positive_int, default=DEFAULT_CALIBRATION_IMAGES,
-                   metavar='N', help='int8: calibration images used (default: %(default)s)')
+    p.add_argument('--calib-count', type=calibration_count, metavar='N',
+                   help=f'int8: calibration images used, at least {MIN_CALIBRATION_IMAGES} '
+                        f'(default: {DEFAULT_CALIBRATION_IMAGES})')
     p.add_argument('--threads', type=positive_int,
                    help='CPU threads of the model (default: every core; the decoding workers '
                         'run at a lower priority in the time the model leaves)')
@@ -347,7 +349,22 @@ def _summary(samples, labels, args):
             f'{decoding_split(args.workers)}\nlabels: {labels.describe()}')
 
 
+def _check_calibration_options(args):
+    """--calib-dir and --calib-count: for --precision int8 only, and the folder checked
+    before any weights are fetched or processes launched."""
+    given = [option for option, value in (('--calib-dir', args.calib_dir),
+                                          ('--calib-count', args.calib_count)) if value]
+    if args.precision != INT8 and given:
+        raise UsageError(f'{" and ".join(given)} {"is" if len(given) == 1 else "are"} for '
+                         f'--precision int8 (calibration), not {args.precision}')
+    if args.calib_dir and not os.path.isdir(args.calib_dir):
+        raise UsageError(f'--calib-dir {printable(args.calib_dir)}: not a folder')
+    if args.calib_count is None:
+        args.calib_count = DEFAULT_CALIBRATION_IMAGES
+
+
 def run(args):
+    _check_calibration_options(args)
     if args.nproc > 1 and 'PADDLE_TRAINERS_NUM' not in os.environ:
         return launch(args)
     from . import evaluate_dense

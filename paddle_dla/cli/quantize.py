@@ -5,11 +5,11 @@ read through the model's own preprocessing, written as an export that ``Predicto
 import os
 import sys
 
-from ..core.errors import UsageError, printable
+from ..core.errors import UsageError, one_line, printable
 from ..inference.engines import DEFAULT_CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES
 from ..models.registry import CLASSIFICATION, get_model
 from . import common
-from .args import image_size, non_negative_int, path_text, positive_int
+from .args import calibration_count, image_size, non_negative_int, output_folder, path_text
 
 HELP = 'post-training INT8 for CPU (NNCF into OpenVINO or onnxruntime)'
 DESCRIPTION = ('Quantize a model to INT8 with NNCF, calibrated on your images through the '
@@ -23,7 +23,8 @@ examples:
   paddle-dla quantize --model dla_34 --calib-dir calib/ --out int8/
   paddle-dla quantize --exported exported/ --calib-dir calib/ --calib-count 500 --out int8/
   paddle-dla predict cat.jpg --exported int8/               # INT8 on OpenVINO
-  paddle-dla quantize --model centernet_dla34 --calib-dir coco/val2017/ --out det8/
+  paddle-dla quantize --model centernet_dla34 --weights ctdet_coco_dla_2x.pth \\
+      --calib-dir coco/val2017/ --out det8/
   paddle-dla eval --model dla_34 --data-dir val/ --precision int8 --calib-dir calib/
 """
 
@@ -35,12 +36,14 @@ def configure(p):
     p.add_argument('--calib-dir', required=True, metavar='DIR', type=path_text,
                    help='folder of calibration images (searched recursively), read by the '
                         'model\'s own preprocessing')
-    p.add_argument('--calib-count', type=positive_int, default=DEFAULT_CALIBRATION_IMAGES,
-                   metavar='N', help='images used, spread evenly over the sorted files '
-                                     '(default: %(default)s, NNCF\'s own; all when fewer)')
+    p.add_argument('--calib-count', type=calibration_count,
+                   default=DEFAULT_CALIBRATION_IMAGES, metavar='N',
+                   help=f'images used, spread evenly over the sorted files, at least '
+                        f'{MIN_CALIBRATION_IMAGES} (default: %(default)s, NNCF\'s own; all '
+                        f'when fewer)')
     p.add_argument('--img-size', type=image_size, metavar='PIXELS',
                    help='a classifier\'s input height and width (default: its recipe\'s)')
-    p.add_argument('--out', required=True, metavar='DIR', type=path_text,
+    p.add_argument('--out', required=True, metavar='DIR', type=output_folder,
                    help='output folder (created if needed)')
 
 
@@ -74,28 +77,35 @@ def calibration_inputs(files, prepare):
                f'{printable(path)}: {exc})')
     if len(inputs) < MIN_CALIBRATION_IMAGES:
         folder = os.path.commonpath([os.path.dirname(f) for f in files])
-        raise UsageError(f'--calib-dir {printable(folder)}: {len(inputs)} readable images; '
+        raise UsageError(f'calibration images in {printable(folder)}: {len(inputs)} '
+                         f'readable; '
                          f'INT8 calibration needs at least {MIN_CALIBRATION_IMAGES} '
                          f'({DEFAULT_CALIBRATION_IMAGES} recommended)'
                          + (f'; {why}' if why else ''))
     if why:
-        print(f'paddle-dla quantize: warning: {why}; calibrating without them', file=sys.stderr)
+        print(f'paddle_dla: warning: {why}; calibrating without them', file=sys.stderr)
     return inputs
 
 
-def preparer(meta):
+def preparer(meta, metadata_file):
     """The model's own preprocessing, as the export recorded it: image file -> [1, C, H, W]
     (a dense network's at the export's size, or its recipe's where the size is free)."""
     from ..evaluation.transforms import Preprocess
     from ..inference.predictor import recipe_of
     if meta.get('task') not in (None, 'classification'):
         from ..tasks.serving import DenseSpec, prepare
-        spec = DenseSpec.of_export(meta).fixed_to(meta.get('input_shape'))
+        try:
+            spec = DenseSpec.of_export(meta).fixed_to(meta.get('input_shape'))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f'{printable(metadata_file)} records task '
+                             f'{meta.get("task")!r} without what a dense network needs '
+                             f'({one_line(exc)}): export it again with paddle-dla export') \
+                from None
         return lambda path: prepare(spec, path)[0]
     recipe = recipe_of(meta)
     if recipe is None:
-        raise UsageError('the export records no preprocessing: export it with paddle-dla '
-                         'export')
+        raise UsageError(f'{printable(metadata_file)} records no preprocessing: export '
+                         f'the model again with paddle-dla export')
     preprocess = Preprocess.of(recipe)
     return lambda path: preprocess(path)[None]
 
@@ -103,12 +113,13 @@ def preparer(meta):
 def source_export(args, workdir):
     """The prefix of the export to quantize: --exported, or --model exported into
     ``workdir``."""
-    from ..inference.predictor import export, resolve_prefix
+    from ..inference.exported import locate, resolve_prefix
+    from ..inference.predictor import export
     from ..weights.registry import get_weights
     if args.exported:
         if args.model:
             raise UsageError('give --model or --exported, not both')
-        return resolve_prefix(args.exported)
+        return locate(resolve_prefix(args.exported))[0]
     if not args.model:
         raise UsageError('give --model NAME (with --weights) or --exported DIR')
     dense = get_model(args.model).task != CLASSIFICATION
@@ -131,13 +142,20 @@ def run(args):
     import tempfile
 
     from ..inference.engines import int8_engine_of
-    from ..inference.predictor import read_metadata
+    from ..inference.exported import META_SUFFIX, read_metadata
     from ..inference.quantize import int8_engine_for, quantization_available, quantize_export
 
     def refuse_if_unavailable(engine):
         reason = quantization_available(engine)
         if reason:
             raise UsageError(reason)
+    if args.exported:  # the export fixes the weights and the size
+        given = [option for option, value in (('--weights', args.weights),
+                                              ('--img-size', args.img_size)) if value]
+        if given:
+            raise UsageError(f'{" and ".join(given)} {"is" if len(given) == 1 else "are"} '
+                             f'for --model: an export keeps the weights and input size it '
+                             f'was made with')
     if args.model and not args.exported:  # before the export it would take
         refuse_if_unavailable(int8_engine_of(get_model(args.model).task != CLASSIFICATION))
     files = calibration_files(args.calib_dir, args.calib_count)
@@ -146,7 +164,7 @@ def run(args):
         meta = read_metadata(prefix)
         if args.exported:  # before any image is read
             refuse_if_unavailable(int8_engine_for(meta))
-        inputs = calibration_inputs(files, preparer(meta))
+        inputs = calibration_inputs(files, preparer(meta, prefix + META_SUFFIX))
         name = os.path.basename(prefix)
         print(f'calibrating {meta.get("variant", name)} on {len(inputs)} images from '
               f'{printable(args.calib_dir)}', flush=True)

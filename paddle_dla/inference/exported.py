@@ -66,6 +66,17 @@ def int8_model_file(prefix, meta):
     return prefix + INT8_FILES[engine][0]
 
 
+def check_int8_files(prefix, meta):
+    """An export whose metadata records an INT8 model must carry its files: one deleted or
+    never copied would otherwise leave the float model running silently in its place."""
+    engine = int8_engine(meta)
+    missing = [prefix + s for s in INT8_FILES.get(engine, ()) if not os.path.isfile(prefix + s)]
+    if missing:
+        raise ModelFileError(f'{printable(prefix + META_SUFFIX)} records an INT8 model, but '
+                             f'{printable(missing[0])} is missing; make it again with: '
+                             f'paddle-dla quantize --exported {printable(prefix)} ...')
+
+
 def model_file_of(prefix):
     return next((prefix + s for s in MODEL_SUFFIXES if os.path.isfile(prefix + s)), None)
 
@@ -204,7 +215,8 @@ def resolve_prefix(path):
                 f'path prefix' if params else f'no exported model (.pdiparams) in {path}; '
                 f'create one with: paddle-dla export --model dla_34 --out {path}')
         return os.path.join(path, params[0][:-len(PARAMS_SUFFIX)])
-    for suffix in (*MODEL_SUFFIXES, PARAMS_SUFFIX, META_SUFFIX):
+    int8_files = (suffix for files in INT8_FILES.values() for suffix in files)
+    for suffix in (*MODEL_SUFFIXES, PARAMS_SUFFIX, META_SUFFIX, *int8_files):
         if path.endswith(suffix):
             return path[:-len(suffix)]
     return path
@@ -260,6 +272,9 @@ def _check_metadata(meta, shown):
         'top_k': _is_count(meta.get('top_k'), 1),
         'score_threshold': isinstance(meta.get('score_threshold'), (int, float))
         and not isinstance(meta.get('score_threshold'), bool),
+        # what ``paddle-dla quantize`` records: a record naming an engine that runs INT8
+        'int8': isinstance(meta.get('int8'), dict)
+        and meta['int8'].get('engine', OPENVINO) in INT8_FILES,
     })
     bad = [key for key, ok in checks.items() if key in meta and not ok]
     for key, read in (('preprocessing', recipe_of), ('input', dense_input_of)):

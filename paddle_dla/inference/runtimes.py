@@ -309,7 +309,8 @@ def open_engine(name, prefix, model_file, device='cpu', precision='fp32', thread
     except (EngineUnavailable, ModelFileError):
         raise
     except Exception as exc:  # noqa: BLE001 - a library that fails on this model
-        raise EngineUnavailable(f'{name} cannot run {printable(model_file)}: '
+        read = prefix + INT8_FILES[name][0] if precision == INT8 else model_file
+        raise EngineUnavailable(f'{name} cannot run {printable(read)}: '
                                 f'{one_line(exc)}') from None
 
 
