@@ -244,6 +244,42 @@ def test_a_converter_interrupted_by_sigterm_says_so_in_one_line(tmp_path):
     assert not dst.exists() and os.listdir(dst.parent) == []
 
 
+SIGNAL_WHILE_CONVERTING = """
+import os, signal, sys
+import paddle_dla.models.dla as dla
+from paddle_dla.cli import main
+traced = dla.DLA.forward_features
+
+def signalled(self, x):  # runs while Paddle converts the model to a static program
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    return traced(self, x)
+
+dla.DLA.forward_features = signalled
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.full
+@pytest.mark.parametrize('signal_name, status, line', [
+    ('SIGINT', 130, 'interrupted'), ('SIGTERM', 143, 'terminated by signal 15')])
+def test_an_export_interrupted_while_paddle_converts_it_says_so_in_one_short_line(
+        tmp_path, signal_name, status, line):
+    """Paddle's static conversion re-raises the interruption with its traceback as the
+    message (kilobytes on one line): the user gets the one line that matters."""
+    import paddle_dla
+    from paddle_dla.weights.checkpoint import save_pdparams
+    weights = tmp_path / 'w.pdparams'
+    save_pdparams(paddle_dla.create_model('dla_46_c').state_dict(), weights)
+    out = tmp_path / 'out'
+    proc = run_python(SIGNAL_WHILE_CONVERTING, signal_name, 'export', '--model', 'dla_46_c',
+                      '--weights', weights, '--out', out, timeout=300,
+                      env={'PADDLE_DLA_HOME': str(tmp_path / 'home')})
+    assert proc.returncode == status, proc.stderr
+    assert [l for l in proc.stderr.splitlines() if l.strip()] == [
+        f'paddle-dla export: error: {line}']
+    assert not out.exists() or os.listdir(out) == []
+
+
 def test_a_server_announcing_more_than_the_cap_is_refused_before_reading(tmp_path,
                                                                        monkeypatch):
     import paddle_dla

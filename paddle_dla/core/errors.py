@@ -4,6 +4,7 @@ below), control characters escaped, a traceback only on request."""
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
 import traceback
@@ -181,8 +182,13 @@ def run_command(prog, action, debug=False):
 
 
 def _interrupted(prog, exc):
+    """``prog: error: interrupted`` or ``... terminated by signal N``: Paddle's static
+    conversion re-raises the interruption with its whole traceback as the message, which
+    says nothing the user needs."""
     end_progress_lines()
-    print(f'{prog}: error: {one_line(exc) if str(exc) else "interrupted"}', file=sys.stderr)
+    signal_text = re.search(r'terminated by signal \d+', str(exc))
+    print(f'{prog}: error: {signal_text.group(0) if signal_text else "interrupted"}',
+          file=sys.stderr)
     return 143 if isinstance(exc, Terminated) else 130
 
 
