@@ -83,12 +83,20 @@ def scheme_tag():
     return hashlib.sha256(SCHEME.encode()).hexdigest()[:8]
 
 
+def _import_nncf():
+    """NNCF, imported without the warning torch logs when NNCF loads it on a machine with a
+    CUDA toolkit and no GPU ("No CUDA runtime is found"): nothing here runs on CUDA."""
+    logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)
+    import nncf
+    return nncf
+
+
 def nncf_quantize(onnx_file, calibration, classifier=False, nncf_defaults=False):
     """An OpenVINO model quantized by NNCF on ``calibration`` (a sequence of float32
     ``[1, C, H, W]`` inputs): a classifier by :data:`SCHEME`, anything else, or anything
     with ``nncf_defaults``, by NNCF's defaults."""
-    import nncf
     import openvino
+    nncf = _import_nncf()
 
     model = openvino.Core().read_model(onnx_file)
     options = {'subset_size': len(calibration)}
@@ -105,9 +113,9 @@ def nncf_quantize_onnx(onnx_file, calibration):
     """An ONNX model quantized by NNCF's ONNX backend with its defaults, on ``calibration``:
     quantize-dequantize pairs where onnxruntime has INT8 kernels, the rest (the deformable
     convolutions) left in float."""
-    import nncf
     import onnx
     import onnxruntime
+    nncf = _import_nncf()
 
     model = onnx.load(onnx_file)
     name = model.graph.input[0].name
