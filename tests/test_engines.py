@@ -347,8 +347,10 @@ def test_a_remembered_choice_not_yet_confirmed_is_timed_where_it_is_reused(
     rate = record['images_per_s'][record['engine']]
     noisy = dict(record, images_per_s=dict(record['images_per_s'], **{
         record['engine']: 1000 * rate, 'noisy runner-up': 500 * rate}))
+    # measured far below what it will run at: it holds up whatever the machine's noise
+    modest = dict(record, images_per_s={record['engine']: rate / 1000})
     measured = count_measurements(monkeypatch, lambda engines, batch: len(batch))
-    for saved, measurements in ((record, 0), (dict(noisy, confirmed=True), 0), (noisy, 1)):
+    for saved, measurements in ((modest, 0), (dict(noisy, confirmed=True), 0), (noisy, 1)):
         choices_file(home).write_text(json.dumps({key: saved}))
         predictor = Predictor(dla34.prefix)
         assert predictor.how_chosen == 'auto: remembered for this machine'

@@ -10,7 +10,7 @@ from filelock import FileLock
 
 from paddle_dla.core import atomic
 from paddle_dla.core.atomic import atomic_folder_output
-from paddle_dla.weights.cache import lock_path
+from paddle_dla.weights.cache import folder_lock, lock_path
 from helpers import child_env
 from hostile import run_module
 
@@ -102,6 +102,19 @@ def test_two_writers_of_one_folder_leave_one_set(tmp_path):
                                   str(tmp_path / f'go{text}')], env=env) for text in 'ab']
     assert [c.wait(timeout=120) for c in children] == [0, 0]
     assert len({(out / n).read_text() for n in FILES}) == 1
+
+
+def test_a_lock_that_cannot_be_taken_does_not_stop_the_output(tmp_path, monkeypatch):
+    """The lock only coordinates writers; the output is the user's: a cache whose lock file
+    cannot be opened (here a folder in its place) leaves the files written, unlocked."""
+    import hashlib
+    monkeypatch.setenv('PADDLE_DLA_HOME', str(tmp_path / 'home'))
+    out = tmp_path / 'out'
+    name = hashlib.sha256(str(out).encode()).hexdigest()[:20]
+    os.makedirs(lock_path(f'output-{name}'))
+    with atomic_folder_output(out, last='.dla.json', lock=folder_lock(out)) as tmp:
+        _write(tmp, 'new')
+    assert sorted(os.listdir(out)) == sorted(FILES)
 
 
 def test_cache_clean_keeps_what_another_process_is_using(tmp_path, monkeypatch):

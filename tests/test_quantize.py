@@ -19,7 +19,7 @@ from PIL import Image
 import paddle_dla
 from paddle_dla.evaluation.transforms import Preprocess
 from paddle_dla.inference import Predictor, export
-from paddle_dla.inference.exported import INT8_FILES, ExportedModelError
+from paddle_dla.inference.exported import INT8_FILES, ExportedModelError, ModelFileError
 from paddle_dla.inference.runtimes import importable, onnx_model
 from paddle_dla.models.layers import BN_MOMENTUM
 from paddle_dla.weights.checkpoint import save_pdparams
@@ -259,6 +259,10 @@ BAD_QUANTIZE = {
         lambda q, t, c: ['predict', c / '00.jpg', '--exported', _damaged_copy(
             q, t / 'nobin', lambda p, m: os.remove(f'{p}.int8.bin'))],
         'records an INT8 model, but'),
+    'int8 engine not a name': (
+        lambda q, t, c: ['predict', c / '00.jpg', '--exported', _damaged_copy(
+            q, t / 'listed', lambda p, m: m['int8'].update(engine=['openvino']))],
+        'is corrupt: unexpected int8'),
     'int8 record names no engine': (
         lambda q, t, c: ['predict', c / '00.jpg', '--exported', _damaged_copy(
             q, t / 'engine', lambda p, m: m['int8'].update(engine='tensorrt'))],
@@ -267,6 +271,21 @@ BAD_QUANTIZE = {
         lambda q, t, c: ['eval', '--model', VARIANT, '--data-dir', c, '--calib-dir', c],
         '--calib-dir is for --precision int8'),
 }
+
+
+def test_an_int8_export_missing_its_int8_files_still_runs_in_float_when_asked(quantized,
+                                                                              tmp_path):
+    """Only where the INT8 model would run (by default, or asked for) are its missing
+    files an error; the float model it carries runs when asked for. The export is found
+    by its metadata file's name too."""
+    damaged = _damaged_copy(quantized, tmp_path / 'nobin',
+                            lambda p, m: os.remove(f'{p}.int8.bin'))
+    with pytest.raises(ModelFileError, match='records an INT8 model, but .*int8.bin is missing'):
+        Predictor(damaged)
+    with pytest.raises(ModelFileError, match='records an INT8 model'):
+        Predictor(damaged, precision='int8')
+    assert Predictor(damaged / f'{VARIANT}.dla.json', precision='fp32',
+                     engine='paddle').precision == 'fp32'
 
 
 def _touch(path):

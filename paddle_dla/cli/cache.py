@@ -125,14 +125,14 @@ def clean(args):
     it is making."""
     home = weights_home()
     doomed = [cached_weights_path(w.variant, w.tag) for w in selected(args)]
-    removed, freed, kept = 0, 0, []
+    removed, freed, kept, failures = 0, 0, [], []
     if args.model is None and args.tag is None:
         compiled = compiled_home()
         exports = os.path.join(compiled, 'exports')
         for folder in _entries(exports):
             with _unless_in_use(lock_path(f'compiled-{_owner(folder)}'), folder, kept) as free:
                 if free:
-                    removed, freed = _add((removed, freed), _remove_tree(folder))
+                    removed, freed = _add((removed, freed), _remove_tree(folder, failures))
         doomed += [path for path in _entries(compiled) if path != exports]
         doomed += _entries(os.path.join(home, 'downloads'))
         doomed += [os.path.join(home, n) for n in sorted(os.listdir(home))
@@ -141,13 +141,13 @@ def clean(args):
         for path in _entries(os.path.join(home, '.locks')):
             with _unless_in_use(path, path, kept) as free:
                 if free:  # removed while held: no process takes it meanwhile
-                    removed, freed = _add((removed, freed), _remove_tree(path))
+                    removed, freed = _add((removed, freed), _remove_tree(path, failures))
     for path in doomed:
-        removed, freed = _add((removed, freed), _remove_tree(path))
+        removed, freed = _add((removed, freed), _remove_tree(path, failures))
     for what in kept:
         print(f'kept {what}: another process is using it')
     print(f'{removed} files removed, {freed / 2 ** 20:.1f} MiB freed from {home}')
-    return 0
+    return 1 if failures else 0
 
 
 def _entries(folder):
@@ -188,26 +188,37 @@ def _unless_in_use(lock_file, what, kept):
     except OSError:  # a lock file nobody can open cannot be held either
         yield True
         return
+    if os.name == 'nt':  # Windows deletes no open file: let go first
+        lock.release()
+        yield True
+        return
     try:
         yield True
     finally:
         lock.release()
 
 
-def _remove_tree(path):
+def _remove_tree(path, failures):
     """Remove ``path`` (a file, a link, or a folder and everything in it, links not
-    followed), printing each file; ``(files, bytes)`` removed."""
+    followed), printing each file; ``(files, bytes)`` removed. A file that cannot be
+    removed is said on stderr and added to ``failures``; the rest goes on."""
     count = size = 0
     if os.path.isdir(path) and not os.path.islink(path):
         for name in sorted(os.listdir(path)):
-            sub_count, sub_size = _remove_tree(os.path.join(path, name))
+            sub_count, sub_size = _remove_tree(os.path.join(path, name), failures)
             count, size = count + sub_count, size + sub_size
         with contextlib.suppress(OSError):
             os.rmdir(path)
         return count, size
     if os.path.lexists(path):
         size = os.lstat(path).st_size if os.path.isfile(path) else 0
-        os.remove(path)
+        try:
+            os.remove(path)
+        except OSError as exc:  # the rest is still cleaned; the status says it
+            print(f'paddle-dla cache: could not remove {path}: {exc.strerror or exc}',
+                  file=sys.stderr)
+            failures.append(path)
+            return 0, 0
         print(f'removed {path}')
         return 1, size
     return 0, 0

@@ -86,21 +86,22 @@ def atomic_folder_output(folder, last=None, lock=None):
     the files move, so that two writers of one folder leave one's files, not a mix; a move
     that fails puts back what was there."""
     folder = os.path.abspath(os.fspath(folder))
-    parent = os.path.dirname(folder)
+    real = os.path.realpath(folder)  # a link to another file system: write beside its target
+    parent = os.path.dirname(real)
     os.makedirs(parent, exist_ok=True)
     with _full_disk_named(parent, lambda exc: folder):
-        tmp = tempfile.mkdtemp(prefix='.' + os.path.basename(folder) + '.', suffix='.tmp',
+        tmp = tempfile.mkdtemp(prefix='.' + os.path.basename(real) + '.', suffix='.tmp',
                                dir=parent)
     try:
         with _full_disk_named(tmp, lambda exc: _destination_of(exc, tmp, folder)):
             yield tmp
-            os.makedirs(folder, exist_ok=True)
+            os.makedirs(real, exist_ok=True)
             names = sorted(os.listdir(tmp), key=lambda n: (bool(last) and n.endswith(last), n))
             mode = new_file_mode()
             for name in names:
                 os.chmod(os.path.join(tmp, name), mode)
             with lock or contextlib.nullcontext():
-                _move_all(tmp, folder, names)
+                _move_all(tmp, real, names)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

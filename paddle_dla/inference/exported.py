@@ -216,7 +216,8 @@ def resolve_prefix(path):
                 f'create one with: paddle-dla export --model dla_34 --out {path}')
         return os.path.join(path, params[0][:-len(PARAMS_SUFFIX)])
     int8_files = (suffix for files in INT8_FILES.values() for suffix in files)
-    for suffix in (*MODEL_SUFFIXES, PARAMS_SUFFIX, META_SUFFIX, *int8_files):
+    # the longer suffixes first: '.dla.json' and '.int8.*' before '.json'
+    for suffix in (META_SUFFIX, *int8_files, PARAMS_SUFFIX, *MODEL_SUFFIXES):
         if path.endswith(suffix):
             return path[:-len(suffix)]
     return path
@@ -274,6 +275,7 @@ def _check_metadata(meta, shown):
         and not isinstance(meta.get('score_threshold'), bool),
         # what ``paddle-dla quantize`` records: a record naming an engine that runs INT8
         'int8': isinstance(meta.get('int8'), dict)
+        and isinstance(meta['int8'].get('engine', OPENVINO), str)
         and meta['int8'].get('engine', OPENVINO) in INT8_FILES,
     })
     bad = [key for key, ok in checks.items() if key in meta and not ok]

@@ -269,7 +269,8 @@ class Predictor:
         prefix, model_file = locate(path_prefix)
         self.meta = read_metadata(prefix)
         tensor_shapes(prefix + PARAMS_SUFFIX)  # names the file if truncated or not params
-        check_int8_files(prefix, self.meta)
+        if precision in (None, INT8):  # where a missing INT8 model would pass unnoticed
+            check_int8_files(prefix, self.meta)
         precision = _precision_for(prefix, self.meta, device, precision, engine)
         self.prefix, self.device, self.precision = prefix, device, precision
         # A dense model's outputs by name; a classifier returns its logits alone.

@@ -2,6 +2,7 @@
 
 The one place that names cache files, shared by the converter and ``pretrained=True``.
 """
+import contextlib
 import os
 
 from ..models.variants import get_config
@@ -25,20 +26,27 @@ def lock_path(name):
     return os.path.join(locks, name + '.lock')
 
 
+@contextlib.contextmanager
 def folder_lock(folder):
-    """A lock (a context manager) for writing ``folder``, kept with the cache's locks and
-    named by the folder's absolute path, so that two processes writing one output folder
-    take turns; where the cache cannot hold a lock file, none is taken."""
-    import contextlib
+    """Hold the lock for writing ``folder``, kept with the cache's locks and named by the
+    folder's absolute path, so that two processes writing one output folder take turns;
+    where the cache cannot hold a lock file (read-only, another user's), none is taken:
+    the output is the user's, the cache only coordinates."""
     import hashlib
 
     from filelock import FileLock
 
     name = hashlib.sha256(os.path.abspath(os.fspath(folder)).encode()).hexdigest()[:20]
     try:
-        return FileLock(lock_path(f'output-{name}'))
+        lock = FileLock(lock_path(f'output-{name}'))
+        lock.acquire()
     except OSError:
-        return contextlib.nullcontext()
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def compiled_home():
