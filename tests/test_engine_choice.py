@@ -16,6 +16,7 @@ from paddle_dla.core.parity import BFLOAT16_LIMIT, FLOAT32_LIMIT
 from paddle_dla.inference import runtimes
 from paddle_dla.inference.runtimes import (EngineUnavailable, choose_engine, disagreement,
                                            input_class, measure_engines)
+from paddle_dla.inference.predictor import _recorded_engine
 from helpers import child_env
 
 pytestmark = pytest.mark.paddle_compat
@@ -88,6 +89,24 @@ def test_float32_top1_is_held_to_the_standards_gap():
     assert 'top-1 differs' in disagreement(swapped, reference, FLOAT32_LIMIT)
     assert disagreement(swapped, reference, BFLOAT16_LIMIT) is None
     assert disagreement(reference, reference, FLOAT32_LIMIT) is None
+
+
+@pytest.mark.parametrize('record', [
+    {'engine': ['openvino']}, {'engine': {'a': 1}}, {'engine': 'tensorrt'}, 'openvino', None,
+    {'engine': 'paddle', 'images_per_s': 'fast'}, {'engine': 'paddle', 'images_per_s': [1]},
+    {'engine': 'paddle', 'images_per_s': {'paddle': 'fast'}},
+    {'engine': 'paddle', 'images_per_s': {'paddle': True}},
+])
+def test_a_record_that_is_not_one_names_no_engine(record):
+    """The file is a cache any process may have written (test_engines.py shows a
+    Predictor measuring again over each of these)."""
+    assert _recorded_engine(record) is None
+
+
+def test_a_record_names_its_engine():
+    assert _recorded_engine({'engine': 'openvino', 'images_per_s': {'openvino': 3.5}}) == \
+        'openvino'
+    assert _recorded_engine({'engine': 'paddle'}) == 'paddle'
 
 
 def test_the_input_class_has_the_area_only_where_the_export_leaves_it_free():

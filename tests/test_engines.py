@@ -475,12 +475,12 @@ def test_an_engine_failing_at_run_time_falls_back_to_paddle_and_is_forgotten(
     assert json.loads(choices_file(home).read_text()) == saved
 
 
+@pytest.mark.full  # the fast tier checks the records themselves (test_engine_choice.py)
 @pytest.mark.parametrize('record', [
     {'engine': ['openvino']}, {'engine': 'paddle', 'images_per_s': 'fast'},
-    *(pytest.param(record, marks=pytest.mark.full) for record in (
-        {'engine': {'a': 1}}, {'engine': 'tensorrt'}, 'openvino', None,
-        {'engine': 'paddle', 'images_per_s': [1]},
-        {'engine': 'paddle', 'images_per_s': {'paddle': 'fast'}})),
+    {'engine': {'a': 1}}, {'engine': 'tensorrt'}, 'openvino', None,
+    {'engine': 'paddle', 'images_per_s': [1]},
+    {'engine': 'paddle', 'images_per_s': {'paddle': 'fast'}},
 ])
 def test_a_remembered_record_that_is_not_one_is_measured_again(dla34, home, monkeypatch,
                                                                   record):

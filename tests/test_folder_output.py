@@ -79,7 +79,7 @@ from paddle_dla.weights.cache import folder_lock
 out, text, go = sys.argv[1], sys.argv[2], sys.argv[3]
 replace, moves = os.replace, []
 def slow(src, dst):  # the writers move at different paces: without the lock, they interleave
-    time.sleep(0.3 if text == 'a' else 1.0 if moves else 0.0)
+    time.sleep(0.1 if text == 'a' else 0.4 if moves else 0.0)
     moves.append(dst)
     replace(src, dst)
 atomic.os.replace = slow

@@ -273,6 +273,7 @@ BAD_QUANTIZE = {
 }
 
 
+@pytest.mark.full
 def test_an_int8_export_missing_its_int8_files_still_runs_in_float_when_asked(quantized,
                                                                               tmp_path):
     """Only where the INT8 model would run (by default, or asked for) are its missing
@@ -293,10 +294,8 @@ def _touch(path):
     return path
 
 
-@pytest.mark.parametrize('case', [
-    'out is a file', 'int8 file missing',
-    *(pytest.param(c, marks=pytest.mark.full) for c in BAD_QUANTIZE
-      if c not in ('out is a file', 'int8 file missing'))])
+@pytest.mark.full  # subprocesses on the INT8 export: the fast tier refuses bad folders above
+@pytest.mark.parametrize('case', BAD_QUANTIZE)
 def test_a_bad_int8_command_is_refused_in_one_line_before_any_work(quantized, photos, tmp_path,
                                                                    case):
     command, phrase = BAD_QUANTIZE[case]
