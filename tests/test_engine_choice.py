@@ -135,7 +135,7 @@ for i in range(20):
 
 def test_processes_remembering_at_once_lose_no_record(tmp_path):
     """Four processes each remember 20 choices at the same moment: every record is in the
-    file afterwards (without the file's lock, about a third were lost)."""
+    file afterwards (without the file's lock, records were lost: 30 of 80 kept in one run)."""
     home = tmp_path / 'home'
     env = child_env(PADDLE_DLA_HOME=str(home))
     go = tmp_path / 'go'
