@@ -334,6 +334,7 @@ def test_a_choice_that_loses_in_steady_state_is_measured_once_more(dla34, home, 
 
 
 @pytest.mark.full
+@pytest.mark.sweep  # the steady check of test_a_choice_that_loses... runs on Paddle 2.6
 def test_a_remembered_choice_not_yet_confirmed_is_timed_where_it_is_reused(
         dla34, home, monkeypatch):
     """A process that ends before its choice's steady calls (a ``predict`` of one image)
@@ -476,6 +477,7 @@ def test_an_engine_failing_at_run_time_falls_back_to_paddle_and_is_forgotten(
 
 
 @pytest.mark.full  # the fast tier checks the records themselves (test_engine_choice.py)
+@pytest.mark.sweep  # about the file, not the Paddle version: not repeated on Paddle 2.6
 @pytest.mark.parametrize('record', [
     {'engine': ['openvino']}, {'engine': 'paddle', 'images_per_s': 'fast'},
     {'engine': {'a': 1}}, {'engine': 'tensorrt'}, 'openvino', None,

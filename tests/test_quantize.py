@@ -177,6 +177,7 @@ def test_calibration_images_are_read_one_at_a_time(photos, quantized, tmp_path):
     assert 1 <= most[0] <= 4, f'{most[0]} calibration inputs were held at once'
 
 
+@pytest.mark.full  # the fast tier runs the INT8 export through Predictor in the test above
 def test_predict_and_predictor_run_the_int8_export(photos, quantized, monkeypatch):
     proc = run_module('predict', photos / 'held' / '20.jpg', '--exported', quantized,
                       '--topk', '2')
