@@ -34,7 +34,8 @@ def test_parameter_count_matches_timm(name):
     assert count_params(model) == sum(p.numel() for p in theirs.parameters())
 
 
-@pytest.mark.parametrize('name', paddle_dla.list_models())
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.full) if n in DEEP else n
+                                  for n in paddle_dla.list_models()])
 def test_counts_match_published(name):
     model = inspected_model(name)
     published = get_weights(name)
