@@ -19,14 +19,13 @@ import time
 
 import numpy as np
 import paddle
-from filelock import FileLock, Timeout
 
 from ..core.atomic import atomic_folder_output
 from ..core.errors import PaddleDLAError, is_disk_full, one_line, printable
 from ..core.parity import BFLOAT16_LIMIT, FLOAT32_LIMIT
 from ..models import imagenet
 from ..tasks.serving import DenseSpec
-from ..weights.cache import compiled_home, folder_lock, lock_path
+from ..weights.cache import cache_lock, compiled_home, folder_lock
 from ..weights.registry import get_weights
 from .engines import AUTO, CPU_PRECISIONS, ENGINE_CHOICES, ENGINES, INT8, PADDLE
 from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, ExportedModelError,
@@ -566,25 +565,15 @@ def weights_digest(model):
     return sha.hexdigest()
 
 
-@contextlib.contextmanager
 def _cache_lock(folder):
     """Hold ``folder``'s lock while its export and INT8 models are made: processes compiling
     the same model at once (the ranks of ``eval --nproc N``) make them once, the others
-    waiting to read them. The lock is the operating system's, so it goes with a process
-    that dies; a wait says once on stderr what it waits for. Its file is kept with the
-    downloads' locks, which ``paddle-dla cache clean`` removes."""
-    lock = FileLock(lock_path(f'compiled-{os.path.basename(folder)}'))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    waiting to read them; a wait says once on stderr what it waits for."""
+    def waiting(lock_file):
         sys.stderr.write(f'paddle_dla: waiting for another process that is making '
-                         f'{printable(folder)} (lock {printable(lock.lock_file)})\n')
+                         f'{printable(folder)} (lock {printable(lock_file)})\n')
         sys.stderr.flush()
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
+    return cache_lock(f'compiled-{os.path.basename(folder)}', waiting=waiting)
 
 
 def compile_model(model, input_shape=(None, 3, 224, 224), engine=AUTO, precision=None,

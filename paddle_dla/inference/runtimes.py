@@ -24,7 +24,7 @@ from ..core.digests import CHUNK
 from ..core.errors import PaddleDLAError, one_line, printable
 from ..core.machine import installed_versions, machine_id, usable_cpus
 from ..core.parity import FLOAT32_LIMIT, TOP2_GAP, relative_error, top1_agreement
-from ..weights.cache import compiled_home, lock_path
+from ..weights.cache import cache_lock, compiled_home
 from .engines import (CPU_PRECISIONS, ENGINE_EXTRAS, ENGINES, INT8, ONNXRUNTIME, OPENVINO,
                       OPTIONAL_ENGINES, PADDLE)
 from .exported import INT8_FILES, PARAMS_SUFFIX, ModelFileError
@@ -376,10 +376,10 @@ def _update_choices(change):
     returns true, all under the file's lock: processes choosing at once (the ranks of
     ``eval --nproc``) would otherwise lose each other's records, or bring back one that
     another had just forgotten."""
-    from filelock import FileLock, Timeout
+    from filelock import Timeout
 
     try:
-        with FileLock(lock_path('engine-choice'), timeout=_CHOICES_LOCK_S):
+        with cache_lock('engine-choice', timeout=_CHOICES_LOCK_S):
             choices = read_choices()
             if change(choices):
                 with atomic_output(_choices_path()) as tmp:

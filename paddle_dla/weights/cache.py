@@ -27,26 +27,40 @@ def lock_path(name):
 
 
 @contextlib.contextmanager
-def folder_lock(folder):
-    """Hold the lock for writing ``folder``, kept with the cache's locks and named by the
-    folder's absolute path, so that two processes writing one output folder take turns;
-    where the cache cannot hold a lock file (read-only, another user's), none is taken:
-    the output is the user's, the cache only coordinates."""
-    import hashlib
+def cache_lock(name, timeout=-1, waiting=None, optional=False):
+    """Hold the cache's lock ``name`` (its file from :func:`lock_path`): the operating
+    system's, so it goes with a process that dies. Waits up to ``timeout`` seconds (-1: as
+    long as it takes) and raises ``filelock.Timeout`` past it; ``waiting(lock_file)`` is
+    called once, before waiting, when another process holds it. ``optional``: where the
+    cache cannot hold a lock file (read-only, another user's), go on without one."""
+    from filelock import FileLock, Timeout
 
-    from filelock import FileLock
-
-    name = hashlib.sha256(os.path.abspath(os.fspath(folder)).encode()).hexdigest()[:20]
     try:
-        lock = FileLock(lock_path(f'output-{name}'))
-        lock.acquire()
+        lock = FileLock(lock_path(name))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if waiting is not None:
+                waiting(lock.lock_file)
+            lock.acquire(timeout=timeout)
     except OSError:
+        if not optional:
+            raise
         yield
         return
     try:
         yield
     finally:
         lock.release()
+
+
+def folder_lock(folder):
+    """The lock for writing ``folder``, named by its absolute path, so that two processes
+    writing one output folder take turns; optional (:func:`cache_lock`): the output is the
+    user's, the cache only coordinates."""
+    import hashlib
+    name = hashlib.sha256(os.path.abspath(os.fspath(folder)).encode()).hexdigest()[:20]
+    return cache_lock(f'output-{name}', optional=True)
 
 
 def compiled_home():

@@ -3,16 +3,17 @@ cache them. One process per machine downloads (a file lock, waited on for a boun
 the others wait and reuse. Only a file verified at its entry's strongest check is cached;
 a source checked more weakly is tried only after every stronger one failed, and what it
 gives is used once, never cached. A source with no published hash is used only on request."""
+import contextlib
 import os
 import time
 import urllib.parse
 import warnings
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from ..core.digests import file_digests
 from ..core.errors import PaddleDLAError
-from .cache import cached_weights_path, lock_path, weights_home
+from .cache import cache_lock, cached_weights_path, lock_path, weights_home
 from .checkpoint import load_pdparams, save_pdparams
 from .convert.pipeline import convert_checkpoint
 from .download import DownloadError, check_settings, download, remove_stale_parts
@@ -109,17 +110,22 @@ def cache_report(entries=None):
     return rows
 
 
-def _acquire(lock, weights):
-    waited = _lock_timeout_s()
+@contextlib.contextmanager
+def _fetching(weights, target):
+    """Hold the lock of fetching ``target``: one process fetches while the others wait for
+    its file, for a bounded time after which the cache is said to be busy."""
+    name = os.path.basename(target)
     started = time.monotonic()
-    try:
-        lock.acquire(timeout=waited)
-    except Timeout:
-        raise CacheBusy(
-            f'another process has been fetching {weights.name} for over '
-            f'{time.monotonic() - started:.0f} s (lock {lock.lock_file}); try again later, or '
-            f'delete that lock file if no other paddle_dla process is running '
-            f'(${LOCK_TIMEOUT_ENV} sets how long to wait)') from None
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(cache_lock(name, timeout=_lock_timeout_s()))
+        except Timeout:
+            raise CacheBusy(
+                f'another process has been fetching {weights.name} for over '
+                f'{time.monotonic() - started:.0f} s (lock {lock_path(name)}); try again '
+                f'later, or delete that lock file if no other paddle_dla process is running '
+                f'(${LOCK_TIMEOUT_ENV} sets how long to wait)') from None
+        yield
 
 
 def _remove_stale_outputs(target):
@@ -140,9 +146,7 @@ def load_pretrained_state(variant, tag=None, keep_download=False):
     if os.path.isfile(target):
         return load_pdparams(target)
     check_settings()  # a mistyped setting is the user's to mend, not every source's failure
-    lock = FileLock(lock_path(os.path.basename(target)))
-    _acquire(lock, weights)
-    try:
+    with _fetching(weights, target):
         if os.path.isfile(target):  # another process finished it while we waited
             return load_pdparams(target)
         _remove_stale_outputs(target)
@@ -161,8 +165,6 @@ def load_pretrained_state(variant, tag=None, keep_download=False):
                 return _fetch_and_convert(weights, source, target, keep_download, failures)
             except DownloadError as exc:
                 failures.append(f'{url}: {exc}')
-    finally:
-        lock.release()
     raise PretrainedUnavailable(
         f'could not get pretrained weights {weights.variant} (tag {weights.tag!r}) from any '
         f'of its {len(weights.sources)} sources',
