@@ -203,8 +203,8 @@ def test_int8_asked_of_a_float_export_says_how_to_make_one(tmp_path):
         Predictor(tmp_path / 'fp32', device='gpu', precision='int8')
 
 
-@pytest.mark.parametrize('case', ['missing', 'empty', *(  # the two that read images: full
-    pytest.param(c, marks=pytest.mark.full) for c in ('too few', 'unreadable'))])
+@pytest.mark.parametrize('case', ['missing', 'empty', 'too few', pytest.param(
+    'unreadable', marks=pytest.mark.full)])  # the one that reads images: full
 def test_bad_calibration_folder_is_refused_with_nothing_written(photos, weights, tmp_path,
                                                                case):
     calib = tmp_path / 'calib'
@@ -220,7 +220,7 @@ def test_bad_calibration_folder_is_refused_with_nothing_written(photos, weights,
     proc = run_module('quantize', '--model', VARIANT, '--weights', weights, '--calib-dir',
                       calib, '--out', out, env={'PADDLE_DLA_HOME': str(tmp_path / 'home')})
     phrase = {'missing': 'not a folder', 'empty': 'holds no image',
-              'too few': '3 readable; INT8 calibration needs at least 8',
+              'too few': 'holds 3 images; INT8 calibration needs at least 8',
               'unreadable': '0 readable;'}[case]
     assert_refused(proc, str(calib), phrase, absent=[out])
     if case == 'unreadable':
@@ -268,6 +268,10 @@ BAD_QUANTIZE = {
         lambda q, t, c: ['predict', c / '00.jpg', '--exported', _damaged_copy(
             q, t / 'engine', lambda p, m: m['int8'].update(engine='tensorrt'))],
         'is corrupt: unexpected int8'),
+    'too few images, several processes': (
+        lambda q, t, c: ['eval', '--model', VARIANT, '--data-dir', c, '--precision', 'int8',
+                         '--calib-dir', _few_images(c, t / 'few'), '--nproc', '2'],
+        'holds 3 images; INT8 calibration needs at least 8'),
     'calibration without int8': (
         lambda q, t, c: ['eval', '--model', VARIANT, '--data-dir', c, '--calib-dir', c],
         '--calib-dir is for --precision int8'),
@@ -288,6 +292,14 @@ def test_an_int8_export_missing_its_int8_files_still_runs_in_float_when_asked(qu
         Predictor(damaged, precision='int8')
     assert Predictor(damaged / f'{VARIANT}.dla.json', precision='fp32',
                      engine='paddle').precision == 'fp32'
+
+
+def _few_images(source, folder):
+    """A folder of three of ``source``'s images: too few to calibrate on."""
+    folder.mkdir()
+    for name in sorted(os.listdir(source))[:3]:
+        shutil.copy(source / name, folder / name)
+    return folder
 
 
 def _touch(path):

@@ -350,17 +350,18 @@ def _summary(samples, labels, args):
 
 
 def _check_calibration_options(args):
-    """--calib-dir and --calib-count: for --precision int8 only, and the folder checked
-    before any weights are fetched or processes launched."""
+    """--calib-dir and --calib-count: for --precision int8 only, and the folder (there,
+    enough images) checked before any weights are fetched or processes launched."""
     given = [option for option, value in (('--calib-dir', args.calib_dir),
                                           ('--calib-count', args.calib_count)) if value]
     if args.precision != INT8 and given:
         raise UsageError(f'{" and ".join(given)} {"is" if len(given) == 1 else "are"} for '
                          f'--precision int8 (calibration), not {args.precision}')
-    if args.calib_dir and not os.path.isdir(args.calib_dir):
-        raise UsageError(f'--calib-dir {printable(args.calib_dir)}: not a folder')
     if args.calib_count is None:
         args.calib_count = DEFAULT_CALIBRATION_IMAGES
+    if args.calib_dir:  # once, here, rather than in every process --nproc launches
+        from .quantize import calibration_files
+        calibration_files(args.calib_dir, args.calib_count)
 
 
 def run(args):

@@ -49,7 +49,8 @@ def configure(p):
 
 def calibration_files(folder, count):
     """Up to ``count`` image files under ``folder``, spread evenly over their sorted paths
-    (so that a folder sorted by class gives every class its share)."""
+    (so that a folder sorted by class gives every class its share). Too few to calibrate on
+    are refused here, before any is read."""
     from ..evaluation.dataset import IMAGE_SUFFIXES
     if not os.path.isdir(folder):
         raise UsageError(f'--calib-dir {printable(folder)}: not a folder')
@@ -59,6 +60,10 @@ def calibration_files(folder, count):
     if not files:
         raise UsageError(f'--calib-dir {printable(folder)} holds no image '
                          f'({", ".join(IMAGE_SUFFIXES)})')
+    if len(files) < MIN_CALIBRATION_IMAGES:
+        raise UsageError(f'{printable(folder)} holds {len(files)} images; INT8 calibration '
+                         f'needs at least {MIN_CALIBRATION_IMAGES} '
+                         f'({DEFAULT_CALIBRATION_IMAGES} recommended)')
     if len(files) <= count:
         return files
     return [files[i * len(files) // count] for i in range(count)]
