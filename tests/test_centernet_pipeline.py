@@ -20,9 +20,7 @@ import paddle_dla  # noqa: E402
 from centernet_pipeline import detect  # noqa: E402
 from hostile import assert_refused, run_module  # noqa: E402
 from paddle_dla.inference import compile_model, eager_predictor, installed_engines  # noqa: E402
-from paddle_dla.inference.engines import OPENVINO  # noqa: E402
 from paddle_dla.evaluation.coco import STAT_NAMES  # noqa: E402
-from paddle_dla.inference.runtimes import EngineUnavailable  # noqa: E402
 from paddle_dla.models.dense_variants import (  # noqa: E402
     COCO_CATEGORY_IDS, COCO_CLASSES, DENSE_VARIANTS)
 from paddle_dla.tasks.serving import DenseSpec, run_dense  # noqa: E402
@@ -185,10 +183,6 @@ def test_every_engine_gives_the_reference_pipelines_detections(photos, models, e
                                                                tmp_path, monkeypatch):
     monkeypatch.setenv('PADDLE_DLA_HOME', str(tmp_path))
     reference, ours = models
-    if engine == OPENVINO:  # it reads no deformable convolution (README, dense throughput)
-        with pytest.raises(EngineUnavailable, match='DeformConv'):
-            compile_model(ours, input_shape=(None, 3, *SMALL), engine=engine)
-        return
     run = compile_model(ours, input_shape=(None, 3, *SMALL), engine=engine)
     for name in ('wide.jpg', 'portrait.png'):
         for modes in ({}, {'flip_test': True}):
@@ -373,7 +367,7 @@ def test_eval_reports_the_reference_pipelines_coco_ap(photos, centernet, coco_va
     assert expected[0] - shifted[0] > 20 * 0.5
 
 
-# --- INT8 (paddle-dla quantize's dense route: NNCF's ONNX backend, run by onnxruntime) ---
+# --- INT8 (paddle-dla quantize's dense route: NNCF's defaults into OpenVINO) -------------
 
 def _int8_available():
     from paddle_dla.inference.engines import DENSE_INT8_ENGINE
@@ -408,7 +402,7 @@ def centernet_int8(centernet, tmp_path_factory):
     folder)."""
     from paddle_dla.inference import export
     if not _int8_available():
-        pytest.skip('INT8 of a dense network needs nncf, onnx, onnxruntime and paddle2onnx')
+        pytest.skip('INT8 of a dense network needs nncf, openvino and paddle2onnx')
     root = tmp_path_factory.mktemp('int8')
     calib = _calibration_photos(root / 'calib')
     # At 256x256, a quarter of the recipe's pixels: the comparison holds at any size, and
@@ -424,23 +418,23 @@ def centernet_int8(centernet, tmp_path_factory):
 
 @pytest.mark.full
 def test_int8_centernet_is_as_accurate_as_nncf_defaults(photos, centernet_int8, tmp_path):
-    """The INT8 CenterNet runs on onnxruntime with its deformable convolutions in float;
-    on the held-out photographs each head's relative RMS error against the float model is
-    no larger than that of NNCF's defaults (written here from NNCF's documented ONNX API)
-    on the same calibration inputs, and calibrating on blank inputs is far worse (measured:
-    each head's error 1.8-2.5x; a relative RMS error cannot exceed ~1 much, so no mistake
-    fails this bound by orders of magnitude)."""
+    """The INT8 CenterNet runs on OpenVINO with its deformable convolutions in float; on
+    the held-out photographs each head's relative RMS error against the float model is no
+    larger than that of NNCF's defaults (written here from NNCF's documented API) on the
+    same calibration inputs, and calibrating on blank inputs is far worse (a relative RMS
+    error cannot exceed ~1 much, so no mistake fails this bound by orders of magnitude)."""
     import nncf
     import onnx
-    import onnxruntime
+    import openvino
 
     from paddle_dla.inference import Predictor
+    from paddle_dla.inference.openvino_reader import read_model
     from paddle_dla.inference.quantize import quantize_export
     from paddle_dla.inference.runtimes import onnx_model
     from paddle_dla.tasks.serving import prepare
     fp32_dir, int8_dir, calib = centernet_int8
     int8 = Predictor(int8_dir)
-    assert (int8.engine, int8.precision) == ('onnxruntime', 'int8')
+    assert (int8.engine, int8.precision) == ('openvino', 'int8')
     fp32 = Predictor(fp32_dir, engine='paddle')
     spec = DenseSpec.of_export(fp32.meta)
 
@@ -456,22 +450,22 @@ def test_int8_centernet_is_as_accurate_as_nncf_defaults(photos, centernet_int8, 
                                             zip(outs, reference))) for name in reference[0]}
 
     prefix = str(fp32_dir / 'centernet_dla34')
-    model = onnx.load(onnx_model(prefix, prefix + '.json' if os.path.exists(prefix + '.json')
-                                 else prefix + '.pdmodel'))
-    name = model.graph.input[0].name
-    ops = [node.op_type for node in onnx.load(str(int8_dir / 'centernet_dla34.int8.onnx'))
-           .graph.node]
-    assert ops.count('DeformConv') == [n.op_type for n in model.graph.node].count('DeformConv')
-    assert ops.count('DeformConv') > 0 and ops.count('QuantizeLinear') > 50
+    onnx_file = onnx_model(prefix, prefix + '.json' if os.path.exists(prefix + '.json')
+                           else prefix + '.pdmodel')
+    translated = [n.op_type for n in onnx.load(onnx_file).graph.node].count('DeformConv')
+    ops = [op.get_type_name() for op in openvino.Core().read_model(
+        str(int8_dir / 'centernet_dla34.int8.xml')).get_ordered_ops()]
+    assert ops.count('DeformableConvolution') == translated > 0
+    assert ops.count('FakeQuantize') > 50
     calibration = inputs(sorted(str(p) for p in calib.iterdir()))
-    anchor = nncf.quantize(model, nncf.Dataset(calibration, lambda x: {name: x}),
-                           subset_size=len(calibration))
-    session = onnxruntime.InferenceSession(anchor.SerializeToString(),
-                                           providers=['CPUExecutionProvider'])
-    names = [o.name for o in session.get_outputs()]
+    anchor = openvino.Core().compile_model(nncf.quantize(
+        read_model(onnx_file), nncf.Dataset(calibration), subset_size=len(calibration)),
+        'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
 
-    def anchor_run(x):
-        return dict(zip(spec.output_names, session.run(names, {name: x})))
+    def anchor_run(x):  # paddle2onnx names the i-th output fetch_name_i
+        out = anchor(x)
+        return {name: out[anchor.output(f'fetch_name_{i}')]
+                for i, name in enumerate(spec.output_names)}
 
     ours, theirs = errors(int8), errors(anchor_run)
     print(f'INT8 CenterNet relative RMS error by head {ours} (NNCF defaults {theirs})')
@@ -488,7 +482,7 @@ def test_int8_centernet_is_as_accurate_as_nncf_defaults(photos, centernet_int8, 
 def test_eval_precision_int8_scores_centernet_on_coco(photos, centernet, coco_val,
                                                       centernet_int8, tmp_path):
     """``eval --precision int8``: CenterNet quantized once on the calibration folder, run
-    by onnxruntime through the whole COCO evaluation; its AP stays near the reference
+    by OpenVINO through the whole COCO evaluation; its AP stays near the reference
     pipeline's float AP. bf16 is refused for the dense networks."""
     reference, _, checkpoint = centernet
     annotations, images = coco_val
@@ -501,7 +495,7 @@ def test_eval_precision_int8_scores_centernet_on_coco(photos, centernet, coco_va
                       timeout=900, env=home, memory=16 << 30)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(out.read_text())
-    assert metrics['precision'] == 'int8' and metrics['engine'].startswith('onnxruntime')
+    assert metrics['precision'] == 'int8' and metrics['engine'].startswith('openvino')
     assert ', int8' in proc.stdout
     expected = 100 * _reference_stats(reference, photos, annotations)
     print(f'INT8 AP {metrics["AP"]:.1f}, float reference {expected[0]:.1f}')

@@ -226,19 +226,24 @@ def centernet_weights(tmp_path_factory):
 
 
 def _exported_centernet_gives_every_head_by_name(tmp_path, weights, engine):
+    """Returns the largest relative error of a head, and how to measure another engine's."""
     from paddle_dla.inference import Predictor, export
     model = paddle_dla.create_model('centernet_dla34', pretrained=weights)
     model.eval()
     files = export(model, tmp_path / 'cn', (None, 3, 64, 96))
     assert len(files) == 3
-    predictor = Predictor(tmp_path / 'cn', engine=engine)
     images = _images(64, 96)
-    got, eager = predictor(images.numpy().astype('float32')), _ours(model, images)
-    assert list(got) == ['hm', 'wh', 'reg']
-    for head in eager:
-        assert relative_error(got[head], eager[head]) <= FLOAT32_TOLERANCE, head
+    eager = _ours(model, images)
+
+    def error(predictor):
+        got = predictor(images.numpy().astype('float32'))
+        assert list(got) == ['hm', 'wh', 'reg']
+        return max(relative_error(got[head], eager[head]) for head in eager)
+    predictor = Predictor(tmp_path / 'cn', engine=engine)
+    assert error(predictor) <= FLOAT32_TOLERANCE
     assert predictor.meta['task'] == 'detection' and predictor.meta['stride'] == 4
     assert len(predictor.meta['class_names']) == 80
+    return error(predictor), lambda **kw: error(Predictor(tmp_path / 'cn', engine=engine, **kw))
 
 
 @pytest.mark.full  # export itself runs in the fast tier through the command below
@@ -251,6 +256,32 @@ def test_exported_centernet_gives_every_head_by_name(tmp_path, centernet_weights
 def test_centernet_on_onnxruntime_gives_every_head_by_name(tmp_path, centernet_weights):
     """paddle2onnx translates the deformable convolutions to ONNX ``DeformConv``."""
     _exported_centernet_gives_every_head_by_name(tmp_path, centernet_weights, 'onnxruntime')
+
+
+def test_centernet_on_openvino_gives_every_head_by_name(tmp_path, centernet_weights,
+                                                       monkeypatch):
+    """OpenVINO reads the translated ``DeformConv`` as its own DeformableConvolution; the
+    (dy, dx) pairs read in the reverse order, or the border taps' bilinear padding unset,
+    fail by orders of magnitude."""
+    pytest.importorskip('openvino')
+    import openvino.opset8 as ops
+    error, again = _exported_centernet_gives_every_head_by_name(tmp_path, centernet_weights,
+                                                                'openvino')
+    real = ops.deformable_convolution
+
+    def pairs_reversed(data, offsets, *args, **kwargs):
+        taps = offsets.get_partial_shape()[1].get_length()
+        swap = ops.constant(np.arange(taps) ^ 1, np.int64)
+        return real(data, ops.gather(offsets, swap, ops.constant(1, np.int64)), *args,
+                    **kwargs)
+
+    def no_border_padding(*args, **kwargs):
+        return real(*args, **dict(kwargs, bilinear_interpolation_pad=False))
+    for mistake in (pairs_reversed, no_border_padding):
+        monkeypatch.setattr(ops, 'deformable_convolution', mistake)
+        wrong = again()
+        print(f'{mistake.__name__}: {wrong:.1e} (right: {error:.1e})')
+        assert wrong > 100 * max(error, FLOAT32_TOLERANCE / 100), mistake.__name__
 
 
 @pytest.mark.full

@@ -85,7 +85,7 @@ def test_eager_model_says_it_was_requested(tmp_path, classifier):
 
 @pytest.mark.full  # the fast tier keeps one case of this item
 def test_exported_dense_model_auto_is_measured_then_remembered(tmp_path, centernet):
-    """OpenVINO cannot read CenterNet's translated DeformConv: the line says so."""
+    """CenterNet's deformable convolutions on every engine: each is measured."""
     _, exported = centernet
     _assert_measured_then_remembered('--exported', exported, '--out-dir', tmp_path / 'drawn',
                                      home=tmp_path / 'home')

@@ -279,6 +279,44 @@ BAD_QUANTIZE = {
 
 
 @pytest.mark.full
+def test_an_onnxruntime_int8_export_of_an_earlier_release_still_runs(photos, quantized,
+                                                                     tmp_path):
+    """Until 2026-12-07 a dense network's INT8 model was an ONNX model with
+    quantize-dequantize pairs (NNCF's ONNX backend), recorded for onnxruntime: such an
+    export still runs there, by default, as INT8."""
+    import json
+
+    import nncf
+    import onnx
+    if not importable('onnxruntime'):
+        pytest.skip('needs onnxruntime')
+    old = tmp_path / 'old'
+    shutil.copytree(quantized, old)
+    prefix = str(old / VARIANT)
+    for suffix in INT8_FILES['openvino']:
+        os.remove(prefix + suffix)
+    model = onnx.load(onnx_model(prefix, prefix + '.json' if os.path.exists(prefix + '.json')
+                                 else prefix + '.pdmodel'))
+    name = model.graph.input[0].name
+    calibration = _inputs(photos / 'calib')
+    onnx.save(nncf.quantize(model, nncf.Dataset([x[None] for x in calibration],
+                                                 lambda x: {name: x}),
+                            subset_size=len(calibration)),
+              prefix + INT8_FILES['onnxruntime'][0])
+    meta_file = old / f'{VARIANT}.dla.json'
+    meta = json.loads(meta_file.read_text())
+    meta['int8'].update(engine='onnxruntime', tool='nncf, onnxruntime', options='nncf defaults')
+    meta_file.write_text(json.dumps(meta))
+
+    held = _inputs(photos / 'held')
+    int8 = Predictor(old)
+    assert (int8.engine, int8.precision) == ('onnxruntime', 'int8')
+    fp32 = Predictor(quantized, precision='fp32', engine='paddle')(held)
+    error = relative_rms(int8(held), fp32)
+    assert 0 < error < 0.8, error  # INT8, and not noise (blank calibration: > 0.8, above)
+
+
+@pytest.mark.full
 def test_an_int8_export_missing_its_int8_files_still_runs_in_float_when_asked(quantized,
                                                                               tmp_path):
     """Only where the INT8 model would run (by default, or asked for) are its missing

@@ -19,8 +19,6 @@ import fairmot_pipeline as reference_pipeline  # noqa: E402
 import fairmot_tracker as reference_tracker  # noqa: E402
 from hostile import run_module  # noqa: E402
 from paddle_dla.inference import compile_model, eager_predictor, installed_engines  # noqa: E402
-from paddle_dla.inference.engines import OPENVINO  # noqa: E402
-from paddle_dla.inference.runtimes import EngineUnavailable  # noqa: E402
 from paddle_dla.tasks import inputs  # noqa: E402
 from paddle_dla.tasks.decode import centernet_affine  # noqa: E402
 from paddle_dla.tasks.serving import DenseSpec  # noqa: E402
@@ -142,10 +140,6 @@ def test_every_engine_gives_the_reference_pipelines_tracks(fairmot, engine, tmp_
                                                             monkeypatch):
     monkeypatch.setenv('PADDLE_DLA_HOME', str(tmp_path))
     reference, ours, _ = fairmot
-    if engine == OPENVINO:  # it reads no deformable convolution (README, dense throughput)
-        with pytest.raises(EngineUnavailable, match='DeformConv'):
-            compile_model(ours, input_shape=(None, 3, *SMALL), engine=engine)
-        return
     run = compile_model(ours, input_shape=(None, 3, *SMALL), engine=engine)
     frames = panning_frames(8, size=(500, 700), step=(-4, 10))   # a portrait camera
     _assert_same(our_tracks(ours, frames, run=run), reference_tracks(reference, frames, SMALL))

@@ -29,8 +29,9 @@ from ..core.atomic import atomic_output
 from ..core.machine import cpu_description, installed_versions
 from ..core.parity import relative_error
 from ..evaluation.transforms import Preprocess
-from ..inference.engines import (BENCH_REFERENCE, CLASSIFIER_INT8_ENGINE, EAGER, ENGINES, INT8,
-                                 NNCF_BASELINE, OPTIONAL_ENGINES, TORCH_CHANNELS_LAST, TORCH_EAGER)
+from ..inference.engines import (BENCH_REFERENCE, EAGER, ENGINES, INT8, NNCF_BASELINE,
+                                 OPTIONAL_ENGINES, TORCH_CHANNELS_LAST, TORCH_EAGER,
+                                 int8_engine_of)
 from ..inference.predictor import cpu_supports_bf16, export
 from ..inference.quantize import quantization_available, quantize_export
 from ..inference.runtimes import importable, installed_engines
@@ -90,19 +91,21 @@ def _torch_installed():
 def engine_specs(bf16, dense=None):
     """Every engine this machine can run: name -> (kind, precision). A dense model (its
     ``DenseConfig``) is compared with its PyTorch reference in eager mode, which exists for
-    the CenterNet-style ones. A classifier's INT8 (``paddle-dla quantize``) runs beside
-    NNCF's INT8 with NNCF's defaults, where NNCF is installed."""
+    the CenterNet-style ones. INT8 (``paddle-dla quantize``) runs where NNCF is installed; a
+    classifier's beside NNCF's INT8 with NNCF's defaults (a dense network's is made by
+    those defaults)."""
     precisions = ('fp32', 'bf16') if bf16 else ('fp32',)
-    if dense is None and quantization_available() is None:
+    int8_engine = int8_engine_of(dense is not None)
+    if quantization_available(int8_engine) is None:
         precisions += (INT8,)
     specs = {REFERENCE: (EAGER, 'fp32')}
     for precision in precisions:
         for engine in ENGINES:
-            if precision == INT8 and engine != CLASSIFIER_INT8_ENGINE:
+            if precision == INT8 and engine != int8_engine:
                 continue
             if engine in installed_engines('cpu', precision):
                 specs[f'{engine} {precision}'] = (engine, precision)
-    if INT8 in precisions:
+    if INT8 in precisions and dense is None:
         specs[NNCF_BASELINE] = (NNCF_BASELINE, INT8)
     if dense is not None:
         if dense.is_centernet and _torch_installed() and importable('torchvision'):
@@ -285,7 +288,7 @@ def measure(name, batch_sizes, rounds, warmup, img_size, threads, wanted, photos
         export(model, os.path.join(workdir, 'model'), (None, 3, img_size, img_size))
         inputs = {'random': _save(workdir, 'random', _random_batch(8, img_size))}
         if any(precision == INT8 for _, precision in specs.values()):
-            photos = quantize_both(workdir, photos, img_size)
+            photos = quantize_both(workdir, photos, img_size, anchor=NNCF_BASELINE in specs)
         if photos is not None:
             inputs['photos'] = _save(workdir, 'photos', photos)
         say(f'  {name}: starting {len(specs)} engine processes ...')
@@ -318,21 +321,28 @@ def measure(name, batch_sizes, rounds, warmup, img_size, threads, wanted, photos
     return rows
 
 
-def quantize_both(workdir, photos, img_size):
-    """Our INT8 model and NNCF's with its defaults, both calibrated on the same inputs:
-    every other photograph with its mirror image (random images where there are none).
-    Returns the photographs held out, on which every engine's logits are then compared."""
+# The calibration inputs of a model measured without photographs (a dense network).
+RANDOM_CALIBRATION = 32
+
+
+def quantize_both(workdir, photos, img_size, anchor=True):
+    """Our INT8 model and (with ``anchor``) NNCF's with its defaults, both calibrated on the
+    same inputs: every other photograph with its mirror image (random images where there
+    are none). Returns the photographs held out, on which every engine's logits are then
+    compared."""
     if photos is None:
-        calibration, held = _random_batch(32, img_size), None
+        calibration, held = _random_batch(RANDOM_CALIBRATION, img_size), None
     else:
         calibration = np.concatenate([photos[1::2], photos[1::2, :, :, ::-1]])
         held = np.ascontiguousarray(photos[::2])
     calibration = [x[None] for x in np.ascontiguousarray(calibration)]
-    say(f'  quantizing (ours and NNCF\'s defaults) on {len(calibration)} inputs ...')
+    made = "ours and NNCF's defaults" if anchor else 'INT8'
+    say(f'  quantizing ({made}) on {len(calibration)} inputs ...')
     source = os.path.join(workdir, 'model')
     quantize_export(source, os.path.join(workdir, 'int8', 'model'), calibration)
-    quantize_export(source, os.path.join(workdir, 'nncf', 'model'), calibration,
-                    nncf_defaults=True)
+    if anchor:
+        quantize_export(source, os.path.join(workdir, 'nncf', 'model'), calibration,
+                        nncf_defaults=True)
     return held
 
 
@@ -422,10 +432,16 @@ def run_benchmark(models, batch_sizes, rounds, warmup, img_size, threads=None, e
         rows += measure(get_model(name).name, batch_sizes, rounds, warmup, img_size, threads,
                         engines, photos, gemm_rates)
     add_ratios(rows, gemm_rates)
-    env = environment(threads, photos, gemm_rates)
-    print(headline(env) + ('; the INT8 models calibrated on every other photograph and its '
-                           'mirror image, the logits compared on the rest'
-                           if env['photos'] and any(r['precision'] == INT8 for r in rows) else ''))
+    entries = [get_model(n) for n in models]
+    dense = {e.name for e in entries if e.family == DENSE_FAMILY}
+    classifiers = {e.name for e in entries} - dense
+    env = environment(threads, photos if classifiers else None, gemm_rates)
+    int8 = {r['model'] for r in rows if r['precision'] == INT8}
+    print(headline(env)
+          + ('; the INT8 models calibrated on every other photograph and its mirror image, '
+             'the logits compared on the rest' if env['photos'] and int8 & classifiers else '')
+          + (f'; a dense network\'s INT8 model calibrated on {RANDOM_CALIBRATION} random '
+             f'inputs' if int8 & dense else ''))
     print(format_table(rows))
     if json_path:
         with atomic_output(json_path) as tmp, open(tmp, 'w', encoding='utf-8') as f:

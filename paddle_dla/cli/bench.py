@@ -11,12 +11,11 @@ from .args import image_size, model_name, non_negative_int, positive_int
 HELP = 'images per second of every engine on this machine'
 DESCRIPTION = ('Images per second of DLA on this machine, every engine measured side by side '
                '(Paddle eager; Paddle Inference, OpenVINO and onnxruntime in fp32, and bf16 '
-               'where the CPU has it; a classifier\'s INT8 (paddle-dla quantize) beside NNCF\'s '
-               'INT8 with NNCF\'s defaults when NNCF is installed; PyTorch eager and '
-               'channels-last when installed), each in '
-               'its own process, taking turns round by round; with GFLOP/s against this '
-               'machine\'s measured GEMM peak, logit errors against Paddle eager and the '
-               'memory one run takes.')
+               'where the CPU has it; INT8 (paddle-dla quantize) when NNCF is installed, a '
+               'classifier\'s beside NNCF\'s INT8 with NNCF\'s defaults; PyTorch eager and '
+               'channels-last when installed), each in its own process, taking turns round '
+               'by round; with GFLOP/s against this machine\'s measured GEMM peak, logit '
+               'errors against Paddle eager and the memory one run takes.')
 EPILOG = """\
 examples:
   paddle-dla bench --models dla_34,dla_60,dla_102 --batch-sizes 1,8

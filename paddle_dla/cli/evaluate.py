@@ -124,8 +124,7 @@ def configure(p):
     p.add_argument('--precision', choices=EVAL_PRECISIONS, default='fp32',
                    help='fp32; bf16 (CPUs with AVX512-BF16 or AMX); int8: quantized once by '
                         'paddle-dla quantize\'s route on --calib-dir, cached by weights, '
-                        'calibration images and size, run by OpenVINO (a dense network: by '
-                        'onnxruntime) (default: %(default)s)')
+                        'calibration images and size, run by OpenVINO (default: %(default)s)')
     p.add_argument('--calib-dir', metavar='DIR', type=path_text,
                    help='int8: calibration images (default: the evaluation\'s own, spread '
                         'evenly over them)')

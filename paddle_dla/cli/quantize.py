@@ -1,6 +1,6 @@
 """``paddle-dla quantize``: post-training INT8 for CPU, calibrated on the user's own images
 read through the model's own preprocessing, written as an export that ``Predictor``,
-``predict --exported`` run (a classifier on OpenVINO, a dense network on onnxruntime);
+``predict --exported`` run on OpenVINO;
 ``eval --precision int8`` quantizes and scores in one command."""
 import os
 import sys
@@ -11,13 +11,12 @@ from ..models.registry import CLASSIFICATION, get_model
 from . import common
 from .args import calibration_count, image_size, non_negative_int, output_folder, path_text
 
-HELP = 'post-training INT8 for CPU (NNCF into OpenVINO or onnxruntime)'
+HELP = 'post-training INT8 for CPU (NNCF into OpenVINO)'
 DESCRIPTION = ('Quantize a model to INT8 with NNCF, calibrated on your images through the '
-               'model\'s own preprocessing: a classifier into OpenVINO, a dense network '
-               '(CenterNet, FairMOT, DLA-Up) into onnxruntime with its deformable convolutions '
-               'in float. The result is an export carrying the INT8 model beside the float '
-               'one: predict runs it with --exported, and eval --precision int8 quantizes and '
-               'scores a model in one command.')
+               'model\'s own preprocessing, into OpenVINO (a dense network\'s deformable '
+               'convolutions stay in float). The result is an export carrying the INT8 model '
+               'beside the float one: predict runs it with --exported, and eval --precision '
+               'int8 quantizes and scores a model in one command.')
 EPILOG = """\
 examples:
   paddle-dla quantize --model dla_34 --calib-dir calib/ --out int8/

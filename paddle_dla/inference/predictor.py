@@ -249,8 +249,8 @@ class Predictor:
         path_prefix: what :func:`export` was given (or its folder, or one of its files).
         device: ``'cpu'`` or ``'gpu'`` / ``'gpu:1'``.
         precision: ``'fp32'``; ``'bf16'`` on CPUs that support it; ``'fp16'`` on GPU;
-            ``'int8'`` for an export made by ``paddle-dla quantize`` (on CPU: OpenVINO for a
-            classifier, onnxruntime for a dense network).
+            ``'int8'`` for an export made by ``paddle-dla quantize`` (on CPU, by OpenVINO;
+            onnxruntime runs a dense network's INT8 model made by an earlier release).
             Default: ``'int8'`` for such an export where its engine is installed,
             ``'fp32'`` otherwise.
         threads: CPU threads (default: all cores).
@@ -593,10 +593,9 @@ def compile_model(model, input_shape=(None, 3, 224, 224), engine=AUTO, precision
         p for p in (model.config.name, weights_digest(model)[:20], shape, outputs) if p))
     prefix, calibrated = os.path.join(folder, 'model'), None
     if precision == INT8:
-        # A classifier's INT8 model is made by our scheme, a dense one by NNCF's defaults
-        scheme = '' if is_dense_model(model) else f'-{scheme_tag()}'
-        calibrated = os.path.join(folder, f'int8-{calibration_digest(calibration)[:20]}'
-                                  f'{scheme}', 'model')
+        # by the scheme that makes it: a new scheme makes new INT8 models
+        calibrated = os.path.join(folder, f'int8-{calibration_digest(calibration)[:20]}-'
+                                  f'{scheme_tag(dense=is_dense_model(model))}', 'model')
 
     def exported():  # the metadata is moved into place last: with it, the rest is there
         return all(os.path.isfile(prefix + s) for s in (META_SUFFIX, PARAMS_SUFFIX)) and any(

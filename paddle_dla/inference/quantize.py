@@ -1,14 +1,13 @@
 """Post-training INT8 for CPU: an export quantized with calibration images the caller has
 prepared by the model's own recipe, written as a new export that carries the INT8 model.
 
-NNCF quantizes the ONNX translation of the export. A classifier goes into OpenVINO: on CPUs
-with VNNI or AMX, OpenVINO runs INT8 convolutions several times faster than float (README,
-"INT8 on CPU", says what else was measured); its INT8 model is an OpenVINO IR
-(``<prefix>.int8.xml`` and ``.int8.bin``). OpenVINO reads no deformable convolution, so a
-dense network stays in ONNX: NNCF's ONNX backend puts quantize-dequantize pairs around the
-layers onnxruntime runs in INT8 and leaves the deformable convolutions in float
-(``<prefix>.int8.onnx``). Either is written beside a copy of the float export, whose
-metadata records how it was made.
+NNCF quantizes the ONNX translation of the export into OpenVINO: on CPUs with VNNI or AMX,
+OpenVINO runs INT8 convolutions several times faster than float, and on AVX2 alone still
+faster (README, "INT8 on CPU", says what else was measured). A dense network's deformable
+convolutions are read as OpenVINO's own (``openvino_reader``) and stay in float. The INT8
+model is an OpenVINO IR (``<prefix>.int8.xml`` and ``.int8.bin``) written beside a copy of
+the float export, whose metadata records how it was made. Exports quantized for onnxruntime
+by earlier releases (``<prefix>.int8.onnx``) still run there.
 """
 import collections.abc
 import contextlib
@@ -25,14 +24,14 @@ from ..core.digests import CHUNK
 from ..core.errors import PaddleDLAError, one_line, printable
 from ..core.machine import installed_versions
 from ..weights.cache import folder_lock
-from .engines import (CLASSIFIER_INT8_ENGINE, DEFAULT_CALIBRATION_IMAGES, DENSE_INT8_ENGINE,
-                      MIN_CALIBRATION_IMAGES, int8_engine_of)
+from .engines import (CLASSIFIER_INT8_ENGINE, DEFAULT_CALIBRATION_IMAGES,
+                      MIN_CALIBRATION_IMAGES, OPENVINO, int8_engine_of)
 from .exported import INT8_FILES, META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, locate, read_metadata
+from .openvino_reader import read_model
 from .runtimes import EngineUnavailable, importable, onnx_model
 
 # What each route needs, by the engine that runs its INT8 model.
-NEEDED = {CLASSIFIER_INT8_ENGINE: ('nncf', 'openvino', 'paddle2onnx'),
-          DENSE_INT8_ENGINE: ('nncf', 'onnx', 'onnxruntime', 'paddle2onnx')}
+NEEDED = {OPENVINO: ('nncf', 'openvino', 'paddle2onnx')}
 
 
 class QuantizationError(PaddleDLAError):
@@ -76,11 +75,18 @@ def as_input(item):
 # stays in float, as its inputs (the pooled features) decide every logit. Recorded in the
 # classifier's metadata and part of its cache key, so that a new scheme makes new models.
 SCHEME = 'nncf: transformer placement, performance preset, fc in float'
+# A dense network's: NNCF's defaults, into OpenVINO (onnxruntime's until 2026-12-07).
+DENSE_SCHEME = 'nncf defaults, openvino'
 
 
-def scheme_tag():
-    """Eight hex digits naming :data:`SCHEME`, for cache folders."""
-    return hashlib.sha256(SCHEME.encode()).hexdigest()[:8]
+def scheme_of(dense):
+    return DENSE_SCHEME if dense else SCHEME
+
+
+def scheme_tag(dense=False):
+    """Eight hex digits naming the scheme of a dense network or a classifier, for cache
+    folders: a new scheme makes new INT8 models."""
+    return hashlib.sha256(scheme_of(dense).encode()).hexdigest()[:8]
 
 
 def _import_nncf():
@@ -95,10 +101,9 @@ def nncf_quantize(onnx_file, calibration, classifier=False, nncf_defaults=False)
     """An OpenVINO model quantized by NNCF on ``calibration`` (a sequence of float32
     ``[1, C, H, W]`` inputs): a classifier by :data:`SCHEME`, anything else, or anything
     with ``nncf_defaults``, by NNCF's defaults."""
-    import openvino
     nncf = _import_nncf()
 
-    model = openvino.Core().read_model(onnx_file)
+    model = read_model(onnx_file)
     options = {'subset_size': len(calibration)}
     if classifier and not nncf_defaults:
         options.update(model_type=nncf.ModelType.TRANSFORMER,
@@ -107,23 +112,6 @@ def nncf_quantize(onnx_file, calibration, classifier=False, nncf_defaults=False)
     nncf.set_log_level(logging.WARNING)
     with contextlib.redirect_stdout(sys.stderr):  # its progress bars: not our output
         return nncf.quantize(model, nncf.Dataset(calibration, as_input), **options)
-
-
-def nncf_quantize_onnx(onnx_file, calibration):
-    """An ONNX model quantized by NNCF's ONNX backend with its defaults, on ``calibration``:
-    quantize-dequantize pairs where onnxruntime has INT8 kernels, the rest (the deformable
-    convolutions) left in float."""
-    import onnx
-    import onnxruntime
-    nncf = _import_nncf()
-
-    model = onnx.load(onnx_file)
-    name = model.graph.input[0].name
-    nncf.set_log_level(logging.WARNING)
-    onnxruntime.set_default_logger_severity(3)  # its notes on unused constants: not ours
-    with contextlib.redirect_stdout(sys.stderr):
-        return nncf.quantize(model, nncf.Dataset(calibration, lambda x: {name: as_input(x)}),
-                             subset_size=len(calibration))
 
 
 def _tool(engine):
@@ -204,9 +192,8 @@ def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defa
     onnx_file = onnx_model(prefix, model_file)
     classifier = _is_classifier(meta)
     try:
-        quantized = (nncf_quantize(onnx_file, calibration, classifier=True,
-                                   nncf_defaults=nncf_defaults) if classifier else
-                     nncf_quantize_onnx(onnx_file, calibration))
+        quantized = nncf_quantize(onnx_file, calibration, classifier=classifier,
+                                  nncf_defaults=nncf_defaults)
     except Exception as exc:  # noqa: BLE001 - NNCF and its backends raise many types
         raise QuantizationError(f'NNCF could not quantize {printable(model_file)}: '
                                 f'{one_line(exc)}') from None
@@ -214,7 +201,7 @@ def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defa
     folder, name = os.path.split(out)
     meta = dict(meta, int8={
         'engine': engine, 'tool': _tool(engine),
-        'options': 'nncf defaults' if nncf_defaults or not classifier else SCHEME,
+        'options': 'nncf defaults' if nncf_defaults else scheme_of(not classifier),
         'calibration': {'images': len(calibration), 'source': source,
                         'sha256': calibration_digest(calibration)}})
     with atomic_folder_output(folder, last=META_SUFFIX, lock=folder_lock(folder)) as tmp:
@@ -222,12 +209,8 @@ def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defa
         for suffix in (MODEL_SUFFIXES + (PARAMS_SUFFIX,)):
             if os.path.isfile(prefix + suffix):
                 shutil.copyfile(prefix + suffix, stem + suffix)
-        if classifier:
-            import openvino
-            openvino.save_model(quantized, stem + INT8_FILES[engine][0], compress_to_fp16=False)
-        else:
-            import onnx
-            onnx.save(quantized, stem + INT8_FILES[engine][0])
+        import openvino
+        openvino.save_model(quantized, stem + INT8_FILES[engine][0], compress_to_fp16=False)
         write_json(stem + META_SUFFIX, meta, indent=2)
         written = sorted(os.listdir(tmp))
     return [os.path.join(folder, f) for f in written]

@@ -28,6 +28,7 @@ from ..weights.cache import cache_lock, compiled_home
 from .engines import (CPU_PRECISIONS, ENGINE_EXTRAS, ENGINES, INT8, ONNXRUNTIME, OPENVINO,
                       OPTIONAL_ENGINES, PADDLE)
 from .exported import INT8_FILES, PARAMS_SUFFIX, ModelFileError
+from .openvino_reader import openvino_core
 
 ONNX_OPSET = 17
 _CHOICES_FILE = 'engine-choice.json'
@@ -259,7 +260,7 @@ class OpenVINOEngine:
     name = OPENVINO
 
     def __init__(self, prefix, model_file, device, precision, threads):
-        openvino = _cpu_engine_library(self.name, 'OpenVINO', 'openvino', device, precision)
+        _cpu_engine_library(self.name, 'OpenVINO', 'openvino', device, precision)
         if precision == INT8:
             source = _int8_source(prefix, self.name)
         # OpenVINO reads Paddle 2.6's program files itself, but not Paddle 3's .json.
@@ -267,7 +268,7 @@ class OpenVINOEngine:
             source = model_file
         else:
             source = onnx_model(prefix, model_file)
-        core = openvino.Core()
+        core = openvino_core()  # it reads the deformable convolutions' ONNX DeformConv
         # bf16 is OpenVINO's default on capable CPUs: fp32 must be asked for (in an INT8
         # model, for the layers NNCF left unquantized).
         self._compiled = core.compile_model(core.read_model(source), 'CPU', {
