@@ -264,7 +264,8 @@ def test_centernet_on_openvino_gives_every_head_by_name(tmp_path, centernet_weig
     (dy, dx) pairs read in the reverse order, or the border taps' bilinear padding unset,
     fail by orders of magnitude."""
     pytest.importorskip('openvino')
-    import openvino.opset8 as ops
+    from paddle_dla.inference.openvino_reader import opset
+    ops = opset()
     error, again = _exported_centernet_gives_every_head_by_name(tmp_path, centernet_weights,
                                                                 'openvino')
     real = ops.deformable_convolution

@@ -3,7 +3,7 @@ one-line reporting, outputs written whole or not at all, file digests and what a
 proves, the pickle reader that never runs code, and this machine's CPU and libraries."""
 import os
 
-__version__ = '0.2.0'
+__version__ = '0.3.0'
 
 # The installed package's folder, and the folder holding it (the checkout, when run from one):
 # what child processes put on their path and where the package's data lives.

@@ -10,27 +10,49 @@ convolution, and the reverse order of the pairs, or the flag unset, to failing.
 """
 
 
-def _bias_shape():
-    import numpy as np
-    import openvino.opset8 as ops
-    return ops.constant(np.array([1, -1, 1, 1], np.int64))
+def opset():
+    """OpenVINO's opset 8 (``openvino.opset8``; ``openvino.runtime.opset8`` before 2025)."""
+    try:
+        import openvino.opset8 as ops
+    except ImportError:
+        import openvino.runtime.opset8 as ops
+    return ops
+
+
+def _given(node, index):
+    """Input ``index`` of ``node``, or None where it is absent or named "" (skipped)."""
+    if node.get_input_size() <= index:
+        return None
+    value = node.get_input(index)
+    return None if value.get_node().get_type_name() == 'NullNode' else value
+
+
+def _offset_groups(node):
+    """``offset_group``, from the shapes where they are known: paddle2onnx leaves the
+    attribute out for Paddle's ``deformable_groups`` above 1, and the offsets hold 2 x kH x
+    kW channels per group."""
+    weights, offsets = node.get_input(1).get_partial_shape(), node.get_input(2).get_partial_shape()
+    if offsets.rank.is_static and weights.rank.is_static and all(
+            d.is_static for d in (offsets[1], weights[2], weights[3])):
+        return offsets[1].get_length() // (2 * weights[2].get_length() * weights[3].get_length())
+    return node.get_attribute('offset_group', 1)
 
 
 def deform_conv(node):
     """ONNX ``DeformConv(X, W, offset[, B[, mask]])`` as OpenVINO's operations."""
-    import openvino.opset8 as ops
-    inputs = node.get_input_size()
+    import numpy as np
+    ops = opset()
     pads = node.get_attribute('pads', [0, 0, 0, 0])
     conv = ops.deformable_convolution(
         node.get_input(0), node.get_input(2), node.get_input(1),
         strides=node.get_attribute('strides', [1, 1]), pads_begin=pads[:2], pads_end=pads[2:],
-        dilations=node.get_attribute('dilations', [1, 1]),
-        mask=node.get_input(4) if inputs > 4 else None,
-        group=node.get_attribute('group', 1),
-        deformable_group=node.get_attribute('offset_group', 1),
+        dilations=node.get_attribute('dilations', [1, 1]), mask=_given(node, 4),
+        group=node.get_attribute('group', 1), deformable_group=_offset_groups(node),
         bilinear_interpolation_pad=True)
-    if inputs > 3:
-        conv = ops.add(conv, ops.reshape(node.get_input(3), _bias_shape(), False))
+    bias = _given(node, 3)
+    if bias is not None:
+        conv = ops.add(conv, ops.reshape(bias, ops.constant(np.array([1, -1, 1, 1], np.int64)),
+                                         False))
     return conv.outputs()
 
 

@@ -35,6 +35,7 @@ def cache_lock(name, timeout=-1, waiting=None, optional=False):
     cache cannot hold a lock file (read-only, another user's), go on without one."""
     from filelock import FileLock, Timeout
 
+    lock = None
     try:
         lock = FileLock(lock_path(name))
         try:
@@ -43,9 +44,13 @@ def cache_lock(name, timeout=-1, waiting=None, optional=False):
             if waiting is not None:
                 waiting(lock.lock_file)
             lock.acquire(timeout=timeout)
+    except Timeout:  # an OSError too, but another process's, never the cache's
+        raise
     except OSError:
         if not optional:
             raise
+        lock = None
+    if lock is None:
         yield
         return
     try:
