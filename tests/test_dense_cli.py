@@ -258,6 +258,7 @@ def test_centernet_on_onnxruntime_gives_every_head_by_name(tmp_path, centernet_w
     _exported_centernet_gives_every_head_by_name(tmp_path, centernet_weights, 'onnxruntime')
 
 
+@pytest.mark.full  # the fast tier holds the reading to ONNX's specification (test_openvino_reader)
 def test_centernet_on_openvino_gives_every_head_by_name(tmp_path, centernet_weights,
                                                        monkeypatch):
     """OpenVINO reads the translated ``DeformConv`` as its own DeformableConvolution; the
