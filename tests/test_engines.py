@@ -565,6 +565,19 @@ def test_missing_engine_package_says_what_to_install(dla34, monkeypatch, engine)
     assert f'pip install {engine} paddle2onnx' in message
 
 
+def test_a_failed_translation_is_explained_by_its_error_not_by_a_warning():
+    """paddle2onnx's own words, as a translation that fails prints them, followed by the
+    warning Paddle prints when it loads (whose last line used to stand as the reason)."""
+    output = ('[Paddle2ONNX] Start parsing the Paddle model file...\n'
+              '[ERROR] Due to the unsupported operators, the conversion is aborted.\n'
+              '/venv/paddle/utils/cpp_extension/extension_utils.py:712: UserWarning: No ccache '
+              'found.\n  warnings.warn(warning_message)\n')
+    assert runtimes.last_words(output) == ('[ERROR] Due to the unsupported operators, the '
+                                           'conversion is aborted.')
+    assert runtimes.last_words('Segmentation fault\n') == 'Segmentation fault'
+    assert runtimes.last_words('') == 'no output'
+
+
 def test_missing_paddle2onnx(dla34, home, monkeypatch):
     pytest.importorskip('onnxruntime')
     monkeypatch.setitem(sys.modules, 'paddle2onnx', None)

@@ -181,6 +181,21 @@ with open(sys.argv[4], 'wb') as f:
 """
 
 
+# What a child's output says besides its reason: Python's warnings (the source line it
+# prints under each one included) and Paddle's notes at import.
+_NOISE = re.compile(r'Warning\b|^warnings\.warn\(|^[IW]\d{4} ')
+_ERROR = re.compile(r'error|abort|fail|not supported|cannot', re.IGNORECASE)
+
+
+def last_words(output):
+    """The line of a failed child's ``output`` that says why: the last that reads as an
+    error, else the last that is not a warning."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    lines = [line for line in lines if not _NOISE.search(line)] or lines
+    errors = [line for line in lines if _ERROR.search(line)]
+    return (errors or lines or ['no output'])[-1]
+
+
 def _translate(model_file, params_file, out):
     """Write the ONNX translation of an exported model to ``out``, or raise
     :class:`EngineUnavailable` with paddle2onnx's last words."""
@@ -189,8 +204,7 @@ def _translate(model_file, params_file, out):
                           errors='replace', stdin=subprocess.DEVNULL)
     if proc.returncode == 0 and os.path.getsize(out) > 0:
         return
-    said = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-    reason = said[-1] if said else 'no output'
+    reason = last_words(proc.stdout + '\n' + proc.stderr)
     if proc.returncode < 0:
         reason = f'it was killed by signal {-proc.returncode} ({reason})'
     raise EngineUnavailable(f'paddle2onnx could not translate {printable(model_file)}: '
