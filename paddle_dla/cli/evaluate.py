@@ -12,7 +12,7 @@ import time
 
 from ..core import SOURCE_ROOT
 from ..core.digests import FULL, PREFIX, file_digests
-from ..core.errors import Terminated, UsageError, printable
+from ..core.errors import Terminated, UsageError
 from ..evaluation.dataset import LABEL_FILE_NAMES, find_samples
 from ..evaluation.metrics import distributed_rank
 from ..evaluation.report import decoding_split, format_table, result_row, write_results
