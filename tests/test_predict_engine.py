@@ -101,7 +101,8 @@ def test_model_classifier_auto_is_measured_then_remembered(tmp_path, classifier)
 @pytest.mark.full
 def test_model_dense_auto_then_requested_and_eager(tmp_path, centernet):
     weights, _ = centernet
-    model = ('--model', 'centernet_dla34', '--weights', weights, '--out-dir', tmp_path / 'a')
+    model = ('--model', 'centernet_dla34', '--weights', weights, '--out-dir', tmp_path / 'a',
+             '--input-size', '256x256')  # the engine line is the same at any input
     _assert_measured_then_remembered(*model, home=tmp_path / 'home', timeout=600)
     for engine in ('paddle', 'eager'):
         lines = _report(*model, '--engine', engine, home=tmp_path / 'home', timeout=600)
