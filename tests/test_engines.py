@@ -428,7 +428,8 @@ def test_an_engine_failing_at_run_time_falls_back_to_paddle_and_is_forgotten(
     first(dla34.x())
     (key,) = json.loads(choices_file(home).read_text())
     versions = key.split(' | ')[-2]  # the engines' versions and ours are in the key
-    assert 'paddlepaddle ' in versions and 'paddle_dla ' in versions
+    # ours as the code says, whatever an editable install's metadata recorded
+    assert 'paddlepaddle ' in versions and f'paddle_dla {paddle_dla.__version__} ' in versions
     # and the class of the input: its batch size, and its area (the export's is free)
     assert key.endswith(' | batch 2-7, 64 kpx')
     one_image = key.replace(' | batch 2-7, 64 kpx', ' | batch 1, 64 kpx')
@@ -575,6 +576,11 @@ def test_a_failed_translation_is_explained_by_its_error_not_by_a_warning():
     assert runtimes.last_words(output) == ('[ERROR] Due to the unsupported operators, the '
                                            'conversion is aborted.')
     assert runtimes.last_words('Segmentation fault\n') == 'Segmentation fault'
+    # an exception ends the story, whatever an earlier line said
+    raised = ('[Paddle2ONNX] Failed to fold a constant, kept it\nTraceback (most recent call '
+              'last):\n  File "<string>", line 3, in <module>\nException: unsupported op '
+              'deformable_conv_v1\n')
+    assert runtimes.last_words(raised) == 'Exception: unsupported op deformable_conv_v1'
     assert runtimes.last_words('') == 'no output'
 
 

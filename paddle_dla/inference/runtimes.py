@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from ..core import __version__
 from ..core.atomic import atomic_output
 from ..core.digests import CHUNK
 from ..core.errors import PaddleDLAError, one_line, printable
@@ -175,7 +176,7 @@ import paddle2onnx
 data = paddle2onnx.export(sys.argv[1], sys.argv[2], save_file=None,
                           opset_version=int(sys.argv[3]), enable_onnx_checker=True)
 if not data:
-    sys.exit('paddle2onnx wrote nothing')
+    sys.exit('error: paddle2onnx wrote nothing')
 with open(sys.argv[4], 'wb') as f:
     f.write(data)
 """
@@ -188,10 +189,13 @@ _ERROR = re.compile(r'error|abort|fail|not supported|cannot', re.IGNORECASE)
 
 
 def last_words(output):
-    """The line of a failed child's ``output`` that says why: the last that reads as an
+    """The line of a failed child's ``output`` (its stdout, then its stderr) that says why:
+    after a Python traceback, its last line (the exception); else the last that reads as an
     error, else the last that is not a warning."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     lines = [line for line in lines if not _NOISE.search(line)] or lines
+    if any(line.startswith('Traceback (most recent call last)') for line in lines):
+        return lines[-1]
     errors = [line for line in lines if _ERROR.search(line)]
     return (errors or lines or ['no output'])[-1]
 
@@ -282,7 +286,7 @@ class OpenVINOEngine:
             source = model_file
         else:
             source = onnx_model(prefix, model_file)
-        core = openvino_core()  # it reads the deformable convolutions' ONNX DeformConv
+        core = openvino_core()  # it reads ONNX DeformConv (a .pdmodel's, OpenVINO's reader)
         # bf16 is OpenVINO's default on capable CPUs: fp32 must be asked for (in an INT8
         # model, for the layers NNCF left unquantized).
         self._compiled = core.compile_model(core.read_model(source), 'CPU', {
@@ -332,8 +336,10 @@ def open_engine(name, prefix, model_file, device='cpu', precision='fp32', thread
 # --- choosing by measurement ---------------------------------------------------------------
 
 # What decides an engine's speed besides the machine and the model: its library's version
-# (under whichever distribution supplies it), and ours, which sets the engines' options.
-ENGINE_PACKAGES = ('paddle_dla', 'paddlepaddle', 'paddlepaddle-gpu', 'openvino',
+# (under whichever distribution supplies it), and ours, which sets the engines' options
+# (``__version__`` itself: an editable install's metadata keeps the version it was installed
+# with).
+ENGINE_PACKAGES = ('paddlepaddle', 'paddlepaddle-gpu', 'openvino',
                    'openvino-nightly', 'onnxruntime', 'onnxruntime-gpu', 'paddle2onnx')
 
 
@@ -344,6 +350,7 @@ def choice_key(model_file, meta, device, precision, threads):
         graph = hashlib.sha256(f.read()).hexdigest()[:16]
     shape = 'x'.join('N' if d is None else str(d) for d in meta.get('input_shape') or [])
     versions = ' '.join(f'{k} {v}' for k, v in installed_versions(ENGINE_PACKAGES).items())
+    versions = f'paddle_dla {__version__} {versions}'
     return (f'{machine_id()} | {cpu_threads(threads)} threads | {device} {precision} | '
             f'{meta.get("variant", "model")} {shape} {graph} | {versions}')
 
