@@ -6,7 +6,8 @@ import os
 import sys
 
 from ..core.errors import UsageError, one_line
-from ..weights.cache import cached_weights_path, compiled_home, lock_path, weights_home
+from ..weights.cache import (cached_weights_path, compiled_home, compiled_lock_name, lock_path,
+                             weights_home)
 from ..weights.registry import WEIGHTS, list_weights
 from .args import variant_name
 
@@ -130,7 +131,8 @@ def clean(args):
         compiled = compiled_home()
         exports = os.path.join(compiled, 'exports')
         for folder in _entries(exports):
-            with _unless_in_use(lock_path(f'compiled-{_owner(folder)}'), folder, kept) as free:
+            with _unless_in_use(lock_path(compiled_lock_name(_owner(folder))), folder,
+                                kept) as free:
                 if free:
                     removed, freed = _add((removed, freed), _remove_tree(folder, failures))
         doomed += [path for path in _entries(compiled) if path != exports]

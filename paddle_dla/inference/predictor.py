@@ -25,7 +25,7 @@ from ..core.errors import PaddleDLAError, is_disk_full, one_line, printable
 from ..core.parity import BFLOAT16_LIMIT, FLOAT32_LIMIT
 from ..models import imagenet
 from ..tasks.serving import DenseSpec
-from ..weights.cache import cache_lock, compiled_home, folder_lock
+from ..weights.cache import cache_lock, compiled_home, compiled_lock_name, folder_lock
 from ..weights.registry import get_weights
 from .engines import AUTO, CPU_PRECISIONS, ENGINE_CHOICES, ENGINES, INT8, PADDLE
 from .exported import (META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, ExportedModelError,
@@ -573,7 +573,7 @@ def _cache_lock(folder):
         sys.stderr.write(f'paddle_dla: waiting for another process that is making '
                          f'{printable(folder)} (lock {printable(lock_file)})\n')
         sys.stderr.flush()
-    return cache_lock(f'compiled-{os.path.basename(folder)}', waiting=waiting)
+    return cache_lock(compiled_lock_name(folder), waiting=waiting)
 
 
 def compile_model(model, input_shape=(None, 3, 224, 224), engine=AUTO, precision=None,

@@ -35,28 +35,38 @@ def cache_lock(name, timeout=-1, waiting=None, optional=False):
     cache cannot hold a lock file (read-only, another user's), go on without one."""
     from filelock import FileLock, Timeout
 
-    lock = None
+    def acquire(lock, seconds):
+        """Whether ``lock`` was taken (raises past ``seconds``); False when the cache
+        cannot hold its file and the lock is ``optional``."""
+        try:
+            lock.acquire(timeout=seconds)
+            return True
+        except Timeout:  # an OSError too, but another process's, never the cache's
+            raise
+        except OSError:
+            if not optional:
+                raise
+            return False
+
     try:
         lock = FileLock(lock_path(name))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            if waiting is not None:
-                waiting(lock.lock_file)
-            lock.acquire(timeout=timeout)
-    except Timeout:  # an OSError too, but another process's, never the cache's
-        raise
     except OSError:
         if not optional:
             raise
         lock = None
-    if lock is None:
-        yield
-        return
+    held = False
+    if lock is not None:
+        try:
+            held = acquire(lock, 0)
+        except Timeout:
+            if waiting is not None:  # outside the guard: its own errors are its own
+                waiting(lock.lock_file)
+            held = acquire(lock, timeout)
     try:
         yield
     finally:
-        lock.release()
+        if held:
+            lock.release()
 
 
 def folder_lock(folder):
@@ -66,6 +76,13 @@ def folder_lock(folder):
     import hashlib
     name = hashlib.sha256(os.path.abspath(os.fspath(folder)).encode()).hexdigest()[:20]
     return cache_lock(f'output-{name}', optional=True)
+
+
+def compiled_lock_name(folder):
+    """The name of the lock held while the export folder ``folder`` (under
+    :func:`compiled_home`) is made or its INT8 models added: ``cache clean`` passes over a
+    folder whose lock another process holds."""
+    return f'compiled-{os.path.basename(folder)}'
 
 
 def compiled_home():
