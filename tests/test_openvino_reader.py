@@ -23,8 +23,9 @@ ATTRIBUTES = ('strides', 'pads', 'dilations', 'group', 'offset_group')
 
 def _model(tmp_path, inputs=('X', 'W', 'offset', 'B', 'mask'), channels=2, out_channels=4,
            kernel=3, strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), group=1,
-           offset_group=1, attributes=ATTRIBUTES, size=(5, 7), seed=0):
-    """A one-node DeformConv model file and its inputs."""
+           offset_group=1, attributes=ATTRIBUTES, size=(5, 7), seed=0, free_offsets=False):
+    """A one-node DeformConv model file and its inputs; ``free_offsets``: the offsets'
+    shape left unknown, channels included."""
     rng = np.random.default_rng(seed)
     tmp_path.mkdir(exist_ok=True)
     out_size = [(size[i] + pads[i] + pads[i + 2] - dilations[i] * (kernel - 1) - 1)
@@ -42,8 +43,9 @@ def _model(tmp_path, inputs=('X', 'W', 'offset', 'B', 'mask'), channels=2, out_c
                             **{a: given[a] for a in attributes})
     feeds = {n: values[n] for n in ('X', 'offset', 'mask') if n in inputs}
     graph = helper.make_graph(
-        [node], 'deform', [helper.make_tensor_value_info(n, TensorProto.FLOAT, v.shape)
-                           for n, v in feeds.items()],
+        [node], 'deform', [helper.make_tensor_value_info(
+            n, TensorProto.FLOAT, ['N', 'C', 'H', 'W'] if free_offsets and n == 'offset'
+            else v.shape) for n, v in feeds.items()],
         [helper.make_tensor_value_info('Y', TensorProto.FLOAT, None)],
         [numpy_helper.from_array(values[n], n) for n in ('W', 'B') if n in inputs])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 19)])
@@ -65,6 +67,7 @@ CASES = {
                                               pads=(0, 2, 1, 0)),
     'groups 2, offset groups 2': dict(group=2, offset_group=2, channels=4),
     'offset groups from the shapes': dict(offset_group=2, attributes=('pads',)),
+    'offset groups given, shapes unknown': dict(offset_group=2, free_offsets=True),
     'no mask, no bias': dict(inputs=('X', 'W', 'offset')),
     'bias skipped ("")': dict(inputs=('X', 'W', 'offset', '', 'mask')),
     'mask skipped ("")': dict(inputs=('X', 'W', 'offset', 'B', '')),
@@ -96,3 +99,11 @@ def test_the_offset_pairs_in_the_other_order_fail(tmp_path, monkeypatch):
     expected = ReferenceEvaluator(model).run(None, feeds)[0]
     monkeypatch.setattr(ops, 'deformable_convolution', pairs_reversed)
     assert relative_error(_openvino(path, feeds), expected) > 1000 * TOLERANCE
+
+
+def test_offset_groups_neither_given_nor_known_are_refused(tmp_path):
+    """Without the attribute and with offsets of unknown shape, one offset group would be a
+    guess (Paddle's deformable_groups above 1 would then read the wrong offsets)."""
+    _, path, _ = _model(tmp_path, offset_group=2, attributes=('pads',), free_offsets=True)
+    with pytest.raises(Exception, match='cannot tell its offset groups'):
+        openvino_core().read_model(path)

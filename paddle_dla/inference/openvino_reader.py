@@ -35,7 +35,10 @@ def _offset_groups(node):
     if offsets.rank.is_static and weights.rank.is_static and all(
             d.is_static for d in (offsets[1], weights[2], weights[3])):
         return offsets[1].get_length() // (2 * weights[2].get_length() * weights[3].get_length())
-    return node.get_attribute('offset_group', 1)
+    if node.has_attribute('offset_group'):
+        return node.get_attribute('offset_group')
+    raise ValueError('DeformConv without offset_group, and offsets or weights of unknown '
+                     'shape: cannot tell its offset groups')
 
 
 def deform_conv(node):
