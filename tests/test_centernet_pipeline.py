@@ -370,9 +370,8 @@ def test_eval_reports_the_reference_pipelines_coco_ap(photos, centernet, coco_va
 # --- INT8 (paddle-dla quantize's dense route: NNCF's defaults into OpenVINO) -------------
 
 def _int8_available():
-    from paddle_dla.inference.engines import DENSE_INT8_ENGINE
     from paddle_dla.inference.quantize import quantization_available
-    return quantization_available(DENSE_INT8_ENGINE) is None
+    return quantization_available() is None
 
 
 def _calibration_photos(folder, count=10):

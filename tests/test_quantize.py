@@ -272,6 +272,14 @@ BAD_QUANTIZE = {
         lambda q, t, c: ['eval', '--model', VARIANT, '--data-dir', c, '--precision', 'int8',
                          '--calib-dir', _few_images(c, t / 'few'), '--nproc', '2'],
         'holds 3 images; INT8 calibration needs at least 8'),
+    'too few images to calibrate on in --data-dir, several processes': (
+        lambda q, t, c: ['eval', '--model', VARIANT, '--data-dir', _few_images(c, t / 'few'),
+                         '--precision', 'int8', '--nproc', '2'],
+        ('--data-dir ', 'holds 3 images; INT8 calibration needs at least 8')),
+    'int8 on another engine, several processes': (
+        lambda q, t, c: ['eval', '--model', VARIANT, '--data-dir', c, '--precision', 'int8',
+                         '--engine', 'onnxruntime', '--nproc', '2'],
+        '--precision int8 runs on openvino, not --engine onnxruntime'),
     'calibration without int8': (
         lambda q, t, c: ['eval', '--model', VARIANT, '--data-dir', c, '--calib-dir', c],
         '--calib-dir is for --precision int8'),
@@ -349,11 +357,12 @@ def _touch(path):
 @pytest.mark.parametrize('case', BAD_QUANTIZE)
 def test_a_bad_int8_command_is_refused_in_one_line_before_any_work(quantized, photos, tmp_path,
                                                                    case):
-    command, phrase = BAD_QUANTIZE[case]
+    command, phrases = BAD_QUANTIZE[case]
     home = tmp_path / 'home'
     proc = run_module(*command(quantized, tmp_path, photos / 'calib'),
                       env={'PADDLE_DLA_HOME': str(home)})
-    assert_refused(proc, phrase, absent=[tmp_path / 'out', home / 'compiled'])
+    assert_refused(proc, *((phrases,) if isinstance(phrases, str) else phrases),
+                   absent=[tmp_path / 'out', home / 'compiled'])
 
 
 @pytest.mark.full

@@ -29,9 +29,9 @@ from ..core.atomic import atomic_output
 from ..core.machine import cpu_description, installed_versions
 from ..core.parity import relative_error
 from ..evaluation.transforms import Preprocess
-from ..inference.engines import (BENCH_REFERENCE, EAGER, ENGINES, INT8, NNCF_BASELINE,
-                                 OPTIONAL_ENGINES, TORCH_CHANNELS_LAST, TORCH_EAGER,
-                                 int8_engine_of)
+from ..inference.engines import (BENCH_REFERENCE, EAGER, ENGINES, INT8, INT8_ENGINE,
+                                 NNCF_BASELINE, OPTIONAL_ENGINES, TORCH_CHANNELS_LAST,
+                                 TORCH_EAGER)
 from ..inference.predictor import cpu_supports_bf16, export
 from ..inference.quantize import quantization_available, quantize_export
 from ..inference.runtimes import importable, installed_engines
@@ -95,13 +95,12 @@ def engine_specs(bf16, dense=None):
     classifier's beside NNCF's INT8 with NNCF's defaults (a dense network's is made by
     those defaults)."""
     precisions = ('fp32', 'bf16') if bf16 else ('fp32',)
-    int8_engine = int8_engine_of(dense is not None)
-    if quantization_available(int8_engine) is None:
+    if quantization_available() is None:
         precisions += (INT8,)
     specs = {REFERENCE: (EAGER, 'fp32')}
     for precision in precisions:
         for engine in ENGINES:
-            if precision == INT8 and engine != int8_engine:
+            if precision == INT8 and engine != INT8_ENGINE:
                 continue
             if engine in installed_engines('cpu', precision):
                 specs[f'{engine} {precision}'] = (engine, precision)

@@ -19,8 +19,8 @@ from ..evaluation.report import decoding_split, format_table, result_row, write_
 from ..evaluation.runner import CORES_PER_WORKER, MAX_DEFAULT_WORKERS, default_workers
 from ..evaluation.transforms import BACKENDS, MAX_RESIZED_PIXELS, ImageReadError, Preprocess
 from ..inference.engines import (AUTO, DEFAULT_CALIBRATION_IMAGES, EAGER, ENGINES, INT8,
-                                 MIN_CALIBRATION_IMAGES, OLD_ENGINE_NAMES, RUN_CHOICES,
-                                 int8_engine_of)
+                                 INT8_ENGINE, MIN_CALIBRATION_IMAGES, OLD_ENGINE_NAMES,
+                                 RUN_CHOICES)
 from ..models.preprocessing import DEFAULT as DEFAULT_PREPROCESSING
 from ..models.preprocessing import INPUT_SIZE_RANGE, INTERPOLATIONS
 from ..models.registry import CLASSIFICATION, get_model
@@ -218,7 +218,8 @@ def _deployed_predictor(model, preprocess, args):
     calibration = None
     if args.precision == INT8:
         from .quantize import calibration_files, calibration_inputs
-        files = calibration_files(args.calib_dir or args.data_dir, args.calib_count)
+        folder, option = _calibration_folder(args, dense=False)
+        files = calibration_files(folder, args.calib_count, option)
         calibration = calibration_inputs(files, lambda path: preprocess(path)[None])
     size = preprocess.img_size
     return compile_model(model, input_shape=(None, model.in_chans, size, size),
@@ -349,8 +350,7 @@ def _summary(samples, labels, args):
 
 
 def _check_calibration_options(args):
-    """--calib-dir and --calib-count: for --precision int8 only, and the folder (there,
-    enough images) checked before any weights are fetched or processes launched."""
+    """--calib-dir and --calib-count: for --precision int8 only."""
     given = [option for option, value in (('--calib-dir', args.calib_dir),
                                           ('--calib-count', args.calib_count)) if value]
     if args.precision != INT8 and given:
@@ -358,20 +358,38 @@ def _check_calibration_options(args):
                          f'--precision int8 (calibration), not {args.precision}')
     if args.calib_count is None:
         args.calib_count = DEFAULT_CALIBRATION_IMAGES
-    if args.calib_dir:  # once, here, rather than in every process --nproc launches
-        from .quantize import calibration_files
-        calibration_files(args.calib_dir, args.calib_count)
+
+
+def _calibration_folder(args, dense):
+    """(folder, the option naming it) INT8 is calibrated on: --calib-dir, else the
+    evaluation's own images."""
+    from . import evaluate_dense
+    if dense:
+        return evaluate_dense.calibration_folder(args)
+    return (args.calib_dir, '--calib-dir') if args.calib_dir else (args.data_dir, '--data-dir')
+
+
+def _check_calibration_folder(args, dense):
+    """For INT8, the calibration folder holds enough images: checked before any weights
+    are fetched, and once, before --nproc launches its processes, rather than by each of
+    them."""
+    from .quantize import calibration_files
+    folder, option = _calibration_folder(args, dense)
+    if args.calib_dir or (folder and os.path.isdir(folder)):  # else the data is refused later
+        calibration_files(folder, args.calib_count, option)
 
 
 def run(args):
     _check_calibration_options(args)
-    if args.nproc > 1 and 'PADDLE_TRAINERS_NUM' not in os.environ:
-        return launch(args)
     from . import evaluate_dense
     dense = evaluate_dense.wanted(args)
-    runs_int8 = int8_engine_of(dense)
-    if args.precision == INT8 and args.engine not in (AUTO, runs_int8):
-        raise UsageError(f'--precision int8 runs on {runs_int8}, not --engine {args.engine}')
+    if args.precision == INT8 and args.engine not in (AUTO, INT8_ENGINE):
+        raise UsageError(f'--precision int8 runs on {INT8_ENGINE}, not --engine {args.engine}')
+    launched = 'PADDLE_TRAINERS_NUM' in os.environ
+    if args.precision == INT8 and not launched:
+        _check_calibration_folder(args, dense)
+    if args.nproc > 1 and not launched:
+        return launch(args)
     if dense:
         if args.precision not in ('fp32', INT8):
             raise UsageError(f'--precision {args.precision} is offered for the classifiers; '

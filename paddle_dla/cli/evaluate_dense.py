@@ -101,18 +101,21 @@ def _runner(args, name):
         input_size=args.input_size)
     files = None
     if args.precision == INT8:
-        files = calibration_files(args.calib_dir or _images_folder(args), args.calib_count)
+        folder, option = calibration_folder(args)
+        files = calibration_files(folder, args.calib_count, option)
     return runner(model_args, files)
 
 
-def _images_folder(args):
-    """Where the evaluation's own images are, to calibrate INT8 on when --calib-dir is not
-    given (Cityscapes' label PNGs are not images of the scene)."""
+def calibration_folder(args):
+    """(folder, the option naming it) INT8 is calibrated on: --calib-dir, else the
+    evaluation's own images (Cityscapes' label PNGs are not images of the scene)."""
+    if args.calib_dir:
+        return args.calib_dir, '--calib-dir'
     if args.coco_annotations:
-        return args.images
+        return args.images, '--images'
     if args.cityscapes:
-        return os.path.join(args.cityscapes, 'leftImg8bit')
-    return args.mot_dir
+        return os.path.join(args.cityscapes, 'leftImg8bit'), '--cityscapes'
+    return args.mot_dir, '--mot-dir'
 
 
 def run(args):

@@ -46,22 +46,22 @@ def configure(p):
                    help='output folder (created if needed)')
 
 
-def calibration_files(folder, count):
-    """Up to ``count`` image files under ``folder``, spread evenly over their sorted paths
-    (so that a folder sorted by class gives every class its share). Too few to calibrate on
-    are refused here, before any is read."""
+def calibration_files(folder, count, option='--calib-dir'):
+    """Up to ``count`` image files under ``folder`` (given as ``option``), spread evenly over
+    their sorted paths (so that a folder sorted by class gives every class its share). Too
+    few to calibrate on are refused here, before any is read."""
     from ..evaluation.dataset import IMAGE_SUFFIXES
     if not os.path.isdir(folder):
-        raise UsageError(f'--calib-dir {printable(folder)}: not a folder')
+        raise UsageError(f'{option} {printable(folder)}: not a folder')
     files = sorted(os.path.join(root, name) for root, dirs, names in os.walk(folder)
                    for name in names
                    if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith('.'))
     if not files:
-        raise UsageError(f'--calib-dir {printable(folder)} holds no image '
+        raise UsageError(f'{option} {printable(folder)} holds no image to calibrate on '
                          f'({", ".join(IMAGE_SUFFIXES)})')
     if len(files) < MIN_CALIBRATION_IMAGES:
-        raise UsageError(f'{printable(folder)} holds {len(files)} images; INT8 calibration '
-                         f'needs at least {MIN_CALIBRATION_IMAGES} '
+        raise UsageError(f'{option} {printable(folder)} holds {len(files)} images; INT8 '
+                         f'calibration needs at least {MIN_CALIBRATION_IMAGES} '
                          f'({DEFAULT_CALIBRATION_IMAGES} recommended)')
     if len(files) <= count:
         return files
@@ -145,12 +145,11 @@ def source_export(args, workdir):
 def run(args):
     import tempfile
 
-    from ..inference.engines import int8_engine_of
     from ..inference.exported import META_SUFFIX, read_metadata
-    from ..inference.quantize import int8_engine_for, quantization_available, quantize_export
+    from ..inference.quantize import quantization_available, quantize_export
 
-    def refuse_if_unavailable(engine):
-        reason = quantization_available(engine)
+    def refuse_if_unavailable():
+        reason = quantization_available()
         if reason:
             raise UsageError(reason)
     if args.exported:  # the export fixes the weights and the size
@@ -161,13 +160,13 @@ def run(args):
                              f'for --model: an export keeps the weights and input size it '
                              f'was made with')
     if args.model and not args.exported:  # before the export it would take
-        refuse_if_unavailable(int8_engine_of(get_model(args.model).task != CLASSIFICATION))
+        refuse_if_unavailable()
     files = calibration_files(args.calib_dir, args.calib_count)
     with tempfile.TemporaryDirectory(prefix='paddle-dla-quantize-') as workdir:
         prefix = source_export(args, workdir)
         meta = read_metadata(prefix)
         if args.exported:  # before any image is read
-            refuse_if_unavailable(int8_engine_for(meta))
+            refuse_if_unavailable()
         inputs = calibration_inputs(files, preparer(meta, prefix + META_SUFFIX))
         name = os.path.basename(prefix)
         print(f'calibrating {meta.get("variant", name)} on {len(inputs)} images from '

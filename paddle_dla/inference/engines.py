@@ -28,16 +28,11 @@ OLD_ENGINE_NAMES = {'inference': PADDLE}
 # The precisions each engine is offered for on CPU (onnxruntime has no bf16 kernels on x86).
 CPU_PRECISIONS = {PADDLE: ('fp32', 'bf16'), OPENVINO: ('fp32', 'bf16', INT8),
                   ONNXRUNTIME: ('fp32', INT8)}
-# The engine that runs an INT8 model, by what was quantized: both become an OpenVINO IR
-# (NNCF into OpenVINO was the fastest route measured; a dense network's deformable
-# convolutions stay in float); until 2026-12-07 a dense network became an ONNX model with
-# quantize-dequantize pairs, for onnxruntime, 0.6x as fast as OpenVINO's on AVX2.
-CLASSIFIER_INT8_ENGINE, DENSE_INT8_ENGINE = OPENVINO, OPENVINO
-
-
-def int8_engine_of(dense):
-    """The engine that runs the INT8 model of a dense network or of a classifier."""
-    return DENSE_INT8_ENGINE if dense else CLASSIFIER_INT8_ENGINE
+# The engine that runs the INT8 models, classifiers and dense networks alike: NNCF into an
+# OpenVINO IR was the fastest route measured (a dense network's deformable convolutions stay
+# in float). Until 2026-12-07 a dense network became an ONNX model with quantize-dequantize
+# pairs, for onnxruntime, 0.6x as fast as OpenVINO's on AVX2; those exports still run there.
+INT8_ENGINE = OPENVINO
 # What to install for each optional engine (the paddle2onnx route serves both on Paddle 3).
 ENGINE_EXTRAS = {OPENVINO: 'pip install openvino paddle2onnx',
                  ONNXRUNTIME: 'pip install onnxruntime paddle2onnx'}
@@ -50,5 +45,5 @@ TORCH_EAGER, TORCH_CHANNELS_LAST = 'torch eager', 'torch channels-last'
 NNCF_BASELINE = 'nncf int8'
 BENCH_ENGINES = ((BENCH_REFERENCE,)
                  + tuple(f'{e} {p}' for e in ENGINES for p in CPU_PRECISIONS[e]
-                         if p != INT8 or e == CLASSIFIER_INT8_ENGINE)
+                         if p != INT8 or e == INT8_ENGINE)
                  + (NNCF_BASELINE, TORCH_EAGER, TORCH_CHANNELS_LAST))

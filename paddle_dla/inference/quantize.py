@@ -24,14 +24,13 @@ from ..core.digests import CHUNK
 from ..core.errors import PaddleDLAError, one_line, printable
 from ..core.machine import installed_versions
 from ..weights.cache import folder_lock
-from .engines import (CLASSIFIER_INT8_ENGINE, DEFAULT_CALIBRATION_IMAGES,
-                      MIN_CALIBRATION_IMAGES, OPENVINO, int8_engine_of)
+from .engines import DEFAULT_CALIBRATION_IMAGES, INT8_ENGINE, MIN_CALIBRATION_IMAGES
 from .exported import INT8_FILES, META_SUFFIX, MODEL_SUFFIXES, PARAMS_SUFFIX, locate, read_metadata
 from .openvino_reader import read_model
 from .runtimes import EngineUnavailable, importable, onnx_model
 
-# What each route needs, by the engine that runs its INT8 model.
-NEEDED = {OPENVINO: ('nncf', 'openvino', 'paddle2onnx')}
+# What making an INT8 model needs: NNCF quantizes paddle2onnx's ONNX model for OpenVINO.
+NEEDED = ('nncf', 'openvino', 'paddle2onnx')
 
 
 class QuantizationError(PaddleDLAError):
@@ -42,15 +41,10 @@ def _is_classifier(meta):
     return meta.get('task') in (None, 'classification') and bool(meta.get('num_classes'))
 
 
-def int8_engine_for(meta):
-    """The engine that will run the INT8 model of the export described by ``meta``."""
-    return int8_engine_of(dense=not _is_classifier(meta))
-
-
-def quantization_available(engine=CLASSIFIER_INT8_ENGINE):
-    """Why INT8 for ``engine`` cannot be made here, or None when it can."""
-    missing = [m for m in NEEDED[engine] if not importable(m)]
-    return (f'INT8 needs {", ".join(missing)}: pip install {" ".join(NEEDED[engine])}'
+def quantization_available():
+    """Why an INT8 model cannot be made here, or None when it can."""
+    missing = [m for m in NEEDED if not importable(m)]
+    return (f'INT8 needs {", ".join(missing)}: pip install {" ".join(NEEDED)}'
             if missing else None)
 
 
@@ -80,6 +74,7 @@ DENSE_SCHEME = 'nncf defaults, openvino'
 
 
 def scheme_of(dense):
+    """The scheme's words, recorded in an INT8 model's metadata."""
     return DENSE_SCHEME if dense else SCHEME
 
 
@@ -114,10 +109,10 @@ def nncf_quantize(onnx_file, calibration, classifier=False, nncf_defaults=False)
         return nncf.quantize(model, nncf.Dataset(calibration, as_input), **options)
 
 
-def _tool(engine):
-    """``'nncf 3.4.0, onnxruntime 1.32.0'``: what made the INT8 model, for its metadata."""
+def _tool():
+    """``'nncf 3.4.0, openvino 2026.4.1'``: what made the INT8 model, for its metadata."""
     return ', '.join(f'{name} {version}'
-                     for name, version in installed_versions(('nncf', engine)).items())
+                     for name, version in installed_versions(('nncf', INT8_ENGINE)).items())
 
 
 def _digest_update(sha, item):
@@ -181,8 +176,7 @@ def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defa
     is written."""
     prefix, model_file = locate(path_prefix)
     meta = read_metadata(prefix)
-    engine = int8_engine_for(meta)
-    reason = quantization_available(engine)
+    reason = quantization_available()
     if reason:
         raise EngineUnavailable(reason)
     if len(calibration) < MIN_CALIBRATION_IMAGES:
@@ -200,7 +194,7 @@ def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defa
     out = os.path.abspath(os.fspath(out_prefix))
     folder, name = os.path.split(out)
     meta = dict(meta, int8={
-        'engine': engine, 'tool': _tool(engine),
+        'engine': INT8_ENGINE, 'tool': _tool(),
         'options': 'nncf defaults' if nncf_defaults else scheme_of(not classifier),
         'calibration': {'images': len(calibration), 'source': source,
                         'sha256': calibration_digest(calibration)}})
@@ -210,7 +204,7 @@ def quantize_export(path_prefix, out_prefix, calibration, source=None, nncf_defa
             if os.path.isfile(prefix + suffix):
                 shutil.copyfile(prefix + suffix, stem + suffix)
         import openvino
-        openvino.save_model(quantized, stem + INT8_FILES[engine][0], compress_to_fp16=False)
+        openvino.save_model(quantized, stem + INT8_FILES[INT8_ENGINE][0], compress_to_fp16=False)
         write_json(stem + META_SUFFIX, meta, indent=2)
         written = sorted(os.listdir(tmp))
     return [os.path.join(folder, f) for f in written]
