@@ -1,4 +1,4 @@
-"""The deployed path: export + Paddle Inference Predictor, the paddle-dla CLI, the benchmark."""
+"""The deployed path: export + Paddle Inference Predictor, the paddle-dla CLI."""
 import json
 import os
 import subprocess
@@ -26,14 +26,17 @@ PHOTO = os.path.join(skimage.data_dir, 'chelsea.png')
 @pytest.mark.parametrize('name', ['dla_34', *(pytest.param(n, marks=pytest.mark.sweep)
                                             for n in ('dla_102x2', 'dla_60_res2next'))])
 def test_exported_predictor_equals_eager(tmp_path, name):
+    """The export at 224 px for dla_34, at 128 px for the larger sweeps ('auto' measures
+    every engine on each batch class, and the structure is the same at any size)."""
     from oracle import paddle_model_from_oracle, random_images
     model = paddle_model_from_oracle(name, 'float32')
-    files = export(model, str(tmp_path / name))
+    size = 224 if name == 'dla_34' else 128
+    files = export(model, str(tmp_path / name), input_shape=(None, 3, size, size))
     assert {os.path.splitext(f)[1] for f in files} >= {'.pdiparams'}
     assert any(f.endswith(('.json', '.pdmodel')) for f in files)
     predictor = Predictor(str(tmp_path))
     for batch in (1, 3):
-        images = random_images((batch, 3, 224, 224))
+        images = random_images((batch, 3, size, size))
         eager = run_paddle(model, images)
         served = predictor(images.numpy().astype('float32')).astype(np.float64)
         assert relative_error(served, eager) <= FLOAT32_LIMIT
@@ -146,44 +149,3 @@ def test_eval_harness_inference_engine(tmp_path, weights_file):
     assert results['paddle']['engine'] == 'paddle'
     for key in ('num_images', 'top1', 'top5'):
         assert results['paddle'][key] == results['eager'][key]
-
-
-@pytest.mark.full
-@pytest.mark.torch
-def test_benchmark_quick_mode(tmp_path):
-    out = tmp_path / 'bench.json'
-    proc = run_cli('tools/throughput.py', '--quick', '--json', out)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(out.read_text())
-    required = {'paddle eager', 'paddle fp32', 'openvino fp32', 'onnxruntime fp32',
-                'torch eager', 'openvino int8', 'nncf int8'}
-    assert required <= {r['engine'] for r in report['results']}
-    for row in report['results']:
-        if row['engine'] in required:  # these run on every CPU: an error is a failure
-            assert row['error'] is None and row['img_per_s'] > 0, row
-        else:  # others (bf16, channels-last) may be unsupported here, and say so
-            assert row['error'] or row['img_per_s'] > 0, row
-        if row['precision'] == 'int8':  # ours beside NNCF's defaults, calibrated alike
-            assert row['error'] is None and row['vs_best_fp32'] > 0, row
-        if row['engine'] in required and row['precision'] != 'int8':
-            assert row['rel_logit_error'] <= FLOAT32_LIMIT and row['gflops'] > 0, row
-            assert 0 < row['of_gemm_peak'] < 2, row  # a fraction of a peak measured in the run
-    assert '| dla_46_c | 1 | paddle fp32 |' in proc.stdout
-    env = report['environment']
-    assert env['threads'] >= 1 and env['cpu'] and env['gemm_peak_gflops']['fp32'] > 0
-
-
-@pytest.mark.full
-def test_eval_end_to_end_benchmark_prints_its_ratios():
-    proc = run_cli('tools/eval_end_to_end.py', '--images', 24, '--eager-images', 8,
-                   '--rounds', 1, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert 'dla_34, batch 64, 24 JPEGs; eval ran: ' in lines[0]
-    rates = {}
-    for line in lines[1:4]:
-        label, value = line.split(' img/s')[0].rsplit(None, 1)
-        rates[label.strip()] = float(value)
-    assert set(rates) == {'eval (defaults)', 'model only', 'eval --engine eager'}
-    assert all(rate > 0 for rate in rates.values())
-    assert 'end to end / model only: ' in proc.stdout and 'defaults / eager: ' in proc.stdout

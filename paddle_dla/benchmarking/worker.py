@@ -113,12 +113,18 @@ def _torch_dense_engine(spec):
     return predict
 
 
-def _first_output(engine):
-    """A dense model's first output (the heatmap), so that every engine answers one array."""
+def _every_output(engine, names=None):
+    """A dense model's outputs as one array, each image's heads flattened side by side in
+    the order of their names, so that every engine answers one array and the comparison
+    with the reference covers every head. ``names``: those of an engine that answers a
+    bare array or a sequence (a model's own forward)."""
     def run(batch):
         out = engine(batch)
+        if names and not isinstance(out, dict):
+            out = dict(zip(names, out if isinstance(out, (tuple, list)) else [out]))
         if isinstance(out, dict):
-            return np.asarray(next(iter(out.values())))
+            return np.concatenate([np.asarray(out[k]).reshape(len(batch), -1)
+                                   for k in sorted(out)], axis=1)
         return np.asarray(out[0] if isinstance(out, (tuple, list)) else out)
     return run
 
@@ -128,16 +134,17 @@ def build_engine(spec):
     if kind == 'gemm':
         return _gemm_engine(spec)
     if kind == EAGER:
-        return _first_output(eager_predictor(_paddle_model(spec)))
+        model = _paddle_model(spec)
+        return _every_output(eager_predictor(model), getattr(model, 'output_names', None))
     if kind in (TORCH_EAGER, TORCH_CHANNELS_LAST):
         if get_model(spec['model']).family == DENSE_FAMILY:
-            return _first_output(_torch_dense_engine(spec))
+            return _every_output(_torch_dense_engine(spec))
         return _torch_engine(spec, kind == TORCH_CHANNELS_LAST)
     if kind == NNCF_BASELINE:
         return Predictor(os.path.join(spec['workdir'], 'nncf', 'model'), precision=INT8,
                          threads=spec['threads'], engine=OPENVINO)
     folder = 'int8' if spec['precision'] == INT8 else ''
-    return _first_output(Predictor(os.path.join(spec['workdir'], folder, 'model'),
+    return _every_output(Predictor(os.path.join(spec['workdir'], folder, 'model'),
                                    precision=spec['precision'], threads=spec['threads'],
                                    engine=kind))
 
