@@ -2,7 +2,9 @@
 a user would, and feeding a batch through a Paddle model. (The timm oracle and everything
 built from it live in ``oracle.py`` and ``checkpoint_files.py``, which import torch.)"""
 import functools
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +16,24 @@ from paddle_dla.core.parity import (  # noqa: F401 - the tests read the standard
     FLOAT32_LIMIT, FLOAT64_LIMIT, TOP2_GAP, relative_error, top1_agreement)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def built_once(tmp_path_factory, name, build):
+    """``build(folder)``'s result (JSON: paths as strings), made once for the whole test run
+    in a folder every pytest-xdist process sees: the first to ask builds it, the others wait
+    on its lock and read it back, rather than build it again (a module's fixture is built in
+    each process that runs one of its tests)."""
+    import filelock
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        root = root.parent  # the run's, above each process's own
+    folder, result = root / f'shared-{name}', root / f'shared-{name}.json'
+    with filelock.FileLock(str(root / f'shared-{name}.lock')):
+        if not result.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed
+            folder.mkdir()
+            result.write_text(json.dumps(build(folder)))
+        return json.loads(result.read_text())
 
 
 def child_env(**extra):

@@ -3,7 +3,9 @@
 The fast tier converts one file of each layout users bring (official with its dead keys,
 the official release's legacy pre-1.6 format, timm .pth, Hugging Face .safetensors, a
 training checkpoint with ``module.`` keys and another class count); the full tier converts
-every variant in every layout."""
+every variant in the official and timm layouts, and the others on a few variants: a Hugging
+Face file is timm's state dict in another container, the legacy format the official one in
+another pickle."""
 
 import shutil
 
@@ -33,11 +35,11 @@ for _name in OFFICIAL:
     CASES[f'{_name}_official.pth'] = (_name, 1000, 'save_official')
 for _name in ALL:
     CASES[f'{_name}_timm.pth'] = (_name, 1000, 'save_timm')
+for _name in ('dla_34', 'dla_60', 'dla_102x2', 'dla_60_res2next'):
     CASES[f'{_name}_hf.safetensors'] = (_name, 1000, 'save_safetensors')
 CASES['dla_102_official_legacy.pth'] = ('dla_102', 1000, 'save_official_legacy')
 CASES['dla_34_finetuned10.pth'] = ('dla_34', 10, 'save_training_checkpoint')
 CASES['dla_60x_c_finetuned10.pth'] = ('dla_60x_c', 10, 'save_training_checkpoint')
-TIERS = {'fast': FAST_CASES, 'full': CASES}
 
 
 def _batch_run(tmp_path_factory, cases):
@@ -59,26 +61,28 @@ def fast_batch(tmp_path_factory):
     return _batch_run(tmp_path_factory, FAST_CASES)
 
 
-@pytest.fixture(scope='module')
-def full_batch(tmp_path_factory):
-    return _batch_run(tmp_path_factory, CASES)
+def _assert_matches_oracle(dst, cases, filename):
+    from oracle import oracle, random_images, reference_logits
+    variant, classes, _ = cases[filename]
+    path = dst / (filename.rsplit('.', 1)[0] + '.pdparams')
+    model = paddle_dla.create_model(variant, num_classes=classes, pretrained=str(path))
+    model.eval()
+    assert paddle.load(str(path))['fc.weight'].dtype == paddle.float32
+    images = random_images((2, 3, 64, 64))
+    reference = reference_logits(oracle(variant, num_classes=classes), images)
+    ours = run_paddle(model, images)
+    assert ours.shape == (2, classes), filename
+    assert relative_error(ours, reference) <= FLOAT32_LIMIT, filename
+    assert top1_agrees(ours, reference), filename
 
 
-def _tier(tier):
-    return pytest.param(tier, marks=(pytest.mark.full,) if tier == 'full' else ())
+def _assert_same_bytes(dst, variant):
+    digests = {open(dst / f'{variant}{s}.pdparams', 'rb').read() for s in
+               ('_official', '_timm', '_hf')}
+    assert len(digests) == 1, variant
 
 
-def _tier_files():
-    for tier, cases in TIERS.items():
-        for filename in cases:
-            yield pytest.param(tier, filename, marks=_tier(tier).marks, id=f'{tier}-{filename}')
-
-
-@pytest.mark.torch
-@pytest.mark.parametrize('tier', [_tier('fast'), _tier('full')])
-def test_batch_converts_every_layout_without_model(tier, request):
-    proc, dst = request.getfixturevalue(f'{tier}_batch')
-    cases = TIERS[tier]
+def _assert_reported(proc, cases):
     assert proc.returncode == 0, proc.stderr
     assert f'converted {len(cases)} of {len(cases)} checkpoints' in proc.stdout
     for filename, (variant, classes, _) in cases.items():
@@ -92,31 +96,32 @@ def test_batch_converts_every_layout_without_model(tier, request):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize('tier,filename', list(_tier_files()))
-def test_converted_file_matches_oracle(tier, filename, request):
-    from oracle import oracle, random_images, reference_logits
-    _, dst = request.getfixturevalue(f'{tier}_batch')
-    variant, classes, _ = TIERS[tier][filename]
-    path = dst / (filename.rsplit('.', 1)[0] + '.pdparams')
-    model = paddle_dla.create_model(variant, num_classes=classes, pretrained=str(path))
-    model.eval()
-    assert paddle.load(str(path))['fc.weight'].dtype == paddle.float32
-    images = random_images((2, 3, 64, 64))
-    reference = reference_logits(oracle(variant, num_classes=classes), images)
-    ours = run_paddle(model, images)
-    assert ours.shape == (2, classes)
-    assert relative_error(ours, reference) <= FLOAT32_LIMIT
-    assert top1_agrees(ours, reference)
+def test_batch_converts_every_layout_without_model(fast_batch):
+    _assert_reported(fast_batch[0], FAST_CASES)
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize('tier,variant', [('fast', 'dla_46_c'),
-                                          pytest.param('full', 'dla_60', marks=pytest.mark.full)])
-def test_same_weights_give_the_same_bytes_whatever_the_layout(tier, variant, request):
-    _, dst = request.getfixturevalue(f'{tier}_batch')
-    digests = {open(dst / f'{variant}{s}.pdparams', 'rb').read() for s in
-               ('_official', '_timm', '_hf')}
-    assert len(digests) == 1
+@pytest.mark.parametrize('filename', FAST_CASES)
+def test_converted_file_matches_oracle(filename, fast_batch):
+    _assert_matches_oracle(fast_batch[1], FAST_CASES, filename)
+
+
+@pytest.mark.torch
+def test_same_weights_give_the_same_bytes_whatever_the_layout(fast_batch):
+    _assert_same_bytes(fast_batch[1], 'dla_46_c')
+
+
+@pytest.mark.full
+@pytest.mark.torch
+def test_batch_converts_every_variant_in_every_layout(tmp_path_factory):
+    """The full tier's batch, checked in one test (its conversions take a minute: split over
+    tests, each process running one would make them again): every file reported, equal to
+    the oracle, and one variant's layouts giving the same bytes."""
+    proc, dst = _batch_run(tmp_path_factory, CASES)
+    _assert_reported(proc, CASES)
+    for filename in CASES:
+        _assert_matches_oracle(dst, CASES, filename)
+    _assert_same_bytes(dst, 'dla_60')
 
 
 def test_dead_keys_are_what_the_official_files_carry():

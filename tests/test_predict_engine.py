@@ -18,6 +18,9 @@ pytestmark = pytest.mark.paddle_compat
 
 PHOTO = os.path.join(skimage.data_dir, 'chelsea.png')
 ENGINES = installed_engines('cpu', 'fp32')
+# Paddle 2.6's paddle2onnx (1.3) cannot translate a deformable convolution: no onnxruntime
+# for the dense networks there (OpenVINO reads the .pdmodel itself).
+_NO_DENSE_ONNX = ('onnxruntime',) if paddle.__version__.startswith('2.') else ()
 
 
 @pytest.fixture(scope='module')
@@ -52,13 +55,18 @@ def _report(*args, home, timeout=180):
     return lines
 
 
-def _assert_measured_then_remembered(*args, home, timeout=180):
-    """The first run measures every installed engine (or says which could not run), the
-    second, in the same cache, names the same engine as remembered."""
+def _assert_measured_then_remembered(*args, home, timeout=180, may_fail=()):
+    """The first run measures every installed engine (all but ``may_fail`` must give a
+    rate, those may say they could not run it), the second, in the same cache, names the
+    same engine as remembered."""
     first = _report(*args, home=home, timeout=timeout)[0]
-    found = re.fullmatch(r'engine: (\w+) \(auto: measured now: (.+ img/s.*)\)', first)
+    found = re.fullmatch(r'engine: (\w+) \(auto: measured now: (.+) img/s(.*)\)', first)
     assert found and found.group(1) in ENGINES, first
-    assert all(name in found.group(2) for name in ENGINES), first
+    rated = dict(re.findall(r'(\w+) ([\d.e+-]+)', found.group(2)))
+    failed = re.search(r'; (.+) could not run it', found.group(3))
+    failed = failed.group(1).split(', ') if failed else []
+    assert set(ENGINES) - set(may_fail) <= set(rated) and set(rated) | set(failed) == set(
+        ENGINES), first
     second = _report(*args, home=home, timeout=timeout)[0]
     assert second == f'engine: {found.group(1)} (auto: remembered for this machine)'
 
@@ -88,7 +96,7 @@ def test_exported_dense_model_auto_is_measured_then_remembered(tmp_path, centern
     """CenterNet's deformable convolutions on every engine: each is measured."""
     _, exported = centernet
     _assert_measured_then_remembered('--exported', exported, '--out-dir', tmp_path / 'drawn',
-                                     home=tmp_path / 'home')
+                                     home=tmp_path / 'home', may_fail=_NO_DENSE_ONNX)
 
 
 @pytest.mark.full
@@ -103,7 +111,8 @@ def test_model_dense_auto_then_requested_and_eager(tmp_path, centernet):
     weights, _ = centernet
     model = ('--model', 'centernet_dla34', '--weights', weights, '--out-dir', tmp_path / 'a',
              '--input-size', '256x256')  # the engine line is the same at any input
-    _assert_measured_then_remembered(*model, home=tmp_path / 'home', timeout=600)
+    _assert_measured_then_remembered(*model, home=tmp_path / 'home', timeout=600,
+                                     may_fail=_NO_DENSE_ONNX)
     for engine in ('paddle', 'eager'):
         lines = _report(*model, '--engine', engine, home=tmp_path / 'home', timeout=600)
         assert lines[0] == f'engine: {engine} (requested)'
