@@ -25,7 +25,7 @@ from paddle_dla.models.layers import BN_MOMENTUM
 from paddle_dla.weights.checkpoint import save_pdparams
 from paddle_dla.weights.registry import get_weights
 from helpers import top1_agreement
-from hostile import assert_refused, run_module
+from hostile import assert_refused, run_module, run_python
 
 pytestmark = pytest.mark.skipif(
     not all(importable(m) for m in ('nncf', 'openvino', 'paddle2onnx')),
@@ -351,6 +351,22 @@ def _few_images(source, folder):
 def _touch(path):
     path.write_bytes(b'')
     return path
+
+
+_WITHOUT_NNCF = ('import sys; sys.modules["nncf"] = None  # as if not installed\n'
+                 'from paddle_dla.cli import main; sys.exit(main(sys.argv[1:]))')
+
+
+@pytest.mark.parametrize('source', ['--model', '--exported'])
+def test_quantize_without_nncf_says_what_to_install_before_reading_anything(tmp_path, source):
+    """The missing library is named first: not after the weights are read, an export made
+    or the calibration folder walked (here none of them exists)."""
+    given = ['--model', VARIANT, '--weights', tmp_path / 'none.pdparams'] if source == '--model' \
+        else ['--exported', tmp_path / 'no-export']
+    proc = run_python(_WITHOUT_NNCF, 'quantize', *given, '--calib-dir', tmp_path / 'no-calib',
+                      '--out', tmp_path / 'out')
+    assert_refused(proc, 'INT8 needs nncf: pip install nncf openvino paddle2onnx',
+                   absent=[tmp_path / 'out'])
 
 
 @pytest.mark.full  # subprocesses on the INT8 export: the fast tier refuses bad folders above

@@ -148,10 +148,6 @@ def run(args):
     from ..inference.exported import META_SUFFIX, read_metadata
     from ..inference.quantize import quantization_available, quantize_export
 
-    def refuse_if_unavailable():
-        reason = quantization_available()
-        if reason:
-            raise UsageError(reason)
     if args.exported:  # the export fixes the weights and the size
         given = [option for option, value in (('--weights', args.weights),
                                               ('--img-size', args.img_size)) if value]
@@ -159,14 +155,13 @@ def run(args):
             raise UsageError(f'{" and ".join(given)} {"is" if len(given) == 1 else "are"} '
                              f'for --model: an export keeps the weights and input size it '
                              f'was made with')
-    if args.model and not args.exported:  # before the export it would take
-        refuse_if_unavailable()
+    reason = quantization_available()  # before any weights, export or image is read
+    if reason:
+        raise UsageError(reason)
     files = calibration_files(args.calib_dir, args.calib_count)
     with tempfile.TemporaryDirectory(prefix='paddle-dla-quantize-') as workdir:
         prefix = source_export(args, workdir)
         meta = read_metadata(prefix)
-        if args.exported:  # before any image is read
-            refuse_if_unavailable()
         inputs = calibration_inputs(files, preparer(meta, prefix + META_SUFFIX))
         name = os.path.basename(prefix)
         print(f'calibrating {meta.get("variant", name)} on {len(inputs)} images from '
