@@ -2,6 +2,7 @@
 given; what they call (export, Predictor, the evaluation harness) is held to Paddle 2.6 by
 the tests of those, so these run on the current Paddle only (not marked paddle_compat)."""
 import json
+import re
 
 import pytest
 
@@ -47,6 +48,20 @@ def test_eval_end_to_end_benchmark_prints_its_ratios():
     assert set(rates) == {'eval (defaults)', 'model only', 'eval --engine eager'}
     assert all(rate > 0 for rate in rates.values())
     assert 'end to end / model only: ' in proc.stdout and 'defaults / eager: ' in proc.stdout
+
+
+@pytest.mark.full
+def test_tracking_speed_measures_the_tracker_and_every_installed_engine():
+    from paddle_dla.inference.runtimes import installed_engines
+    proc = run_cli('tools/tracking_speed.py', '--frames', 2, '--rounds', 1, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    for people in (10, 100):
+        assert re.search(rf'^tracker alone, {people} people: [0-9.]+ ms a frame', proc.stdout,
+                         re.MULTILINE), proc.stdout
+    measured = dict(re.findall(r'^paddle-dla track --engine (\w+): ([0-9.]+) frames/s end to '
+                               r'end', proc.stdout, re.MULTILINE))
+    assert set(measured) == set(installed_engines('cpu', 'fp32')), proc.stdout
+    assert all(float(rate) > 0 for rate in measured.values())
 
 
 def test_every_engine_of_a_dense_network_answers_every_head_alike():

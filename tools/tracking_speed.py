@@ -92,14 +92,16 @@ def track_once(frames, weights, engine, out):
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--engines', default='paddle,onnxruntime',
-                        help='comma list of engines for paddle-dla track (default: %(default)s)')
+    parser.add_argument('--engines',
+                        help='comma list of engines for paddle-dla track (default: every '
+                             'engine installed here)')
     parser.add_argument('--frames', type=int, default=20,
                         help='1920x1080 frames tracked a round (default: %(default)s)')
     parser.add_argument('--rounds', type=int, default=2, help='rounds (default: %(default)s)')
     parser.add_argument('--weights', help='a FairMOT .pth/.pdparams (default: random)')
     args = parser.parse_args()
     from paddle_dla.core.machine import cpu_description
+    from paddle_dla.inference.runtimes import installed_engines
     cpu, cores, features = cpu_description()
     print(f'{time.strftime("%Y-%m-%d")}, {cpu} ({" ".join(features)}), {cores} cores')
     for people in (10, 100):
@@ -113,7 +115,8 @@ def main():
         weights = args.weights or os.path.join(work, 'fairmot.pdparams')
         if not args.weights:
             make_weights(weights)
-        engines = [e.strip() for e in args.engines.split(',') if e.strip()]
+        engines = ([e.strip() for e in args.engines.split(',') if e.strip()] if args.engines
+                   else list(installed_engines('cpu', 'fp32')))
         results = {e: [] for e in engines}
         for engine in engines:   # exported once into the cache, outside the rounds
             track_once(frames, weights, engine, os.path.join(work, 'warm.txt'))
